@@ -1,0 +1,353 @@
+"""Language models as distributions over sequences: sampling with log-probabilities, and scoring.
+
+A sequence x is the list of *generated* tokens that follows a prompt (the context). Its
+log-probability sums the generated tokens only: never the prompt, never padding, and the EOS token
+counted once when the sequence ended with it. Every model in the library (the prior a, the policy
+π, the proposal q) is a `LanguageModel`, so the same convention holds everywhere.
+
+Modules are kept in eval mode (no dropout): the probability a model assigns to a sample must be
+the probability of the distribution that produced it, or importance weights are wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to draw samples. The defaults are ancestral sampling: q equals the model exactly."""
+
+    max_new_tokens: int = 20
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    @property
+    def is_ancestral(self) -> bool:
+        """True when the sampling distribution is the model's own distribution."""
+        return self.temperature == 1.0 and self.top_p >= 1.0 and self.top_k == 0
+
+    def warpers(self) -> LogitsProcessorList:
+        warpers = LogitsProcessorList()
+        if self.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_k > 0:
+            warpers.append(TopKLogitsWarper(self.top_k))
+        if self.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(self.top_p))
+        return warpers
+
+
+@dataclass
+class Samples:
+    """A batch of generated sequences with the log-probabilities of the distribution that drew them.
+
+    Prompts are left-padded (``prompt_mask`` marks real tokens); generated tokens are right-padded
+    (``mask`` marks real tokens, EOS included). ``token_log_q`` holds, per generated token, the
+    log-probability under the *sampling* distribution (after temperature/top-k/top-p), zero at
+    padding; it is what importance weights divide by.
+    """
+
+    prompt_ids: torch.Tensor  # [B, P] long
+    prompt_mask: torch.Tensor  # [B, P] bool
+    ids: torch.Tensor  # [B, T] long
+    mask: torch.Tensor  # [B, T] bool
+    token_log_q: torch.Tensor  # [B, T] float
+    texts: list[str]
+    contexts: list[str] | None = None
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def log_q(self) -> torch.Tensor:
+        """Sequence log-probability under the sampling distribution, shape [B]."""
+        return self.token_log_q.sum(-1)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(-1)
+
+    def select(self, index: torch.Tensor | Sequence[int]) -> Samples:
+        """The samples at ``index``, in that order (for minibatches and filtering)."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return Samples(
+            prompt_ids=self.prompt_ids[idx],
+            prompt_mask=self.prompt_mask[idx],
+            ids=self.ids[idx],
+            mask=self.mask[idx],
+            token_log_q=self.token_log_q[idx],
+            texts=[self.texts[i] for i in idx.tolist()],
+            contexts=None if self.contexts is None else [self.contexts[i] for i in idx.tolist()],
+        )
+
+    def chunks(self, size: int) -> Iterator[Samples]:
+        for start in range(0, len(self), size):
+            yield self.select(range(start, min(start + size, len(self))))
+
+    @staticmethod
+    def concat(parts: Sequence[Samples]) -> Samples:
+        """Join batches, re-padding prompts (left) and generations (right) to common widths."""
+        width_p = max(p.prompt_ids.shape[1] for p in parts)
+        width_t = max(p.ids.shape[1] for p in parts)
+
+        def pad(t: torch.Tensor, width: int, left: bool, value: float | int | bool) -> torch.Tensor:
+            extra = width - t.shape[1]
+            if extra == 0:
+                return t
+            filler = torch.full((t.shape[0], extra), value, dtype=t.dtype)
+            return torch.cat([filler, t] if left else [t, filler], dim=1)
+
+        contexts = [c for p in parts for c in (p.contexts or [])]
+        return Samples(
+            prompt_ids=torch.cat([pad(p.prompt_ids, width_p, True, 0) for p in parts]),
+            prompt_mask=torch.cat([pad(p.prompt_mask, width_p, True, False) for p in parts]),
+            ids=torch.cat([pad(p.ids, width_t, False, 0) for p in parts]),
+            mask=torch.cat([pad(p.mask, width_t, False, False) for p in parts]),
+            token_log_q=torch.cat([pad(p.token_log_q, width_t, False, 0.0) for p in parts]),
+            texts=[t for p in parts for t in p.texts],
+            contexts=contexts if any(p.contexts is not None for p in parts) else None,
+        )
+
+
+class LanguageModel:
+    """A causal LM seen as a distribution over continuations of a prompt.
+
+    ``prompt`` is the default context for unconditional sampling; an empty prompt means "start
+    from BOS" (or EOS for GPT-2-style models that have no BOS). Per-sample contexts passed to
+    :meth:`sample` replace it (conditional models, CDPG).
+
+    With a peft (LoRA) module, :meth:`base` returns the same weights with the adapters disabled:
+    the prior a and the policy π then share one copy of the base model in memory.
+    """
+
+    def __init__(
+        self,
+        module: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt: str = "",
+        *,
+        adapters_disabled: bool = False,
+    ) -> None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; sequences could never end")
+        self.module = module.eval()
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.adapters_disabled = adapters_disabled
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        prompt: str = "",
+        *,
+        dtype: torch.dtype = torch.float32,
+        trust_remote_code: bool = False,
+        **kwargs,
+    ) -> LanguageModel:
+        """Load any HF causal LM (hub id or local folder) with safetensors weights."""
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code
+        )
+        module = AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            **kwargs,
+        )
+        return cls(module, tokenizer, prompt)
+
+    def with_lora(self, **lora_kwargs) -> LanguageModel:
+        """Wrap the module with fresh LoRA adapters (peft); only the adapters are trainable."""
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(task_type="CAUSAL_LM", **lora_kwargs)
+        return LanguageModel(get_peft_model(self.module, config), self.tokenizer, self.prompt)
+
+    def base(self) -> LanguageModel:
+        """The prior: the same module with LoRA adapters disabled, or ``self`` without adapters."""
+        if not self.has_adapters:
+            return self
+        return LanguageModel(self.module, self.tokenizer, self.prompt, adapters_disabled=True)
+
+    def frozen_copy(self) -> LanguageModel:
+        """An independent, non-trainable copy of the current weights (a proposal q ← π)."""
+        module = copy.deepcopy(self.module)
+        module.requires_grad_(False)
+        return LanguageModel(
+            module, self.tokenizer, self.prompt, adapters_disabled=self.adapters_disabled
+        )
+
+    @property
+    def has_adapters(self) -> bool:
+        return hasattr(self.module, "disable_adapter")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def _adapter_scope(self) -> contextlib.AbstractContextManager:
+        if self.adapters_disabled:
+            return self.module.disable_adapter()
+        return contextlib.nullcontext()
+
+    # -- prompts ----------------------------------------------------------------------------
+    def _start_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+        if ids:
+            return ids
+        start = self.tokenizer.bos_token_id
+        return [start if start is not None else self.tokenizer.eos_token_id]
+
+    def encode_prompts(self, contexts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and mask, so every generation starts at the same column."""
+        encoded = [self._start_ids(c) for c in contexts]
+        width = max(len(e) for e in encoded)
+        ids = torch.zeros(len(encoded), width, dtype=torch.long)
+        mask = torch.zeros(len(encoded), width, dtype=torch.bool)
+        for row, e in enumerate(encoded):
+            ids[row, width - len(e) :] = torch.tensor(e)
+            mask[row, width - len(e) :] = True
+        return ids, mask
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        return self.tokenizer.batch_decode(
+            [row[m].tolist() for row, m in zip(ids, mask, strict=True)],
+            skip_special_tokens=True,
+        )
+
+    # -- sampling ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(
+        self,
+        n: int,
+        params: SamplingParams = SamplingParams(),
+        *,
+        contexts: Sequence[str] | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+    ) -> Samples:
+        """Draw ``n`` sequences; log-probabilities come from the sampling pass (KV cache)."""
+        if contexts is not None and len(contexts) != n:
+            raise ValueError(f"got {len(contexts)} contexts for {n} samples")
+        batch_size = batch_size or n
+        parts = []
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            ctx = None if contexts is None else list(contexts[start:stop])
+            parts.append(self._sample_batch(stop - start, params, ctx, generator))
+        return parts[0] if len(parts) == 1 else Samples.concat(parts)
+
+    def _sample_batch(
+        self,
+        n: int,
+        params: SamplingParams,
+        contexts: list[str] | None,
+        generator: torch.Generator | None,
+    ) -> Samples:
+        device = self.device
+        prompt_ids, prompt_mask = self.encode_prompts(contexts or [self.prompt] * n)
+        attention = prompt_mask.to(device).long()
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        eos = self.tokenizer.eos_token_id
+        warpers = params.warpers()
+        steps = params.max_new_tokens
+        ids = torch.zeros(n, steps, dtype=torch.long, device=device)
+        mask = torch.zeros(n, steps, dtype=torch.bool, device=device)
+        token_log_q = torch.zeros(n, steps, device=device)
+        alive = torch.ones(n, dtype=torch.bool, device=device)
+        inputs, cache, used = prompt_ids.to(device), {}, 0
+        with self._adapter_scope():
+            for t in range(steps):
+                out = self.module(
+                    input_ids=inputs,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **cache,
+                )
+                # transformers >= 5.x names the KV cache `cache`, older releases `past_key_values`
+                key = "cache" if "cache" in out else "past_key_values"
+                cache = {key: out[key]}
+                logits = warpers(inputs, out.logits[:, -1].float())
+                log_probs = torch.log_softmax(logits, dim=-1)
+                token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(1)
+                ids[:, t] = torch.where(alive, token, 0)
+                mask[:, t] = alive
+                token_log_q[:, t] = torch.where(alive, log_probs.gather(1, token[:, None])[:, 0], 0)
+                used = t + 1
+                alive &= token != eos
+                if not alive.any():
+                    break
+                inputs = token[:, None]
+                attention = torch.cat([attention, attention.new_ones(n, 1)], dim=1)
+                positions = positions[:, -1:] + 1
+        ids, mask, token_log_q = ids[:, :used].cpu(), mask[:, :used].cpu(), token_log_q[:, :used].cpu()
+        return Samples(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            ids=ids,
+            mask=mask,
+            token_log_q=token_log_q,
+            texts=self.decode(ids, mask),
+            contexts=contexts,
+        )
+
+    # -- scoring ----------------------------------------------------------------------------
+    def token_log_probs(self, samples: Samples) -> torch.Tensor:
+        """Per-token log-probabilities of the generated tokens, shape [B, T], zero at padding.
+
+        Differentiable unless called under ``torch.no_grad()``/``inference_mode()``. Only the
+        T positions that predict generated tokens are projected onto the vocabulary.
+        """
+        device = self.device
+        n_prompt, n_gen = samples.prompt_ids.shape[1], samples.ids.shape[1]
+        input_ids = torch.cat([samples.prompt_ids, samples.ids[:, :-1]], dim=1).to(device)
+        attention = torch.cat([samples.prompt_mask, samples.mask[:, :-1]], dim=1).to(device).long()
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        with self._adapter_scope():
+            logits = self.module(
+                input_ids=input_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                use_cache=False,
+                logits_to_keep=n_gen,
+            ).logits
+        logits = logits[:, -n_gen:].float()
+        assert logits.shape[1] == n_gen, (n_prompt, n_gen, logits.shape)
+        targets = samples.ids.to(device)
+        picked = logits.gather(-1, targets[..., None]).squeeze(-1)
+        token_lp = picked - torch.logsumexp(logits, dim=-1)
+        return token_lp.masked_fill(~samples.mask.to(device), 0.0)
+
+    def log_prob(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
+        """Sequence log-probabilities log m(x), shape [B] (generated tokens only)."""
+        if batch_size is None or batch_size >= len(samples):
+            return self.token_log_probs(samples).sum(-1)
+        return torch.cat([self.token_log_probs(c).sum(-1) for c in samples.chunks(batch_size)])
+
+    @torch.inference_mode()
+    def log_prob_frozen(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
+        """:meth:`log_prob` without building a graph (for a, q and evaluation)."""
+        return self.log_prob(samples, batch_size=batch_size).cpu()

@@ -1,0 +1,122 @@
+"""Targets: the unnormalised posterior P(x) = a(x) · (evidence factors), always in log space.
+
+- pointwise constraints:  log P = log a + Σ_i log b_i        (−inf where any b_i = 0)
+- reward tilt:            log P = log a + r / β               (the implicit target of KL-RL)
+- (distributional:        log P = log a + λ·φ, added by fitting λ; same `Term` interface)
+
+A target never normalises itself: Z = Σ_x P(x) is estimated (estimators.py) or enumerated
+(exact.py). Scorers run once per batch; every term reads the scores it needs from that run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from bayesalign.models import LanguageModel, Samples
+from bayesalign.scorers import Scorer, checked_scores
+
+
+class Term(Protocol):
+    """One evidence factor: maps its scorer's scores to a log-factor per sample."""
+
+    scorer: Scorer
+
+    def log_factor(self, scores: torch.Tensor) -> torch.Tensor: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A pointwise constraint b(x) ∈ {0, 1}: log-factor 0 or −inf."""
+
+    scorer: Scorer
+
+    def __post_init__(self) -> None:
+        if not self.scorer.boolean:
+            raise ValueError(
+                f"scorer {self.scorer.name!r} is real-valued; a constraint needs a boolean "
+                "scorer (give it a threshold) or use it as a reward tilt"
+            )
+
+    def log_factor(self, scores: torch.Tensor) -> torch.Tensor:
+        return torch.where(scores > 0, 0.0, float("-inf")).double()
+
+    def describe(self) -> str:
+        return f"b[{self.scorer.name}]"
+
+
+@dataclass(frozen=True)
+class Tilt:
+    """A reward tilt exp(r(x)/β): the target that KL-regularised RL with coefficient β converges to."""
+
+    scorer: Scorer
+    beta: float
+
+    def __post_init__(self) -> None:
+        if not self.beta > 0:
+            raise ValueError(f"reward tilt on {self.scorer.name!r}: beta must be > 0, got {self.beta}")
+
+    def log_factor(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores / self.beta
+
+    def describe(self) -> str:
+        return f"exp({self.scorer.name}/{self.beta:g})"
+
+
+@dataclass
+class Evidence:
+    """What the scorers said about a batch: raw scores by scorer name, and Σ log-factors."""
+
+    scores: dict[str, torch.Tensor]
+    log_factor: torch.Tensor  # [B], float64
+    satisfied: torch.Tensor | None  # [B] bool: every constraint holds; None without constraints
+
+
+class Target:
+    """An energy-based model P(x) = a(x) · Π_terms factor(x) over continuations of the prior's prompt."""
+
+    def __init__(self, base: LanguageModel, terms: Sequence[Term]) -> None:
+        if not terms:
+            raise ValueError("a target needs at least one constraint or reward term")
+        names = [t.scorer.name for t in terms]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"scorer names must be unique within a target, repeated: {duplicates}")
+        self.base = base
+        self.terms = tuple(terms)
+
+    @classmethod
+    def pointwise(cls, base: LanguageModel, constraints: Sequence[Scorer]) -> Target:
+        return cls(base, [Constraint(s) for s in constraints])
+
+    @classmethod
+    def tilt(cls, base: LanguageModel, reward: Scorer, beta: float) -> Target:
+        return cls(base, [Tilt(reward, beta)])
+
+    @property
+    def constraints(self) -> tuple[Constraint, ...]:
+        return tuple(t for t in self.terms if isinstance(t, Constraint))
+
+    def describe(self) -> str:
+        return " · ".join(["a(x)", *(t.describe() for t in self.terms)])
+
+    def evidence(self, samples: Samples) -> Evidence:
+        scores = {
+            t.scorer.name: checked_scores(t.scorer, samples.texts, samples.contexts) for t in self.terms
+        }
+        log_factor = torch.zeros(len(samples), dtype=torch.float64)
+        for term in self.terms:
+            log_factor = log_factor + term.log_factor(scores[term.scorer.name])
+        satisfied = None
+        if self.constraints:
+            satisfied = torch.stack([scores[c.scorer.name] > 0 for c in self.constraints]).all(0)
+        return Evidence(scores=scores, log_factor=log_factor, satisfied=satisfied)
+
+    def log_prob(self, log_a: torch.Tensor, evidence: Evidence) -> torch.Tensor:
+        """log P(x) = log a(x) + Σ log-factors, float64."""
+        return log_a.double() + evidence.log_factor

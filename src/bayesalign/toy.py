@@ -1,0 +1,56 @@
+"""Tiny, fully enumerable language models: for tests, benchmarks and for checking methods exactly.
+
+A toy model has a word-level vocabulary (EOS plus a few words) and a randomly initialised
+GPT-2. With a handful of words and a few tokens per sequence, every possible sequence can be
+listed (see exact.py), so Z, p, KL and moments are computed exactly instead of estimated.
+"""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from bayesalign.models import LanguageModel
+
+EOS = "<eos>"
+
+
+def toy_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer: id 0 is EOS (also used to start sequences), then ``words``."""
+    vocab = {EOS: 0, **{w: i + 1 for i, w in enumerate(words)}}
+    if len(vocab) != len(words) + 1:
+        raise ValueError(f"toy vocabulary words must be distinct and not {EOS!r}: {words}")
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=EOS))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)
+
+
+def toy_model(
+    words: list[str],
+    *,
+    seed: int = 0,
+    n_embd: int = 16,
+    n_layer: int = 1,
+    n_head: int = 2,
+    n_positions: int = 32,
+    init_std: float = 0.3,
+    prompt: str = "",
+) -> LanguageModel:
+    """A random GPT-2 over ``words``; ``init_std`` well above GPT-2's 0.02 makes the
+    distribution far from uniform, so targets and priors differ in interesting ways."""
+    config = GPT2Config(
+        vocab_size=len(words) + 1,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        initializer_range=init_std,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    torch.manual_seed(seed)
+    return LanguageModel(GPT2LMHeadModel(config), toy_tokenizer(words), prompt)
