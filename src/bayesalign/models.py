@@ -165,9 +165,7 @@ class LanguageModel:
         **kwargs,
     ) -> LanguageModel:
         """Load any HF causal LM (hub id or local folder) with safetensors weights."""
-        tokenizer = AutoTokenizer.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code
-        )
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         module = AutoModelForCausalLM.from_pretrained(
             name_or_path,
             dtype=dtype,
@@ -185,10 +183,16 @@ class LanguageModel:
         return LanguageModel(get_peft_model(self.module, config), self.tokenizer, self.prompt)
 
     def base(self) -> LanguageModel:
-        """The prior: the same module with LoRA adapters disabled, or ``self`` without adapters."""
+        """The prior under a LoRA policy: the same module with its adapters disabled."""
         if not self.has_adapters:
-            return self
+            raise ValueError("only a LoRA policy carries its prior; use make_policy() to get both")
         return LanguageModel(self.module, self.tokenizer, self.prompt, adapters_disabled=True)
+
+    def trainable_copy(self) -> LanguageModel:
+        """An independent copy whose every weight is trainable (full fine-tuning)."""
+        module = copy.deepcopy(self.module)
+        module.requires_grad_(True)
+        return LanguageModel(module, self.tokenizer, self.prompt)
 
     def frozen_copy(self) -> LanguageModel:
         """An independent, non-trainable copy of the current weights (a proposal q ← π)."""
@@ -303,7 +307,11 @@ class LanguageModel:
                 inputs = token[:, None]
                 attention = torch.cat([attention, attention.new_ones(n, 1)], dim=1)
                 positions = positions[:, -1:] + 1
-        ids, mask, token_log_q = ids[:, :used].cpu(), mask[:, :used].cpu(), token_log_q[:, :used].cpu()
+        ids, mask, token_log_q = (
+            ids[:, :used].cpu(),
+            mask[:, :used].cpu(),
+            token_log_q[:, :used].cpu(),
+        )
         return Samples(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
@@ -351,3 +359,19 @@ class LanguageModel:
     def log_prob_frozen(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
         """:meth:`log_prob` without building a graph (for a, q and evaluation)."""
         return self.log_prob(samples, batch_size=batch_size).cpu()
+
+
+def make_policy(
+    prior: LanguageModel, lora: dict | None = None
+) -> tuple[LanguageModel, LanguageModel]:
+    """The policy π, initialised at the prior a, and the prior to score against.
+
+    Without LoRA, π is a trainable copy and a keeps its own frozen weights. With LoRA, π wraps
+    the prior's module with adapters (peft edits the module in place), so the prior becomes the
+    same module with adapters disabled: one copy of the base weights in memory.
+    """
+    if lora is None:
+        prior.module.requires_grad_(False)
+        return prior.trainable_copy(), prior
+    policy = prior.with_lora(**lora)
+    return policy, policy.base()

@@ -24,7 +24,9 @@ class Scorer(Protocol):
         ...
 
 
-def checked_scores(scorer: Scorer, texts: Sequence[str], contexts: Sequence[str] | None) -> torch.Tensor:
+def checked_scores(
+    scorer: Scorer, texts: Sequence[str], contexts: Sequence[str] | None
+) -> torch.Tensor:
     """Call ``scorer`` and check what it returned, naming the scorer in every error."""
     scores = torch.as_tensor(scorer(texts, contexts), dtype=torch.float64)
     if scores.shape != (len(texts),):

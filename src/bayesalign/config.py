@@ -1,0 +1,363 @@
+"""The YAML configuration: pydantic models, and the single place where names become objects.
+
+Every section rejects unknown keys with the closest valid one; scorer types and methods come
+from explicit registries (no lookups by name in globals()).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bayesalign.models import LanguageModel, SamplingParams, make_policy
+from bayesalign.objectives import DPG, GDCPlusPlus, Objective
+from bayesalign.scorers import (
+    CallableScorer,
+    RegexScorer,
+    Scorer,
+    SentimentScorer,
+    WordScorer,
+    import_callable,
+)
+from bayesalign.targets import Constraint, Target, Term, Tilt
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key and the closest valid value."""
+
+
+def closest(name: str, valid: Iterable[str]) -> str:
+    valid = sorted(valid)
+    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"did you mean {match[0]!r}? " if match else ""
+    return f"{hint}valid: {', '.join(valid)}"
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, and an unknown key names the closest valid one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise ValueError(f"unknown key {key!r}; {closest(str(key), cls.model_fields)}")
+        return data
+
+
+# -- scorers -----------------------------------------------------------------------------------
+class WordSpec(Section):
+    type: Literal["word"]
+    words: list[str]
+    require_all: bool = False
+    case_sensitive: bool = False
+    name: str = "word"
+
+    def build(self) -> Scorer:
+        return WordScorer(tuple(self.words), self.require_all, self.case_sensitive, self.name)
+
+
+class RegexSpec(Section):
+    type: Literal["regex"]
+    pattern: str
+    count: bool = False
+    ignore_case: bool = False
+    name: str = "regex"
+
+    def build(self) -> Scorer:
+        return RegexScorer(self.pattern, self.count, self.ignore_case, self.name)
+
+
+class SentimentSpec(Section):
+    type: Literal["sentiment"]
+    threshold: float | None = None
+    name: str = "sentiment"
+
+    def build(self) -> Scorer:
+        return SentimentScorer(self.threshold, self.name)
+
+
+class CallableSpec(Section):
+    type: Literal["callable"]
+    function: str = Field(description="'package.module:function', the user's own code")
+    boolean: bool = False
+    batched: bool = False
+    name: str = "callable"
+
+    def build(self) -> Scorer:
+        return CallableScorer(import_callable(self.function), self.boolean, self.batched, self.name)
+
+
+SCORERS: dict[str, type[Section]] = {
+    "word": WordSpec,
+    "regex": RegexSpec,
+    "sentiment": SentimentSpec,
+    "callable": CallableSpec,
+}
+ScorerSpec = Annotated[
+    WordSpec | RegexSpec | SentimentSpec | CallableSpec, Field(discriminator="type")
+]
+
+
+def _check_scorer_type(spec: Any) -> Any:
+    if isinstance(spec, dict):
+        kind = spec.get("type")
+        if kind is None:
+            raise ValueError(f"a scorer needs a 'type'; {closest('', SCORERS)}")
+        if kind not in SCORERS:
+            raise ValueError(f"unknown scorer {kind!r}; {closest(str(kind), SCORERS)}")
+    return spec
+
+
+class RewardSpec(Section):
+    scorer: ScorerSpec
+    beta: float = Field(gt=0, description="temperature of the tilt a(x)·exp(r(x)/β)")
+
+    _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: _check_scorer_type(v))
+
+
+class TargetSection(Section):
+    constraints: list[ScorerSpec] = []
+    reward: RewardSpec | None = None
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _scorer_types(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for spec in value:
+                _check_scorer_type(spec)
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TargetSection:
+        if not self.constraints and self.reward is None:
+            raise ValueError("the target needs at least one constraint or a reward")
+        return self
+
+
+# -- model, sampling, training -----------------------------------------------------------------
+class LoraSection(Section):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class ToySection(Section):
+    words: list[str] = ["a", "b", "c"]
+    seed: int = 0
+    n_embd: int = 16
+    n_layer: int = 1
+    init_std: float = 0.3
+
+
+class ModelSection(Section):
+    name: str = Field(
+        description="hub id, local folder, 'builtin:smollm2-135m-instruct', or 'toy' (tiny model)"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+    lora: LoraSection | None = None
+    toy: ToySection = ToySection()
+
+
+class SamplingSection(Section):
+    max_new_tokens: int = Field(20, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    batch_size: int | None = Field(None, gt=0, description="sequences generated per forward pass")
+
+    def params(self) -> SamplingParams:
+        return SamplingParams(self.max_new_tokens, self.temperature, self.top_p, self.top_k)
+
+
+class ProposalSection(Section):
+    update: Literal["adaptive", "fixed", "on_policy"] = "adaptive"
+    every: int = Field(10, gt=0, description="steps between KL-adaptive checks")
+    criterion: Literal["kl", "tv"] = "kl"
+    samples: int = Field(256, gt=1, description="fresh samples from q per check")
+
+
+OBJECTIVES: dict[str, type] = {"dpg": DPG, "gdc++": GDCPlusPlus}
+
+
+class TrainingSection(Section):
+    method: str = "gdc++"
+    steps: int = Field(100, ge=0)
+    batch_size: int = Field(256, gt=0, description="samples drawn from q per step")
+    minibatch_size: int | None = Field(None, gt=0, description="samples per optimizer update")
+    micro_batch_size: int | None = Field(None, gt=0, description="samples per forward/backward")
+    epochs: int = Field(1, gt=0, description="passes over each step's samples")
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="optimizer updates of linear warm-up")
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    threads: int | None = Field(None, gt=0)
+    proposal: ProposalSection = ProposalSection()
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in OBJECTIVES:
+            raise ValueError(f"unknown method {value!r}; {closest(value, OBJECTIVES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _batch_sizes(self) -> TrainingSection:
+        if self.minibatch > self.batch_size or self.batch_size % self.minibatch:
+            raise ValueError(
+                f"minibatch_size {self.minibatch} must divide batch_size {self.batch_size}"
+            )
+        if self.micro > self.minibatch or self.minibatch % self.micro:
+            raise ValueError(
+                f"micro_batch_size {self.micro} must divide minibatch_size {self.minibatch}"
+            )
+        return self
+
+    @property
+    def minibatch(self) -> int:
+        return self.minibatch_size or self.batch_size
+
+    @property
+    def micro(self) -> int:
+        return self.micro_batch_size or self.minibatch
+
+
+class EvalSection(Section):
+    every: int = Field(10, gt=0)
+    samples: int = Field(256, gt=1, description="fresh samples from q and from π per evaluation")
+    exact: bool = Field(False, description="also enumerate the whole space (toy models only)")
+    exact_limit: int = Field(200_000, gt=0)
+    save_samples: int = Field(20, ge=0, description="texts of π written to samples/ per evaluation")
+
+
+class CheckpointSection(Section):
+    every: int = Field(50, gt=0)
+    keep: int = Field(2, gt=0)
+    merge_lora: bool = Field(
+        True, description="final/ holds merged weights (else the adapter only)"
+    )
+
+
+class Config(Section):
+    model: ModelSection
+    prompt: str = ""
+    sampling: SamplingSection = SamplingSection()
+    target: TargetSection
+    training: TrainingSection = TrainingSection()
+    eval: EvalSection = EvalSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+
+
+# -- loading -----------------------------------------------------------------------------------
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "literal_error":
+            expected = e.get("ctx", {}).get("expected", "")
+            options = [o.strip("'") for o in expected.replace(" or ", ", ").split(", ")]
+            msg = f"invalid value {e['input']!r}; {closest(str(e['input']), options)}"
+        lines.append(f"  {where or '(top level)'}: {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``a.b=c`` overrides (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        path, sep, value = item.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        node = raw
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {key!r} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def parse_config(raw: dict) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return parse_config(apply_overrides(raw, overrides))
+
+
+# -- objects -----------------------------------------------------------------------------------
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_models(
+    section: ModelSection, prompt: str, seed: int
+) -> tuple[LanguageModel, LanguageModel]:
+    """The policy π (initialised at the prior) and the prior a."""
+    torch.manual_seed(seed)  # LoRA initialisation is random
+    if section.name == "toy":
+        from bayesalign.toy import toy_model
+
+        t = section.toy
+        prior = toy_model(
+            t.words,
+            seed=t.seed,
+            n_embd=t.n_embd,
+            n_layer=t.n_layer,
+            init_std=t.init_std,
+            prompt=prompt,
+        )
+    else:
+        name = section.name
+        if name.startswith("builtin:"):
+            from bayesalign.builtin_models import builtin_model_path
+
+            name = str(builtin_model_path(name.removeprefix("builtin:")))
+        prior = LanguageModel.from_pretrained(
+            name, prompt, dtype=DTYPES[section.dtype], trust_remote_code=section.trust_remote_code
+        )
+    lora = section.lora
+    if lora is None:
+        return make_policy(prior)
+    return make_policy(
+        prior,
+        dict(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+        ),
+    )
+
+
+def build_target(section: TargetSection, base: LanguageModel) -> Target:
+    terms: list[Term] = [Constraint(spec.build()) for spec in section.constraints]
+    if section.reward is not None:
+        terms.append(Tilt(section.reward.scorer.build(), section.reward.beta))
+    return Target(base, terms)
+
+
+def build_objective(method: str) -> Objective:
+    return OBJECTIVES[method]()

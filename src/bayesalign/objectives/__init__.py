@@ -1,0 +1,7 @@
+"""Objectives: small per-sample loss functions over a batch. The training loop never branches on
+which one it runs; it hands each objective the same `Batch` and the policy's log-probabilities."""
+
+from bayesalign.objectives.base import Batch, Objective
+from bayesalign.objectives.distribution_matching import DPG, GDCPlusPlus
+
+__all__ = ["DPG", "Batch", "GDCPlusPlus", "Objective"]

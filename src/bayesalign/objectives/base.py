@@ -1,0 +1,56 @@
+"""What every objective sees: a batch of samples from the proposal q with their log-weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from bayesalign.models import Samples
+from bayesalign.targets import Evidence
+
+
+@dataclass
+class Batch:
+    """Samples x ~ q with log q(x) (sampling distribution), log P(x), the evidence, and the
+    current estimate of log Z. All detached, float64."""
+
+    samples: Samples
+    log_q: torch.Tensor
+    log_target: torch.Tensor
+    evidence: Evidence
+    log_z: float
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def select(self, index: torch.Tensor) -> Batch:
+        return Batch(
+            samples=self.samples.select(index),
+            log_q=self.log_q[index],
+            log_target=self.log_target[index],
+            evidence=Evidence(
+                scores={k: v[index] for k, v in self.evidence.scores.items()},
+                log_factor=self.evidence.log_factor[index],
+                satisfied=None
+                if self.evidence.satisfied is None
+                else self.evidence.satisfied[index],
+            ),
+            log_z=self.log_z,
+        )
+
+    @property
+    def normalised_weights(self) -> torch.Tensor:
+        """p(x)/q(x) = P(x)/(Z·q(x)) with the running Z; exactly 0 where P(x) = 0."""
+        return torch.exp(self.log_target - self.log_q - self.log_z)
+
+
+class Objective(Protocol):
+    """A loss per sample; the loop averages it over the minibatch and back-propagates."""
+
+    name: str
+
+    def per_sample_loss(self, batch: Batch, log_pi: torch.Tensor) -> torch.Tensor:
+        """``log_pi``: differentiable log π(x) for the batch's samples, shape [B]."""
+        ...

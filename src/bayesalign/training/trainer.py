@@ -1,0 +1,300 @@
+"""One loop for every approximation method: sample x ~ q → score → weights → loss → step.
+
+Bookkeeping that every method shares lives here: the running estimate of Z, the proposal q
+(fixed at a, equal to π, or KL-adaptive), evaluation of π *and* q, checkpoints. The objective
+is a per-sample loss (objectives/); the loop never asks which one it is running.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from bayesalign import estimators as est
+from bayesalign.config import Config
+from bayesalign.estimators import ZeroPartitionError
+from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
+from bayesalign.models import LanguageModel, Samples
+from bayesalign.objectives import Batch, Objective
+from bayesalign.targets import Evidence, Target
+from bayesalign.training.checkpoint import load_checkpoint, save_checkpoint
+from bayesalign.training.run import RunFolder
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message says which quantity caused it."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    samples_seen: int = 0  # samples drawn from q for training and proposal checks
+    z_log_sum: float = float("-inf")  # log Σ P/q over every sample drawn from a proposal
+    z_count: int = 0
+    proposal_updates: int = 0
+    proposal_is_copy: bool = False  # q is a frozen copy of an earlier π (else a, or π itself)
+
+    @property
+    def log_z(self) -> float:
+        return self.z_log_sum - math.log(self.z_count) if self.z_count else float("nan")
+
+
+def proposal_should_update(criterion: str, policy_score: float, proposal_score: float) -> bool:
+    """KL-adaptive rule: replace q by π iff π is strictly closer to p (by KL or TV)."""
+    if criterion not in ("kl", "tv"):
+        raise ValueError(f"unknown proposal criterion {criterion!r}; valid: kl, tv")
+    return policy_score < proposal_score
+
+
+@dataclass
+class Draw:
+    """Samples from one model with everything the target needs about them."""
+
+    samples: Samples
+    log_a: torch.Tensor
+    evidence: Evidence
+    log_target: torch.Tensor
+
+    @property
+    def log_q(self) -> torch.Tensor:
+        return self.samples.log_q.double()
+
+
+class Trainer:
+    def __init__(
+        self,
+        policy: LanguageModel,
+        target: Target,
+        objective: Objective,
+        config: Config,
+        run: RunFolder | None = None,
+    ) -> None:
+        self.policy, self.target, self.objective = policy, target, objective
+        self.base = target.base
+        self.config = config
+        self.train_cfg, self.eval_cfg = config.training, config.eval
+        self.sampling = config.sampling.params()
+        self.sample_batch = config.sampling.batch_size
+        self.run = run
+        on_policy = self.train_cfg.proposal.update == "on_policy"
+        self.proposal: LanguageModel = policy if on_policy else self.base
+        self.state = TrainState()
+        self.params = [p for p in policy.module.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the policy has no trainable parameters")
+        opt = torch.optim.AdamW if self.train_cfg.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt(
+            self.params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay
+        )
+        warmup = self.train_cfg.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0
+        )
+        seed = self.train_cfg.seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.eval_generator = torch.Generator().manual_seed(seed + 1)
+        self.exact = None
+        if self.eval_cfg.exact:
+            space = SequenceSpace(
+                self.base, self.sampling.max_new_tokens, limit=self.eval_cfg.exact_limit
+            )
+            self.exact = ExactTarget.build(target, space)
+
+    # -- sampling and scoring ------------------------------------------------------------------
+    def draw(self, model: LanguageModel, n: int, generator: torch.Generator) -> Draw:
+        samples = model.sample(n, self.sampling, generator=generator, batch_size=self.sample_batch)
+        if model is self.base and self.sampling.is_ancestral:
+            log_a = samples.log_q  # sampled from a itself: no second pass
+        else:
+            log_a = self.base.log_prob_frozen(samples, batch_size=self.train_cfg.micro)
+        evidence = self.target.evidence(samples)
+        return Draw(samples, log_a, evidence, self.target.log_prob(log_a, evidence))
+
+    def _policy_log_prob(self, draw: Draw, model: LanguageModel) -> torch.Tensor:
+        if model is self.proposal:
+            return draw.log_q
+        return model.log_prob_frozen(draw.samples, batch_size=self.train_cfg.micro).double()
+
+    def _accumulate_z(self, draw: Draw) -> None:
+        log_w = draw.log_target - draw.log_q
+        if torch.isnan(log_w).any() or (log_w == float("inf")).any():
+            raise NonFiniteLossError(
+                "importance weights P/q contain NaN or +inf; a scorer or a reward term produced "
+                "a non-finite log-factor"
+            )
+        self.state.z_log_sum = float(
+            torch.logaddexp(torch.tensor(self.state.z_log_sum), torch.logsumexp(log_w, 0))
+        )
+        self.state.z_count += len(log_w)
+        if self.state.z_log_sum == float("-inf"):
+            raise ZeroPartitionError(self._unsatisfied_message(draw))
+
+    def _unsatisfied_message(self, draw: Draw) -> str:
+        n = len(draw.samples)
+        rates = ", ".join(
+            f"{c.scorer.name!r} held for {int(draw.evidence.scores[c.scorer.name].sum())}"
+            for c in self.target.constraints
+        )
+        return (
+            f"no sample satisfies the target: of {n} samples from the proposal, {rates}, and "
+            "none satisfied all constraints, so the estimate of Z is 0 and the importance "
+            "weights are undefined. Loosen the constraint, change the prompt, or draw more "
+            "samples per step (training.batch_size)."
+        )
+
+    # -- training ------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        cfg = self.train_cfg
+        draw = self.draw(self.proposal, cfg.batch_size, self.generator)
+        self._accumulate_z(draw)
+        batch = Batch(draw.samples, draw.log_q, draw.log_target, draw.evidence, self.state.log_z)
+        losses, norms = [], []
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(batch), generator=self.generator)
+            for minibatch in order.split(cfg.minibatch):
+                self.optimizer.zero_grad(set_to_none=True)
+                total = 0.0
+                for micro in minibatch.split(cfg.micro):
+                    part = batch.select(micro)
+                    log_pi = self.policy.log_prob(part.samples)
+                    loss = self.objective.per_sample_loss(part, log_pi).sum() / len(minibatch)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(self._non_finite_message(part, log_pi, loss))
+                    loss.backward()
+                    total += loss.item()
+                clip = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+                norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, clip)))
+                self.optimizer.step()
+                self.scheduler.step()
+                losses.append(total)
+        self.state.step += 1
+        self.state.samples_seen += len(batch)
+        return {
+            "loss": sum(losses) / len(losses),
+            "grad_norm": sum(norms) / len(norms),
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+
+    def _non_finite_message(self, part: Batch, log_pi: torch.Tensor, loss: torch.Tensor) -> str:
+        weights = part.normalised_weights
+        return (
+            f"{self.objective.name} loss is {loss.item()} at step {self.state.step + 1}: "
+            f"max weight p/q = {weights.max().item():.4g}, log Z = {part.log_z:.4g}, "
+            f"min log π = {log_pi.min().item():.4g}. Lower training.lr or check the scorers."
+        )
+
+    def check_proposal(self) -> dict[str, float]:
+        """KL-adaptive proposal: on fresh samples from q, replace q by π if π is closer to p."""
+        cfg = self.train_cfg.proposal
+        draw = self.draw(self.proposal, cfg.samples, self.generator)
+        self._accumulate_z(draw)
+        self.state.samples_seen += len(draw.samples)
+        log_pi = self._policy_log_prob(draw, self.policy)
+        measure = est.kl_target_model if cfg.criterion == "kl" else est.tv_target_model
+        pi_score = measure(draw.log_target, draw.log_q, log_pi).value
+        q_score = measure(draw.log_target, draw.log_q, draw.log_q).value
+        replace = proposal_should_update(cfg.criterion, pi_score, q_score)
+        if replace:
+            self.proposal = self.policy.frozen_copy()
+            self.state.proposal_is_copy = True
+            self.state.proposal_updates += 1
+        return {
+            f"check_{cfg.criterion}_p_pi": pi_score,
+            f"check_{cfg.criterion}_p_q": q_score,
+            "proposal_replaced": float(replace),
+        }
+
+    # -- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """IS estimates against p from fresh samples of q, and on-policy metrics from π and q."""
+        n, gen = self.eval_cfg.samples, self.eval_generator
+        q_draw = self.draw(self.proposal, n, gen)
+        if (q_draw.log_target == float("-inf")).all():
+            raise ZeroPartitionError(self._unsatisfied_message(q_draw))
+        t, lq = q_draw.log_target, q_draw.log_q
+        log_pi_on_q = self._policy_log_prob(q_draw, self.policy)
+        metrics: dict[str, float] = {}
+
+        def put(name: str, e: est.Estimate) -> None:
+            metrics[name], metrics[f"{name}_stderr"] = e.value, e.stderr
+
+        log_z = est.log_partition(t, lq)
+        put("log_z", log_z)
+        metrics["minus_log_z"] = -log_z.value
+        metrics["z"] = math.exp(log_z.value)
+        metrics["ess"] = est.effective_sample_size(t, lq)
+        put("kl_p_pi", est.kl_target_model(t, lq, log_pi_on_q))
+        put("kl_p_q", est.kl_target_model(t, lq, lq))
+        put("tv_p_pi", est.tv_target_model(t, lq, log_pi_on_q))
+        put("tv_p_q", est.tv_target_model(t, lq, lq))
+        pi_draw = q_draw if self.proposal is self.policy else self.draw(self.policy, n, gen)
+        for who, draw in (("pi", pi_draw), ("q", q_draw)):
+            put(f"kl_{who}_a", est.kl_on_samples(draw.log_q, draw.log_a))
+            if draw.evidence.satisfied is not None:
+                put(f"satisfaction_{who}", est.mean(draw.evidence.satisfied))
+            for name, scores in draw.evidence.scores.items():
+                metrics[f"score_{name}_{who}"] = scores.mean().item()
+        if self.exact is not None:
+            metrics |= exact_metrics(self.exact, self.policy, self.proposal)
+        if self.run is not None and self.eval_cfg.save_samples:
+            self.run.write_samples(self.state.step, self._sample_rows(pi_draw))
+        return metrics
+
+    def _sample_rows(self, draw: Draw) -> list[dict]:
+        rows = []
+        for i in range(min(self.eval_cfg.save_samples, len(draw.samples))):
+            row = {"text": draw.samples.texts[i], "log_pi": draw.log_q[i].item()}
+            row |= {name: s[i].item() for name, s in draw.evidence.scores.items()}
+            rows.append(row)
+        return rows
+
+    # -- the loop ------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Continue from the run folder's newest checkpoint; False when there is none."""
+        if self.run is None or (folder := self.run.latest_checkpoint()) is None:
+            return False
+        load_checkpoint(self, folder)
+        self.run.truncate_metrics(self.state.step)
+        return True
+
+    def fit(self, on_record: Callable[[dict], None] | None = None) -> list[dict]:
+        """Train to ``training.steps``; returns the evaluation records written on the way."""
+        records: list[dict] = []
+        started = time.perf_counter()
+        check: dict[str, float] = {}
+
+        def record(train: dict[str, float]) -> None:
+            rec = {
+                "step": self.state.step,
+                "samples_seen": self.state.samples_seen,
+                "proposal_updates": self.state.proposal_updates,
+                "running_log_z": self.state.log_z,
+                **train,
+                **check,
+                **self.evaluate(),
+                "seconds": time.perf_counter() - started,
+            }
+            records.append(rec)
+            if self.run is not None:
+                self.run.log_metrics(rec)
+            if on_record is not None:
+                on_record(rec)
+
+        steps, proposal = self.train_cfg.steps, self.train_cfg.proposal
+        if self.state.step == 0:
+            record({})
+        while self.state.step < steps:
+            train = self.train_step()
+            step = self.state.step
+            if proposal.update == "adaptive" and step % proposal.every == 0:
+                check = self.check_proposal()
+            if step % self.eval_cfg.every == 0 or step == steps:
+                record(train)
+            if self.run is not None and (step % self.config.checkpoint.every == 0 or step == steps):
+                save_checkpoint(self, self.run.checkpoint_dir(step), self.config.checkpoint.keep)
+        return records
