@@ -103,9 +103,7 @@ SCORERS: dict[str, type[Section]] = {
     "sentiment": SentimentSpec,
     "callable": CallableSpec,
 }
-ScorerSpec = Annotated[
-    WordSpec | RegexSpec | SentimentSpec | CallableSpec, Field(discriminator="type")
-]
+ScorerSpec = Annotated[WordSpec | RegexSpec | SentimentSpec | CallableSpec, Field(discriminator="type")]
 
 
 def _check_scorer_type(spec: Any) -> Any:
@@ -217,13 +215,9 @@ class TrainingSection(Section):
     @model_validator(mode="after")
     def _batch_sizes(self) -> TrainingSection:
         if self.minibatch > self.batch_size or self.batch_size % self.minibatch:
-            raise ValueError(
-                f"minibatch_size {self.minibatch} must divide batch_size {self.batch_size}"
-            )
+            raise ValueError(f"minibatch_size {self.minibatch} must divide batch_size {self.batch_size}")
         if self.micro > self.minibatch or self.minibatch % self.micro:
-            raise ValueError(
-                f"micro_batch_size {self.micro} must divide minibatch_size {self.minibatch}"
-            )
+            raise ValueError(f"micro_batch_size {self.micro} must divide minibatch_size {self.minibatch}")
         return self
 
     @property
@@ -246,9 +240,7 @@ class EvalSection(Section):
 class CheckpointSection(Section):
     every: int = Field(50, gt=0)
     keep: int = Field(2, gt=0)
-    merge_lora: bool = Field(
-        True, description="final/ holds merged weights (else the adapter only)"
-    )
+    merge_lora: bool = Field(True, description="final/ holds merged weights (else the adapter only)")
 
 
 class Config(Section):
@@ -312,9 +304,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_models(
-    section: ModelSection, prompt: str, seed: int
-) -> tuple[LanguageModel, LanguageModel]:
+def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[LanguageModel, LanguageModel]:
     """The policy π (initialised at the prior) and the prior a."""
     torch.manual_seed(seed)  # LoRA initialisation is random
     if section.name == "toy":

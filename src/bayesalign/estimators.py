@@ -69,9 +69,7 @@ def partition(log_target: torch.Tensor, log_q: torch.Tensor) -> Estimate:
     return Estimate(mean.value * scale, mean.stderr * scale)
 
 
-def kl_target_model(
-    log_target: torch.Tensor, log_q: torch.Tensor, log_model: torch.Tensor
-) -> Estimate:
+def kl_target_model(log_target: torch.Tensor, log_q: torch.Tensor, log_model: torch.Tensor) -> Estimate:
     """KL(p‖m) ≈ mean(w·(log P − log m))/mean(w) − log Z, for any model m (π, q, a).
 
     With A = mean(w·(log P − log m)) and B = mean(w), KL = A/B − log B (up to the shift of the
@@ -85,9 +83,7 @@ def kl_target_model(
     return Estimate(value, _ratio_delta(f, w, (1 / b, -a / b**2 - 1 / b)))
 
 
-def tv_target_model(
-    log_target: torch.Tensor, log_q: torch.Tensor, log_model: torch.Tensor
-) -> Estimate:
+def tv_target_model(log_target: torch.Tensor, log_q: torch.Tensor, log_model: torch.Tensor) -> Estimate:
     """TV(p, m) ≈ ½·mean|m/q − w/Z|, with Z estimated on the same samples.
 
     The stderr treats Z as known (the spread of the terms only); it slightly understates the
@@ -109,9 +105,7 @@ def mean(values: torch.Tensor) -> Estimate:
     return _mean_stderr(values.double())
 
 
-def target_expectation(
-    log_target: torch.Tensor, log_q: torch.Tensor, values: torch.Tensor
-) -> Estimate:
+def target_expectation(log_target: torch.Tensor, log_q: torch.Tensor, values: torch.Tensor) -> Estimate:
     """E_p[φ] ≈ Σ w·φ / Σ w (self-normalised); stderr by the delta method on the ratio."""
     w, _ = _scaled_weights(log_target, log_q)
     f = w * values.double()

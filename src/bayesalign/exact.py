@@ -51,11 +51,7 @@ class SequenceSpace:
             )
         eos = model.tokenizer.eos_token_id
         words = [t for t in range(vocab) if t != eos]
-        rows = [
-            (*body, eos)
-            for k in range(max_new_tokens)
-            for body in itertools.product(words, repeat=k)
-        ]
+        rows = [(*body, eos) for k in range(max_new_tokens) for body in itertools.product(words, repeat=k)]
         rows += list(itertools.product(words, repeat=max_new_tokens))
         ids = torch.full((len(rows), max_new_tokens), 0, dtype=torch.long)
         mask = torch.zeros(len(rows), max_new_tokens, dtype=torch.bool)
@@ -123,9 +119,7 @@ def expectation(log_m: torch.Tensor, values: torch.Tensor) -> float:
     return (log_m.exp() * values.double()).sum().item()
 
 
-def exact_metrics(
-    exact: ExactTarget, policy: LanguageModel, proposal: LanguageModel
-) -> dict[str, float]:
+def exact_metrics(exact: ExactTarget, policy: LanguageModel, proposal: LanguageModel) -> dict[str, float]:
     """The exact counterparts of the trainer's IS metrics, prefixed ``exact_``."""
     log_p = exact.log_p
     log_pi = exact.space.log_prob(policy)

@@ -198,9 +198,7 @@ class LanguageModel:
         """An independent, non-trainable copy of the current weights (a proposal q ← π)."""
         module = copy.deepcopy(self.module)
         module.requires_grad_(False)
-        return LanguageModel(
-            module, self.tokenizer, self.prompt, adapters_disabled=self.adapters_disabled
-        )
+        return LanguageModel(module, self.tokenizer, self.prompt, adapters_disabled=self.adapters_disabled)
 
     @property
     def has_adapters(self) -> bool:
@@ -361,9 +359,7 @@ class LanguageModel:
         return self.log_prob(samples, batch_size=batch_size).cpu()
 
 
-def make_policy(
-    prior: LanguageModel, lora: dict | None = None
-) -> tuple[LanguageModel, LanguageModel]:
+def make_policy(prior: LanguageModel, lora: dict | None = None) -> tuple[LanguageModel, LanguageModel]:
     """The policy π, initialised at the prior a, and the prior to score against.
 
     Without LoRA, π is a trainable copy and a keeps its own frozen weights. With LoRA, π wraps

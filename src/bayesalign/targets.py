@@ -59,9 +59,7 @@ class Tilt:
 
     def __post_init__(self) -> None:
         if not self.beta > 0:
-            raise ValueError(
-                f"reward tilt on {self.scorer.name!r}: beta must be > 0, got {self.beta}"
-            )
+            raise ValueError(f"reward tilt on {self.scorer.name!r}: beta must be > 0, got {self.beta}")
 
     def log_factor(self, scores: torch.Tensor) -> torch.Tensor:
         return scores / self.beta
@@ -109,8 +107,7 @@ class Target:
 
     def evidence(self, samples: Samples) -> Evidence:
         scores = {
-            t.scorer.name: checked_scores(t.scorer, samples.texts, samples.contexts)
-            for t in self.terms
+            t.scorer.name: checked_scores(t.scorer, samples.texts, samples.contexts) for t in self.terms
         }
         log_factor = torch.zeros(len(samples), dtype=torch.float64)
         for term in self.terms:

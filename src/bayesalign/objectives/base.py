@@ -33,9 +33,7 @@ class Batch:
             evidence=Evidence(
                 scores={k: v[index] for k, v in self.evidence.scores.items()},
                 log_factor=self.evidence.log_factor[index],
-                satisfied=None
-                if self.evidence.satisfied is None
-                else self.evidence.satisfied[index],
+                satisfied=None if self.evidence.satisfied is None else self.evidence.satisfied[index],
             ),
             log_z=self.log_z,
         )

@@ -24,9 +24,7 @@ class Scorer(Protocol):
         ...
 
 
-def checked_scores(
-    scorer: Scorer, texts: Sequence[str], contexts: Sequence[str] | None
-) -> torch.Tensor:
+def checked_scores(scorer: Scorer, texts: Sequence[str], contexts: Sequence[str] | None) -> torch.Tensor:
     """Call ``scorer`` and check what it returned, naming the scorer in every error."""
     scores = torch.as_tensor(scorer(texts, contexts), dtype=torch.float64)
     if scores.shape != (len(texts),):
@@ -37,8 +35,7 @@ def checked_scores(
     if bad.any():
         i = int(bad.nonzero()[0])
         raise ValueError(
-            f"scorer {scorer.name!r} returned {scores[i].item()} for text {texts[i]!r}; "
-            "scores must be finite"
+            f"scorer {scorer.name!r} returned {scores[i].item()} for text {texts[i]!r}; scores must be finite"
         )
     if scorer.boolean and not ((scores == 0) | (scores == 1)).all():
         i = int(((scores != 0) & (scores != 1)).nonzero()[0])

@@ -25,9 +25,7 @@ class WordScorer:
 
     def __post_init__(self) -> None:
         if not self.words or any(not w.strip() for w in self.words):
-            raise ValueError(
-                f"scorer {self.name!r}: words must be non-empty strings, got {self.words!r}"
-            )
+            raise ValueError(f"scorer {self.name!r}: words must be non-empty strings, got {self.words!r}")
         flags = 0 if self.case_sensitive else re.IGNORECASE
         patterns = tuple(re.compile(rf"(?<!\w){re.escape(w)}(?!\w)", flags) for w in self.words)
         object.__setattr__(self, "_patterns", patterns)
@@ -53,9 +51,7 @@ class RegexScorer:
         try:
             compiled = re.compile(self.pattern, re.IGNORECASE if self.ignore_case else 0)
         except re.error as err:
-            raise ValueError(
-                f"scorer {self.name!r}: invalid regex {self.pattern!r}: {err}"
-            ) from err
+            raise ValueError(f"scorer {self.name!r}: invalid regex {self.pattern!r}: {err}") from err
         object.__setattr__(self, "_compiled", compiled)
 
     @property

@@ -69,7 +69,5 @@ class RunFolder:
 
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint (incomplete ones live under a .tmp name)."""
-        done = sorted(
-            p for p in self.checkpoints.glob("step_*") if p.is_dir() and p.suffix != ".tmp"
-        )
+        done = sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir() and p.suffix != ".tmp")
         return done[-1] if done else None

@@ -87,9 +87,7 @@ class Trainer:
         if not self.params:
             raise ValueError("the policy has no trainable parameters")
         opt = torch.optim.AdamW if self.train_cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt(
-            self.params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay
-        )
+        self.optimizer = opt(self.params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
         warmup = self.train_cfg.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0
@@ -99,9 +97,7 @@ class Trainer:
         self.eval_generator = torch.Generator().manual_seed(seed + 1)
         self.exact = None
         if self.eval_cfg.exact:
-            space = SequenceSpace(
-                self.base, self.sampling.max_new_tokens, limit=self.eval_cfg.exact_limit
-            )
+            space = SequenceSpace(self.base, self.sampling.max_new_tokens, limit=self.eval_cfg.exact_limit)
             self.exact = ExactTarget.build(target, space)
 
     # -- sampling and scoring ------------------------------------------------------------------
