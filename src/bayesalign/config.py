@@ -91,10 +91,12 @@ class CallableSpec(Section):
     function: str = Field(description="'package.module:function', the user's own code")
     boolean: bool = False
     batched: bool = False
+    takes_context: bool = False
     name: str = "callable"
 
     def build(self) -> Scorer:
-        return CallableScorer(import_callable(self.function), self.boolean, self.batched, self.name)
+        fn = import_callable(self.function)
+        return CallableScorer(fn, self.boolean, self.batched, self.takes_context, self.name)
 
 
 SCORERS: dict[str, type[Section]] = {
@@ -329,17 +331,12 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
             name, prompt, dtype=DTYPES[section.dtype], trust_remote_code=section.trust_remote_code
         )
     lora = section.lora
-    if lora is None:
-        return make_policy(prior)
-    return make_policy(
-        prior,
-        dict(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-        ),
-    )
+    lora_args = None
+    if lora is not None:
+        lora_args = dict(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
+        )
+    return make_policy(prior, lora_args), prior
 
 
 def build_target(section: TargetSection, base: LanguageModel) -> Target:

@@ -39,6 +39,10 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
     @property
     def is_ancestral(self) -> bool:
         """True when the sampling distribution is the model's own distribution."""
@@ -134,8 +138,8 @@ class LanguageModel:
     from BOS" (or EOS for GPT-2-style models that have no BOS). Per-sample contexts passed to
     :meth:`sample` replace it (conditional models, CDPG).
 
-    With a peft (LoRA) module, :meth:`base` returns the same weights with the adapters disabled:
-    the prior a and the policy π then share one copy of the base model in memory.
+    ``adapters_disabled`` makes a LoRA-wrapped module act as its base model (the prior a, see
+    :func:`make_policy`), so a and π share one copy of the base weights.
     """
 
     def __init__(
@@ -175,19 +179,6 @@ class LanguageModel:
         )
         return cls(module, tokenizer, prompt)
 
-    def with_lora(self, **lora_kwargs) -> LanguageModel:
-        """Wrap the module with fresh LoRA adapters (peft); only the adapters are trainable."""
-        from peft import LoraConfig, get_peft_model
-
-        config = LoraConfig(task_type="CAUSAL_LM", **lora_kwargs)
-        return LanguageModel(get_peft_model(self.module, config), self.tokenizer, self.prompt)
-
-    def base(self) -> LanguageModel:
-        """The prior under a LoRA policy: the same module with its adapters disabled."""
-        if not self.has_adapters:
-            raise ValueError("only a LoRA policy carries its prior; use make_policy() to get both")
-        return LanguageModel(self.module, self.tokenizer, self.prompt, adapters_disabled=True)
-
     def trainable_copy(self) -> LanguageModel:
         """An independent copy whose every weight is trainable (full fine-tuning)."""
         module = copy.deepcopy(self.module)
@@ -199,6 +190,15 @@ class LanguageModel:
         module = copy.deepcopy(self.module)
         module.requires_grad_(False)
         return LanguageModel(module, self.tokenizer, self.prompt, adapters_disabled=self.adapters_disabled)
+
+    def save_pretrained(self, folder: str | Path, *, merge_lora: bool = True) -> None:
+        """Write weights (safetensors) and tokenizer. A LoRA policy is merged into its base
+        (a plain HF model folder) unless ``merge_lora`` is False (adapter weights only)."""
+        module = self.module
+        if self.has_adapters and merge_lora:
+            module = copy.deepcopy(module).merge_and_unload()
+        module.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
 
     @property
     def has_adapters(self) -> bool:
@@ -239,7 +239,7 @@ class LanguageModel:
         )
 
     # -- sampling ---------------------------------------------------------------------------
-    @torch.inference_mode()
+    @torch.no_grad()
     def sample(
         self,
         n: int,
@@ -353,21 +353,25 @@ class LanguageModel:
             return self.token_log_probs(samples).sum(-1)
         return torch.cat([self.token_log_probs(c).sum(-1) for c in samples.chunks(batch_size)])
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def log_prob_frozen(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
         """:meth:`log_prob` without building a graph (for a, q and evaluation)."""
         return self.log_prob(samples, batch_size=batch_size).cpu()
 
 
-def make_policy(prior: LanguageModel, lora: dict | None = None) -> tuple[LanguageModel, LanguageModel]:
-    """The policy π, initialised at the prior a, and the prior to score against.
+def make_policy(prior: LanguageModel, lora: dict | None = None) -> LanguageModel:
+    """The trainable policy π, initialised at ``prior`` (a), which stays a valid prior.
 
-    Without LoRA, π is a trainable copy and a keeps its own frozen weights. With LoRA, π wraps
-    the prior's module with adapters (peft edits the module in place), so the prior becomes the
-    same module with adapters disabled: one copy of the base weights in memory.
+    Without LoRA, π is a trainable copy and the prior keeps its own frozen weights. With LoRA
+    (``lora`` holds peft.LoraConfig arguments), peft wraps the prior's module in place; the prior
+    is then switched to that same module with adapters disabled, so a and π share one copy of
+    the base weights and the caller's ``prior`` object keeps meaning a.
     """
+    prior.module.requires_grad_(False)
     if lora is None:
-        prior.module.requires_grad_(False)
-        return prior.trainable_copy(), prior
-    policy = prior.with_lora(**lora)
-    return policy, policy.base()
+        return prior.trainable_copy()
+    from peft import LoraConfig, get_peft_model
+
+    module = get_peft_model(prior.module, LoraConfig(task_type="CAUSAL_LM", **lora))
+    prior.module, prior.adapters_disabled = module, True
+    return LanguageModel(module, prior.tokenizer, prior.prompt)

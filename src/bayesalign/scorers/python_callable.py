@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,19 +12,20 @@ import torch
 @dataclass(frozen=True)
 class CallableScorer:
     """Wraps ``fn``. With ``batched``, fn(texts[, contexts]) returns one score per text;
-    otherwise fn(text[, context]) is called per text. The function takes contexts iff it
-    accepts two parameters."""
+    otherwise fn(text[, context]) is called per text. Contexts are passed only when
+    ``takes_context`` says so (guessing from the signature would feed them into any
+    defaulted second parameter)."""
 
     fn: Callable
     boolean: bool = False
     batched: bool = False
+    takes_context: bool = False
     name: str = "callable"
 
     def __call__(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> torch.Tensor:
-        takes_context = len(inspect.signature(self.fn).parameters) >= 2
         if self.batched:
-            out = self.fn(texts, contexts) if takes_context else self.fn(texts)
-        elif takes_context:
+            out = self.fn(texts, contexts) if self.takes_context else self.fn(texts)
+        elif self.takes_context:
             ctx = contexts if contexts is not None else [None] * len(texts)
             out = [self.fn(t, c) for t, c in zip(texts, ctx, strict=True)]
         else:

@@ -228,7 +228,9 @@ class Trainer:
         put("kl_p_q", est.kl_target_model(t, lq, lq))
         put("tv_p_pi", est.tv_target_model(t, lq, log_pi_on_q))
         put("tv_p_q", est.tv_target_model(t, lq, lq))
-        pi_draw = q_draw if self.proposal is self.policy else self.draw(self.policy, n, gen)
+        # π is the prior itself before the first update: its samples would duplicate q's.
+        policy_is_q = self.proposal is self.policy or (self.state.step == 0 and self.proposal is self.base)
+        pi_draw = q_draw if policy_is_q else self.draw(self.policy, n, gen)
         for who, draw in (("pi", pi_draw), ("q", q_draw)):
             put(f"kl_{who}_a", est.kl_on_samples(draw.log_q, draw.log_a))
             if draw.evidence.satisfied is not None:
@@ -258,8 +260,13 @@ class Trainer:
         self.run.truncate_metrics(self.state.step)
         return True
 
-    def fit(self, on_record: Callable[[dict], None] | None = None) -> list[dict]:
-        """Train to ``training.steps``; returns the evaluation records written on the way."""
+    def fit(
+        self,
+        on_record: Callable[[dict], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> list[dict]:
+        """Train to ``training.steps``; returns the evaluation records written on the way.
+        ``on_record`` sees every evaluation record, ``on_step`` every finished step."""
         records: list[dict] = []
         started = time.perf_counter()
         check: dict[str, float] = {}
@@ -287,6 +294,8 @@ class Trainer:
         while self.state.step < steps:
             train = self.train_step()
             step = self.state.step
+            if on_step is not None:
+                on_step(step)
             if proposal.update == "adaptive" and step % proposal.every == 0:
                 check = self.check_proposal()
             if step % self.eval_cfg.every == 0 or step == steps:

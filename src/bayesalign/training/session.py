@@ -1,0 +1,84 @@
+"""A whole training run from a config: build the objects, resume if asked, train with progress,
+write final/. The CLI and Python users share this one path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target
+from bayesalign.training.run import RunFolder
+from bayesalign.training.trainer import Trainer
+
+HEADLINE = ("satisfaction_pi", "kl_p_pi", "kl_pi_a", "minus_log_z")
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    out = []
+    for key in keys:
+        a, b, where = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, where + ".")
+        elif a != b:
+            out.append(f"{where}: {a!r} -> {b!r}")
+    return out
+
+
+def prepare_run(config: Config, out: str | Path, resume: bool) -> RunFolder:
+    """Check the run folder before any work: a new run needs a fresh folder, a resumed one the
+    same configuration (only training.steps may change)."""
+    run = RunFolder(out)
+    resolved = config.model_dump(mode="json")
+    if resume:
+        if not run.config_file.exists():
+            raise ConfigError(f"--resume: {run.path} holds no run (no config.yaml)")
+        old = run.read_config()
+        old["training"]["steps"] = resolved["training"]["steps"]
+        changed = _differences(old, resolved)
+        if changed:
+            raise ConfigError("--resume with a different config:\n  " + "\n  ".join(changed))
+    elif run.metrics_file.exists() or run.latest_checkpoint() is not None:
+        raise ConfigError(f"{run.path} already holds a run; pass --resume or choose another --out")
+    run.create().write_config(resolved)
+    return run
+
+
+def train(
+    config: Config, out: str | Path, *, resume: bool = False, console: Console | None = None
+) -> Trainer:
+    """Train as the config says, writing everything to the run folder ``out``."""
+    console = console or Console(stderr=True)
+    run = prepare_run(config, out, resume)
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
+    with console.status("loading models"):
+        policy, prior = build_models(config.model, config.prompt, config.training.seed)
+    target = build_target(config.target, prior)
+    trainer = Trainer(policy, target, build_objective(config.training.method), config, run)
+    if resume and trainer.resume():
+        console.print(f"resumed at step {trainer.state.step}")
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[headline]}"),
+    )
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task(
+            "train", total=config.training.steps, completed=trainer.state.step, headline=""
+        )
+
+        def on_record(record: dict) -> None:
+            headline = "  ".join(f"{k}={record[k]:.3f}" for k in HEADLINE if k in record)
+            progress.update(task, completed=record["step"], headline=headline)
+            if not console.is_terminal:
+                console.print(f"step {record['step']}: {headline}")
+
+        trainer.fit(on_record=on_record, on_step=lambda step: progress.update(task, completed=step))
+    policy.save_pretrained(run.final, merge_lora=config.checkpoint.merge_lora)
+    return trainer
