@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args, console)
     except (ConfigError, ZeroPartitionError, NonFiniteLossError) as err:
-        console.print(f"[red]error:[/] {err}", highlight=False)
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
     return 0
 

@@ -86,13 +86,16 @@ def kl_target_model(log_target: torch.Tensor, log_q: torch.Tensor, log_model: to
 def tv_target_model(log_target: torch.Tensor, log_q: torch.Tensor, log_model: torch.Tensor) -> Estimate:
     """TV(p, m) ≈ ½·mean|m/q − w/Z|, with Z estimated on the same samples.
 
-    The stderr treats Z as known (the spread of the terms only); it slightly understates the
-    uncertainty when Z itself is poorly estimated.
+    Z is estimated on the same samples, so the stderr comes from the delta method on
+    (terms, w): each term t_i = ½|m_i/q_i − w_i/Z| moves with Z by ½·sign(·)·w_i/Z², which adds
+    the slope times w_i/Z to the influence of sample i.
     """
     log_z = log_partition(log_target, log_q).value
     p_over_q = torch.exp(log_target.double() - log_q.double() - log_z)
     m_over_q = torch.exp(log_model.double() - log_q.double())
-    return _mean_stderr(0.5 * (m_over_q - p_over_q).abs())
+    terms = 0.5 * (m_over_q - p_over_q).abs()
+    slope = (0.5 * torch.sign(m_over_q - p_over_q) * p_over_q).mean()
+    return Estimate(terms.mean().item(), _mean_stderr(terms + slope * p_over_q).stderr)
 
 
 def kl_on_samples(log_model: torch.Tensor, log_other: torch.Tensor) -> Estimate:

@@ -27,13 +27,14 @@ class WordScorer:
         if not self.words or any(not w.strip() for w in self.words):
             raise ValueError(f"scorer {self.name!r}: words must be non-empty strings, got {self.words!r}")
         flags = 0 if self.case_sensitive else re.IGNORECASE
-        patterns = tuple(re.compile(rf"(?<!\w){re.escape(w)}(?!\w)", flags) for w in self.words)
-        object.__setattr__(self, "_patterns", patterns)
+        whole = [rf"(?<!\w){re.escape(w)}(?!\w)" for w in self.words]
+        # "any" is one alternation (one scan per text); "all" needs one pattern per word
+        patterns = whole if self.require_all else ["|".join(whole)]
+        object.__setattr__(self, "_patterns", tuple(re.compile(p, flags) for p in patterns))
 
     def __call__(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> torch.Tensor:
-        combine = all if self.require_all else any
         return torch.tensor(
-            [float(combine(p.search(t) for p in self._patterns)) for t in texts],
+            [float(all(p.search(t) for p in self._patterns)) for t in texts],
             dtype=torch.float64,
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,6 +37,7 @@ class TrainState:
     z_count: int = 0
     proposal_updates: int = 0
     proposal_is_copy: bool = False  # q is a frozen copy of an earlier π (else a, or π itself)
+    last_check: dict[str, float] = field(default_factory=dict)  # repeated in later records
 
     @property
     def log_z(self) -> float:
@@ -108,7 +109,13 @@ class Trainer:
         else:
             log_a = self.base.log_prob_frozen(samples, batch_size=self.train_cfg.micro)
         evidence = self.target.evidence(samples)
-        return Draw(samples, log_a, evidence, self.target.log_prob(log_a, evidence))
+        log_target = self.target.log_prob(log_a, evidence)
+        if torch.isnan(log_target).any() or torch.isnan(samples.log_q).any():
+            raise NonFiniteLossError(
+                "log-probabilities are NaN (of the prior a or of the sampling model): the model's "
+                "weights or logits are broken, so the importance weights P/q are undefined"
+            )
+        return Draw(samples, log_a, evidence, log_target)
 
     def _policy_log_prob(self, draw: Draw, model: LanguageModel) -> torch.Tensor:
         if model is self.proposal:
@@ -116,18 +123,13 @@ class Trainer:
         return model.log_prob_frozen(draw.samples, batch_size=self.train_cfg.micro).double()
 
     def _accumulate_z(self, draw: Draw) -> None:
+        """Add a batch from the proposal to the running estimate of Z (refusing a zero Z)."""
         log_w = draw.log_target - draw.log_q
-        if torch.isnan(log_w).any() or (log_w == float("inf")).any():
-            raise NonFiniteLossError(
-                "importance weights P/q contain NaN or +inf; a scorer or a reward term produced "
-                "a non-finite log-factor"
-            )
-        self.state.z_log_sum = float(
-            torch.logaddexp(torch.tensor(self.state.z_log_sum), torch.logsumexp(log_w, 0))
-        )
-        self.state.z_count += len(log_w)
-        if self.state.z_log_sum == float("-inf"):
+        z_log_sum = torch.logaddexp(torch.tensor(self.state.z_log_sum), torch.logsumexp(log_w, 0)).item()
+        if z_log_sum == float("-inf"):
             raise ZeroPartitionError(self._unsatisfied_message(draw))
+        self.state.z_log_sum = z_log_sum
+        self.state.z_count += len(log_w)
 
     def _unsatisfied_message(self, draw: Draw) -> str:
         n = len(draw.samples)
@@ -269,7 +271,6 @@ class Trainer:
         ``on_record`` sees every evaluation record, ``on_step`` every finished step."""
         records: list[dict] = []
         started = time.perf_counter()
-        check: dict[str, float] = {}
 
         def record(train: dict[str, float]) -> None:
             rec = {
@@ -278,7 +279,7 @@ class Trainer:
                 "proposal_updates": self.state.proposal_updates,
                 "running_log_z": self.state.log_z,
                 **train,
-                **check,
+                **self.state.last_check,
                 **self.evaluate(),
                 "seconds": time.perf_counter() - started,
             }
@@ -297,7 +298,7 @@ class Trainer:
             if on_step is not None:
                 on_step(step)
             if proposal.update == "adaptive" and step % proposal.every == 0:
-                check = self.check_proposal()
+                self.state.last_check = self.check_proposal()
             if step % self.eval_cfg.every == 0 or step == steps:
                 record(train)
             if self.run is not None and (step % self.config.checkpoint.every == 0 or step == steps):

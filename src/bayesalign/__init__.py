@@ -1,0 +1,6 @@
+"""bayesalign: aligning language models as Bayesian inference (prior LM × evidence → posterior)."""
+
+from bayesalign.models import LanguageModel, Samples, SamplingParams, make_policy
+from bayesalign.targets import Constraint, Target, Tilt
+
+__all__ = ["Constraint", "LanguageModel", "Samples", "SamplingParams", "Target", "Tilt", "make_policy"]

@@ -1,0 +1,499 @@
+"""The training loop on a toy model small enough to evaluate exactly.
+
+Three words and at most four tokens give 121 possible sequences, so every record carries the exact
+KL(p‖π) next to the IS estimates, and convergence, the proposal rule, resume and error handling
+are all checked against exact values rather than against numbers copied from a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from bayesalign.config import (
+    ConfigError,
+    apply_overrides,
+    build_models,
+    build_objective,
+    build_target,
+    load_config,
+    parse_config,
+)
+from bayesalign.diagnostics import gradient_variance
+from bayesalign.estimators import ZeroPartitionError
+from bayesalign.objectives import DPG, Batch, GDCPlusPlus
+from bayesalign.scorers import CallableScorer
+from bayesalign.targets import Target
+from bayesalign.training import NonFiniteLossError, RunFolder, Trainer, proposal_should_update
+from bayesalign.training import checkpoint as checkpoint_module
+
+torch.set_num_threads(1)
+
+WORDS = ["a", "b", "c"]
+
+BASE = {
+    "model": {"name": "toy", "toy": {"words": WORDS, "seed": 1}},
+    "sampling": {"max_new_tokens": 4},
+    "target": {"constraints": [{"type": "word", "words": ["b"], "name": "has_b"}]},
+    "training": {"method": "gdc++", "steps": 20, "batch_size": 64, "lr": 3e-2},
+    "eval": {"every": 10, "samples": 32, "exact": True},
+}
+
+
+def make_trainer(*overrides: str, run: RunFolder | None = None, target=None, objective=None) -> Trainer:
+    """A trainer built the way the CLI builds one: config dict -> --set overrides -> objects.
+    ``target`` (a function of the prior) and ``objective`` replace the configured ones."""
+    cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
+    policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
+    tgt = target(prior) if target is not None else build_target(cfg.target, prior)
+    obj = objective if objective is not None else build_objective(cfg.training.method)
+    return Trainer(policy, tgt, obj, cfg, run)
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.module.named_parameters()}
+
+
+def same_weights(model, weights: dict[str, torch.Tensor]) -> bool:
+    current = dict(model.module.named_parameters())
+    return current.keys() == weights.keys() and all(torch.equal(current[n], w) for n, w in weights.items())
+
+
+# -- 1. convergence to the exact target --------------------------------------------------------------
+CONVERGENCE = (
+    "training.steps=200",
+    "training.batch_size=256",
+    "training.lr=1e-2",
+    "training.proposal.update=adaptive",
+    "training.proposal.every=10",
+    "eval.every=50",
+    "eval.samples=64",
+)
+
+
+@pytest.fixture(scope="module")
+def convergence_runs() -> dict[str, list[dict]]:
+    return {m: make_trainer(*CONVERGENCE, f"training.method={m}").fit() for m in ("dpg", "gdc++")}
+
+
+@pytest.mark.parametrize("method", ["dpg", "gdc++"])
+def test_distribution_matching_drives_exact_kl_below_a_tenth_of_minus_log_z(convergence_runs, method):
+    records = convergence_runs[method]
+    assert [r["step"] for r in records] == [0, 50, 100, 150, 200]
+    assert all("exact_kl_p_pi" in r and math.isfinite(r["exact_kl_p_pi"]) for r in records)
+    start, end = records[0], records[-1]
+    # at step 0, π = a and KL(p‖a) = −log Z exactly for a pointwise target
+    assert start["exact_kl_pi_a"] == pytest.approx(0.0, abs=1e-6)
+    assert start["exact_kl_p_pi"] == pytest.approx(-start["exact_log_z"], rel=1e-6)
+    assert end["exact_log_z"] == start["exact_log_z"]  # the target does not move
+    ratio = end["exact_kl_p_pi"] / -start["exact_log_z"]
+    assert ratio < 0.1, f"{method}: final exact KL(p‖π) is {ratio:.1%} of −log Z"
+    assert end["exact_satisfaction_pi"] > start["exact_satisfaction_pi"]
+
+
+def test_gdcpp_ends_closer_to_the_target_than_dpg(convergence_runs):
+    dpg, gdc = convergence_runs["dpg"][-1], convergence_runs["gdc++"][-1]
+    assert gdc["exact_kl_p_pi"] < dpg["exact_kl_p_pi"]
+
+
+# -- 2. gradient variance -----------------------------------------------------------------------------
+def _cosine(u: torch.Tensor, v: torch.Tensor) -> float:
+    return float(u @ v / (u.norm() * v.norm()))
+
+
+def test_gdcpp_has_lower_gradient_variance_than_dpg_on_the_same_batches():
+    trainer = make_trainer("training.proposal.update=fixed")  # q = a = π at initialisation
+    policy, exact = trainer.policy, trainer.exact
+    # the exact gradient of KL(p‖π) = −Σ_x p(x) ∇log π(x), over the whole space
+    exact_loss = -(exact.log_p.exp().float() * policy.log_prob(exact.space.samples)).sum()
+    exact_grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(exact_loss, trainer.params)]).double()
+
+    gen = torch.Generator().manual_seed(123)
+    stats = {"dpg": [], "gdc++": []}
+    for _ in range(4):
+        draw = trainer.draw(trainer.proposal, 64, gen)
+        batch = Batch(draw.samples, draw.log_q, draw.log_target, draw.evidence, exact.log_z)
+        for objective in (DPG(), GDCPlusPlus()):
+            stats[objective.name].append(gradient_variance(policy, objective, batch))
+
+    for d, g in zip(stats["dpg"], stats["gdc++"], strict=True):
+        assert 0 < g.variance < d.variance, (g.variance, d.variance)
+    # same gradient in expectation: both batch means point along the exact gradient, and agree
+    mean_dpg = torch.stack([s.mean for s in stats["dpg"]]).mean(0)
+    mean_gdc = torch.stack([s.mean for s in stats["gdc++"]]).mean(0)
+    assert _cosine(mean_dpg, exact_grad) > 0.9
+    assert _cosine(mean_gdc, exact_grad) > 0.9
+    assert (mean_dpg - mean_gdc).norm() < 0.5 * exact_grad.norm()
+
+
+def test_gradient_variance_matches_explicit_per_sample_gradients():
+    trainer = make_trainer("training.proposal.update=fixed")
+    policy, objective = trainer.policy, GDCPlusPlus()
+    draw = trainer.draw(trainer.proposal, 6, torch.Generator().manual_seed(0))
+    batch = Batch(draw.samples, draw.log_q, draw.log_target, draw.evidence, trainer.exact.log_z)
+
+    grads = []
+    for i in range(len(batch)):
+        loss = objective.per_sample_loss(batch, policy.log_prob(batch.samples))[i]
+        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, trainer.params)]).double())
+    grads = torch.stack(grads)
+    expected_var = (grads**2).sum(1).mean() - (grads.mean(0) ** 2).sum()
+
+    stats = gradient_variance(policy, objective, batch)
+    assert stats.n == len(batch)
+    assert torch.allclose(stats.mean, grads.mean(0), rtol=1e-5, atol=1e-8)
+    assert stats.variance == pytest.approx(expected_var.item(), rel=1e-5)
+    assert all(p.grad is None for p in trainer.params)  # the diagnostic leaves .grad alone
+
+    repeated = batch.select(torch.zeros(5, dtype=torch.long))  # five copies of one sample
+    same = gradient_variance(policy, objective, repeated)
+    assert same.mean_sq_norm > 0
+    assert abs(same.variance) < 1e-6 * same.mean_sq_norm
+
+
+# -- 3. the proposal --------------------------------------------------------------------------------
+@pytest.mark.parametrize("criterion", ["kl", "tv"])
+def test_proposal_should_update_iff_policy_strictly_closer(criterion):
+    assert proposal_should_update(criterion, 0.1, 0.2)
+    assert not proposal_should_update(criterion, 0.2, 0.2)
+    assert not proposal_should_update(criterion, 0.3, 0.2)
+    assert not proposal_should_update(criterion, float("nan"), 0.2)
+
+
+def test_proposal_should_update_rejects_unknown_criterion():
+    with pytest.raises(ValueError, match="unknown proposal criterion 'kll'"):
+        proposal_should_update("kll", 0.1, 0.2)
+
+
+def test_adaptive_proposal_is_replaced_exactly_when_the_policy_is_closer(monkeypatch):
+    trainer = make_trainer(
+        "training.steps=40",
+        "training.proposal.update=adaptive",
+        "training.proposal.every=4",
+        "training.proposal.samples=128",
+        "eval.every=40",
+        "eval.samples=16",
+    )
+    assert trainer.proposal is trainer.base
+    checks = []
+    original = trainer.check_proposal
+
+    def recording_check() -> dict[str, float]:
+        before = trainer.proposal
+        policy_weights = snapshot(trainer.policy)
+        out = original()
+        checks.append((trainer.state.step, before, trainer.proposal, policy_weights, out))
+        return out
+
+    monkeypatch.setattr(trainer, "check_proposal", recording_check)
+    records = trainer.fit()
+
+    assert [c[0] for c in checks] == list(range(4, 41, 4))
+    replaced = 0
+    for step, before, after, policy_weights, out in checks:
+        closer = out["check_kl_p_pi"] < out["check_kl_p_q"]
+        assert out["proposal_replaced"] == float(closer), step
+        if closer:
+            replaced += 1
+            assert after is not before and after is not trainer.policy
+            assert same_weights(after, policy_weights)  # q ← a copy of π at that moment
+            assert not any(p.requires_grad for p in after.module.parameters())
+            last_copy = (after, policy_weights, step)
+        else:
+            assert after is before
+    assert 0 < replaced < len(checks), "the run should exercise both outcomes"
+    assert trainer.state.proposal_updates == replaced == records[-1]["proposal_updates"]
+    assert trainer.state.proposal_is_copy
+    proposal, weights, copied_at = last_copy
+    assert trainer.proposal is proposal
+    assert same_weights(proposal, weights)  # later training did not move the frozen copy
+    if copied_at < trainer.state.step:
+        assert not same_weights(trainer.policy, weights)
+    # the last record reports the last check
+    assert records[-1]["check_kl_p_pi"] == checks[-1][4]["check_kl_p_pi"]
+
+
+def _forbid_checks(trainer: Trainer, monkeypatch) -> None:
+    def fail() -> dict[str, float]:
+        raise AssertionError("check_proposal must not run for this proposal update")
+
+    monkeypatch.setattr(trainer, "check_proposal", fail)
+
+
+def test_fixed_proposal_stays_the_prior(monkeypatch):
+    trainer = make_trainer("training.proposal.update=fixed", "eval.every=5")
+    prior_weights = snapshot(trainer.base)
+    _forbid_checks(trainer, monkeypatch)
+    records = trainer.fit()
+    assert trainer.proposal is trainer.base
+    assert same_weights(trainer.base, prior_weights)
+    assert trainer.state.proposal_updates == 0 and not trainer.state.proposal_is_copy
+    for r in records:  # q = a throughout: KL(p‖q) = KL(p‖a) = −log Z
+        assert r["exact_kl_p_q"] == pytest.approx(-r["exact_log_z"], rel=1e-6)
+        assert not any(k.startswith("check_") for k in r)
+    assert records[-1]["exact_kl_p_pi"] < records[-1]["exact_kl_p_q"]
+
+
+def test_on_policy_proposal_is_the_policy(monkeypatch):
+    trainer = make_trainer("training.proposal.update=on_policy", "eval.every=5")
+    assert trainer.proposal is trainer.policy
+    _forbid_checks(trainer, monkeypatch)
+    drawn_from = []
+    original_draw = trainer.draw
+
+    def recording_draw(model, n, generator):
+        drawn_from.append(model)
+        return original_draw(model, n, generator)
+
+    monkeypatch.setattr(trainer, "draw", recording_draw)
+    records = trainer.fit()
+    assert trainer.proposal is trainer.policy
+    assert drawn_from and all(m is trainer.policy for m in drawn_from)
+    for r in records:
+        assert r["exact_kl_p_q"] == r["exact_kl_p_pi"]
+        assert r["kl_p_q"] == r["kl_p_pi"]
+    assert records[-1]["exact_kl_p_pi"] < records[0]["exact_kl_p_pi"]
+
+
+# -- 4. resume ----------------------------------------------------------------------------------------
+RESUME = (
+    "training.steps=12",
+    "training.proposal.update=adaptive",
+    "training.proposal.every=3",
+    "eval.every=3",  # every record right after a check
+    "checkpoint.every=6",
+    "checkpoint.keep=1",
+)
+
+
+def _assert_same_metrics(a: list[dict], b: list[dict]) -> None:
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.keys() == rb.keys(), (ra["step"], sorted(ra.keys() ^ rb.keys()))
+        for key, va in ra.items():
+            if key == "seconds":
+                continue
+            vb = rb[key]
+            if isinstance(va, float) or isinstance(vb, float):
+                assert vb == pytest.approx(va, rel=1e-6, abs=1e-9), (ra["step"], key)
+            else:
+                assert va == vb, (ra["step"], key)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference: 12 steps in one go, with its final weights."""
+    run = RunFolder(tmp_path_factory.mktemp("uninterrupted")).create()
+    trainer = make_trainer(*RESUME, run=run)
+    trainer.fit()
+    return run.read_metrics(), snapshot(trainer.policy), snapshot(trainer.proposal)
+
+
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, uninterrupted):
+    metrics, policy_weights, proposal_weights = uninterrupted
+    run = RunFolder(tmp_path).create()
+    first = make_trainer(*RESUME, "training.steps=6", run=run)
+    assert not first.resume()  # nothing to resume from yet
+    first.fit()
+    assert first.state.step == 6
+    assert first.state.proposal_is_copy, "the checkpoint should hold a replaced proposal"
+    assert (run.checkpoint_dir(6) / "proposal.safetensors").is_file()
+
+    second = make_trainer(*RESUME, run=run)
+    assert second.resume()
+    assert second.state.step == 6 and second.state.proposal_is_copy
+    assert same_weights(second.proposal, snapshot(first.proposal))
+    assert same_weights(second.policy, snapshot(first.policy))
+    second.fit()
+
+    _assert_same_metrics(metrics, run.read_metrics())
+    assert same_weights(second.policy, policy_weights)
+    assert same_weights(second.proposal, proposal_weights)
+    kept = sorted(p.name for p in run.checkpoints.iterdir())
+    assert kept == ["step_000012"]  # checkpoint.keep = 1 pruned step 6 once step 12 was complete
+
+
+def test_a_checkpoint_that_fails_midway_leaves_the_previous_one_usable(tmp_path, monkeypatch, uninterrupted):
+    metrics, policy_weights, _ = uninterrupted
+    run = RunFolder(tmp_path).create()
+    real_save_file = checkpoint_module.save_file
+
+    def failing_save_file(tensors, path):
+        if "step_000012" in str(path):
+            raise OSError("disk full")
+        real_save_file(tensors, path)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", failing_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        make_trainer(*RESUME, run=run).fit()
+    monkeypatch.undo()
+
+    # keep = 1, yet the finished step-6 checkpoint survives the failed step-12 one
+    assert (run.checkpoints / "step_000012.tmp").is_dir()  # the half-written one is left behind
+    assert run.latest_checkpoint() == run.checkpoint_dir(6)
+    assert max(r["step"] for r in run.read_metrics()) == 12  # logged before the checkpoint failed
+
+    trainer = make_trainer(*RESUME, run=run)
+    assert trainer.resume()
+    assert trainer.state.step == 6
+    assert max(r["step"] for r in run.read_metrics()) == 6  # records after the checkpoint dropped
+    trainer.fit()
+    _assert_same_metrics(metrics, run.read_metrics())
+    assert same_weights(trainer.policy, policy_weights)
+    assert not (run.checkpoints / "step_000012.tmp").exists()  # replaced by the complete save
+    assert run.latest_checkpoint() == run.checkpoint_dir(12)
+
+
+def test_resume_restores_the_last_proposal_check_reported_in_records(tmp_path):
+    # eval every 2 steps, checks every 3: the record of step 8 repeats the check made at step 6,
+    # just before the checkpoint the resumed run starts from
+    schedule = (*RESUME, "eval.every=2")
+    reference = RunFolder(tmp_path / "reference").create()
+    make_trainer(*schedule, run=reference).fit()
+    run = RunFolder(tmp_path / "resumed").create()
+    make_trainer(*schedule, "training.steps=6", run=run).fit()
+    trainer = make_trainer(*schedule, run=run)
+    assert trainer.resume()
+    trainer.fit()
+    _assert_same_metrics(reference.read_metrics(), run.read_metrics())
+
+
+# -- 5. errors ----------------------------------------------------------------------------------------
+def _raw(**sections) -> dict:
+    raw = copy.deepcopy(BASE)
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "pattern"),
+    [
+        (_raw(training={"stpes": 10}), r"training: unknown key 'stpes'; did you mean 'steps'\?"),
+        (_raw(training={"method": "gdc+"}), r"unknown method 'gdc\+'; did you mean 'gdc\+\+'\?"),
+        (
+            _raw(target={"constraints": [{"type": "wrod", "words": ["b"]}]}),
+            r"unknown scorer 'wrod'; did you mean 'word'\?",
+        ),
+        (
+            _raw(training={"proposal": {"update": "adaptiv"}}),
+            r"training.proposal.update: invalid value 'adaptiv'; did you mean 'adaptive'\?",
+        ),
+        (_raw(evl={"every": 1}), r"unknown key 'evl'; did you mean 'eval'\?"),
+    ],
+    ids=["key", "method", "scorer", "literal", "section"],
+)
+def test_config_errors_suggest_the_closest_valid_name(raw, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        parse_config(raw)
+
+
+def test_overrides_set_nested_values_parsed_as_yaml():
+    raw = apply_overrides(
+        copy.deepcopy(BASE),
+        ["training.steps=5", "training.proposal.update=fixed", "eval.exact=false", "prompt=a b"],
+    )
+    cfg = parse_config(raw)
+    assert cfg.training.steps == 5
+    assert cfg.training.proposal.update == "fixed"
+    assert cfg.eval.exact is False
+    assert cfg.prompt == "a b"
+    assert cfg.training.lr == BASE["training"]["lr"]  # untouched keys stay
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ("training.steps", "must look like section.key=value"),
+        ("=5", "must look like section.key=value"),
+        ("sampling.max_new_tokens.x=1", "'max_new_tokens' is not a section"),
+    ],
+)
+def test_malformed_overrides_are_rejected(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        apply_overrides(copy.deepcopy(BASE), [override])
+
+
+def test_load_config_applies_overrides_and_validates_them(tmp_path):
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert load_config(path, ["training.steps=7"]).training.steps == 7
+    with pytest.raises(ConfigError, match="did you mean 'steps'"):
+        load_config(path, ["training.stpes=7"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_unsatisfiable_constraint_raises_before_any_optimizer_step():
+    trainer = make_trainer(
+        'target.constraints=[{type: word, words: ["zebra"], name: needs_zebra}]',
+        "eval.exact=false",
+    )
+    before = snapshot(trainer.policy)
+    with pytest.raises(ZeroPartitionError, match=r"'needs_zebra' held for 0"):
+        trainer.fit()
+    with pytest.raises(ZeroPartitionError, match=r"no sample satisfies the target.*'needs_zebra'"):
+        trainer.train_step()
+    assert same_weights(trainer.policy, before)
+    assert trainer.state.step == 0 and not trainer.optimizer.state
+
+
+def test_nan_from_a_scorer_is_reported_by_name():
+    nan_reward = CallableScorer(lambda text: float("nan") if "c" in text.split() else 0.0, name="nan_reward")
+    trainer = make_trainer("eval.exact=false", target=lambda prior: Target.tilt(prior, nan_reward, beta=1.0))
+    before = snapshot(trainer.policy)
+    with pytest.raises(ValueError, match=r"scorer 'nan_reward' returned nan"):
+        trainer.fit()
+    assert same_weights(trainer.policy, before)
+
+
+class NaNObjective:
+    """DPG whose loss turns NaN: stands in for any objective that produces a non-finite loss."""
+
+    name = "broken_objective"
+
+    def per_sample_loss(self, batch: Batch, log_pi: torch.Tensor) -> torch.Tensor:
+        return DPG().per_sample_loss(batch, log_pi) * float("nan")
+
+
+def test_non_finite_loss_names_the_objective():
+    trainer = make_trainer("eval.exact=false", objective=NaNObjective())
+    before = snapshot(trainer.policy)
+    with pytest.raises(NonFiniteLossError, match=r"broken_objective loss is nan at step 1"):
+        trainer.fit()
+    assert same_weights(trainer.policy, before)
+    assert trainer.state.step == 0
+
+
+def test_nan_policy_log_prob_is_a_non_finite_loss(monkeypatch):
+    trainer = make_trainer("eval.exact=false")
+    original = trainer.policy.log_prob
+    monkeypatch.setattr(
+        trainer.policy, "log_prob", lambda samples, **kw: original(samples, **kw) * float("nan")
+    )
+    before = snapshot(trainer.policy)
+    with pytest.raises(NonFiniteLossError, match=r"gdc\+\+ loss is nan at step 1.*min log π = nan"):
+        trainer.train_step()
+    assert same_weights(trainer.policy, before)
+
+
+def test_nan_importance_weights_are_refused_before_the_loss(monkeypatch):
+    trainer = make_trainer("eval.exact=false")
+    original = trainer.target.log_prob
+
+    def poisoned(log_a, evidence):
+        out = original(log_a, evidence).clone()
+        out[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.target, "log_prob", poisoned)
+    before = snapshot(trainer.policy)
+    with pytest.raises(NonFiniteLossError, match=r"log-probabilities are NaN.*P/q are undefined"):
+        trainer.train_step()
+    assert same_weights(trainer.policy, before)
+    assert trainer.state.z_count == 0  # the running Z did not absorb the bad batch
