@@ -70,3 +70,9 @@ def test_existing_run_needs_resume_and_resume_needs_same_config(tmp_path, capsys
 def test_bad_input_exits_with_a_specific_message(tmp_path, capsys, override, message):
     assert train(tmp_path / "run", 2, "--set", override) == 2
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_exact_evaluation_of_a_too_large_space_is_refused(tmp_path, capsys):
+    assert train(tmp_path / "run", 2, "--set", "sampling.max_new_tokens=30") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "exact evaluation would enumerate" in err and "max_new_tokens 30" in err

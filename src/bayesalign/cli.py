@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from bayesalign.config import ConfigError, load_config
 from bayesalign.estimators import ZeroPartitionError
+from bayesalign.exact import SpaceTooLargeError
 from bayesalign.training import NonFiniteLossError, RunFolder
 from bayesalign.training.session import train
 
@@ -85,10 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # transformers/peft deprecation notices say nothing actionable to a user of the CLI
+    warnings.filterwarnings("ignore", category=FutureWarning)
     console = Console(stderr=True)
     try:
         args.handler(args, console)
-    except (ConfigError, ZeroPartitionError, NonFiniteLossError) as err:
+    except (ConfigError, ZeroPartitionError, NonFiniteLossError, SpaceTooLargeError, ImportError) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
     return 0

@@ -62,7 +62,7 @@ def train(
     if resume and trainer.resume():
         console.print(f"resumed at step {trainer.state.step}")
     columns = (
-        TextColumn("[bold]train"),
+        TextColumn("[bold]train[/] {task.fields[phase]:<22}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -70,8 +70,9 @@ def train(
     )
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task(
-            "train", total=config.training.steps, completed=trainer.state.step, headline=""
+            "train", total=config.training.steps, completed=trainer.state.step, headline="", phase=""
         )
+        trainer.status = lambda phase: progress.update(task, phase=phase)
 
         def on_record(record: dict) -> None:
             headline = "  ".join(f"{k}={record[k]:.3f}" for k in HEADLINE if k in record)

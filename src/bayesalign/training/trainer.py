@@ -81,6 +81,7 @@ class Trainer:
         self.sampling = config.sampling.params()
         self.sample_batch = config.sampling.batch_size
         self.run = run
+        self.status: Callable[[str], None] = lambda phase: None  # what the loop is doing now
         on_policy = self.train_cfg.proposal.update == "on_policy"
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
@@ -103,6 +104,8 @@ class Trainer:
 
     # -- sampling and scoring ------------------------------------------------------------------
     def draw(self, model: LanguageModel, n: int, generator: torch.Generator) -> Draw:
+        who = "π" if model is self.policy else "a" if model is self.base else "q"
+        self.status(f"sampling {n} from {who}")
         samples = model.sample(n, self.sampling, generator=generator, batch_size=self.sample_batch)
         if model is self.base and self.sampling.is_ancestral:
             log_a = samples.log_q  # sampled from a itself: no second pass
@@ -151,9 +154,11 @@ class Trainer:
         self._accumulate_z(draw)
         batch = Batch(draw.samples, draw.log_q, draw.log_target, draw.evidence, self.state.log_z)
         losses, norms = [], []
+        updates = cfg.epochs * (len(batch) // cfg.minibatch)
         for _ in range(cfg.epochs):
             order = torch.randperm(len(batch), generator=self.generator)
             for minibatch in order.split(cfg.minibatch):
+                self.status(f"update {len(losses) + 1}/{updates}")
                 self.optimizer.zero_grad(set_to_none=True)
                 total = 0.0
                 for micro in minibatch.split(cfg.micro):
@@ -210,6 +215,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """IS estimates against p from fresh samples of q, and on-policy metrics from π and q."""
+        self.status("evaluating")
         n, gen = self.eval_cfg.samples, self.eval_generator
         q_draw = self.draw(self.proposal, n, gen)
         if (q_draw.log_target == float("-inf")).all():
