@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bayesalign.config import ConfigError, load_config
@@ -49,7 +50,7 @@ def summarise(run: RunFolder, console: Console, seconds: float) -> None:
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
     rows = [
-        ("satisfaction E_π[b]", "satisfaction_pi"),
+        (escape("satisfaction E_π[b]"), "satisfaction_pi"),
         ("KL(p‖π)  (IS)", "kl_p_pi"),
         ("KL(π‖a)", "kl_pi_a"),
         ("−log Z  (= KL(p‖a), lower bound for KL(π‖a) at full satisfaction)", "minus_log_z"),
@@ -65,7 +66,7 @@ def summarise(run: RunFolder, console: Console, seconds: float) -> None:
         console.print(f"[bold]samples {title}[/] (1 = constraint holds)")
         for row in rows[:5]:
             flags = " ".join(f"{k}={v:g}" for k, v in row.items() if k not in ("text", "log_pi"))
-            console.print(f"  [{flags}] {row['text']!r}")
+            console.print(escape(f"  [{flags}] {row['text']!r}"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -120,10 +120,11 @@ class Trainer:
             )
         return Draw(samples, log_a, evidence, log_target)
 
-    def _policy_log_prob(self, draw: Draw, model: LanguageModel) -> torch.Tensor:
-        if model is self.proposal:
+    def _policy_log_prob(self, draw: Draw) -> torch.Tensor:
+        """log π on samples drawn from the proposal (free when the proposal is π)."""
+        if self.policy is self.proposal:
             return draw.log_q
-        return model.log_prob_frozen(draw.samples, batch_size=self.train_cfg.micro).double()
+        return self.policy.log_prob_frozen(draw.samples, batch_size=self.train_cfg.micro).double()
 
     def _accumulate_z(self, draw: Draw) -> None:
         """Add a batch from the proposal to the running estimate of Z (refusing a zero Z)."""
@@ -196,7 +197,7 @@ class Trainer:
         draw = self.draw(self.proposal, cfg.samples, self.generator)
         self._accumulate_z(draw)
         self.state.samples_seen += len(draw.samples)
-        log_pi = self._policy_log_prob(draw, self.policy)
+        log_pi = self._policy_log_prob(draw)
         measure = est.kl_target_model if cfg.criterion == "kl" else est.tv_target_model
         pi_score = measure(draw.log_target, draw.log_q, log_pi).value
         q_score = measure(draw.log_target, draw.log_q, draw.log_q).value
@@ -221,7 +222,7 @@ class Trainer:
         if (q_draw.log_target == float("-inf")).all():
             raise ZeroPartitionError(self._unsatisfied_message(q_draw))
         t, lq = q_draw.log_target, q_draw.log_q
-        log_pi_on_q = self._policy_log_prob(q_draw, self.policy)
+        log_pi_on_q = self._policy_log_prob(q_draw)
         metrics: dict[str, float] = {}
 
         def put(name: str, e: est.Estimate) -> None:
