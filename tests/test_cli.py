@@ -76,3 +76,9 @@ def test_exact_evaluation_of_a_too_large_space_is_refused(tmp_path, capsys):
     assert train(tmp_path / "run", 2, "--set", "sampling.max_new_tokens=30") == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "exact evaluation would enumerate" in err and "max_new_tokens 30" in err
+
+
+def test_reverse_kl_on_a_pointwise_target_is_refused(tmp_path, capsys):
+    args = ("--set", "training.method=f-dpg", "--set", "training.f_dpg={divergence: reverse_kl}")
+    assert train(tmp_path / "run", 2, *args) == 2
+    assert "reverse" in " ".join(capsys.readouterr().err.split()).lower()

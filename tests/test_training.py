@@ -49,7 +49,7 @@ def make_trainer(*overrides: str, run: RunFolder | None = None, target=None, obj
     cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
     policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
     tgt = target(prior) if target is not None else build_target(cfg.target, prior)
-    obj = objective if objective is not None else build_objective(cfg.training.method)
+    obj = objective if objective is not None else build_objective(cfg.training)
     return Trainer(policy, tgt, obj, cfg, run)
 
 

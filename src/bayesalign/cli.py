@@ -1,4 +1,5 @@
-"""Command line: ``bayesalign train CONFIG --out DIR [--set k=v ...] [--resume]`` and ``bayesalign demo``."""
+"""Command line: ``bayesalign train CONFIG --out DIR [--set k=v ...] [--resume]``, ``bayesalign demo``
+and ``bayesalign sample CONFIG --out FILE.jsonl --n N [--method rejection|qrs|importance] ...``."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bayesalign.config import ConfigError, load_config
+from bayesalign.config import ConfigError, SamplerSection, build_models, build_target, load_config
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import SpaceTooLargeError
+from bayesalign.objectives import InfiniteDivergenceError
+from bayesalign.samplers import SamplingError
 from bayesalign.training import NonFiniteLossError, RunFolder
 from bayesalign.training.session import train
 
@@ -69,6 +74,168 @@ def summarise(run: RunFolder, console: Console, seconds: float) -> None:
             console.print(escape(f"  [{flags}] {row['text']!r}"))
 
 
+# -- bayesalign sample ---------------------------------------------------------------------------
+SAMPLE_FLAGS = ("method", "beta", "acceptance", "bound", "pool", "max_proposals", "seed")
+
+
+def _check_sample_request(args: argparse.Namespace, config, spec: SamplerSection) -> None:
+    """Every error that can be known before loading a model."""
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    if args.out.exists() and not args.overwrite:
+        raise ConfigError(f"{args.out} already exists; pass --overwrite or choose another --out")
+    given = {k for k in ("beta", "acceptance", "bound", "pool") if getattr(spec, k) is not None}
+    allowed = {"qrs": {"beta", "acceptance"}, "rejection": {"bound"}, "importance": {"pool"}}[spec.method]
+    if given - allowed:
+        raise ConfigError(
+            f"sample.{sorted(given - allowed)[0]} does not apply to method {spec.method!r}; "
+            f"it takes {', '.join(sorted(allowed))}"
+        )
+    if spec.method == "qrs" and spec.beta is None and spec.acceptance is None:
+        raise ConfigError(
+            "quasi-rejection sampling needs --beta B (accept x ~ q with probability "
+            "min(1, P/(β q))) or --acceptance R (choose β for that acceptance rate)"
+        )
+    if spec.method == "rejection" and spec.bound is None:
+        why = []
+        if args.proposal is not None:
+            why.append("the proposal is a trained policy")
+        if not config.sampling.params().is_ancestral:
+            why.append("sampling is not ancestral (temperature, top_k or top_p), so q ≠ a")
+        if config.target.reward is not None:
+            why.append("the target has a reward tilt")
+        if getattr(config.target, "distributional", None):
+            why.append("the target has distributional constraints")
+        if why:
+            raise ConfigError(
+                "rejection sampling needs a bound M ≥ P/q (--bound M): it is 1 only for a pointwise "
+                f"target sampled from the prior, but {' and '.join(why)}. Or use --method qrs"
+            )
+
+
+def _qrs_table(rows, chosen: float, proposals: int) -> Table:
+    table = Table(title=f"quasi-rejection: acceptance and distance to p vs β (IS, {proposals:,} proposals)")
+    for name in ("β", "acceptance Z_β/β", "TV(p, p_β)", "KL(p‖p_β)"):
+        table.add_column(escape(name), justify="right")
+    for row in rows:
+        mark = " ←" if row.beta == chosen else ""
+        table.add_row(
+            f"{row.beta:.4g}{mark}",
+            f"{row.acceptance.value:.4f} ± {row.acceptance.stderr:.4f}",
+            f"{row.tv.value:.4f} ± {row.tv.stderr:.4f}",
+            f"{row.kl.value:.4f} ± {row.kl.stderr:.4f}",
+        )
+    return table
+
+
+def _sample(args: argparse.Namespace, console: Console) -> None:
+    import torch
+
+    from bayesalign import samplers
+    from bayesalign.targets import Constraint
+
+    # flags are overrides of the config's sample section (dumped as YAML so every value round-trips)
+    flags = [f"sample.{k}={yaml.safe_dump(v)}" for k in SAMPLE_FLAGS if (v := getattr(args, k)) is not None]
+    config = load_config(args.config, [*args.set, *flags])
+    spec = config.sample or SamplerSection()
+    _check_sample_request(args, config, spec)
+    folder = samplers.proposal_folder(args.proposal) if args.proposal is not None else None
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
+
+    with console.status("loading models"):
+        _, prior = build_models(config.model.model_copy(update={"lora": None}), config.prompt, spec.seed)
+        proposal = prior if folder is None else samplers.load_proposal(folder, prior)
+    with console.status("building the target"):  # fits λ of distributional constraints, seeded
+        target = build_target(config.target, prior, config.sampling)
+    params, batch = config.sampling.params(), config.sampling.batch_size
+    generator = torch.Generator().manual_seed(spec.seed)
+    log_targets, log_qs = [], []
+
+    if spec.method == "rejection":
+        if spec.bound is None and not all(isinstance(t, Constraint) for t in target.terms):
+            raise ConfigError("rejection sampling needs --bound M ≥ P/q: the target is not pointwise")
+        rule: samplers.QuasiRejection = samplers.Rejection(spec.bound or 1.0)
+    elif spec.method == "qrs" and spec.beta is None:
+        with console.status(f"pilot: {spec.proposals_per_round} proposals to choose β"):
+            pilot = samplers.propose(
+                target, proposal, spec.proposals_per_round, params, generator=generator, batch_size=batch
+            )
+        log_targets, log_qs = [pilot.log_target], [pilot.log_q]
+        beta = samplers.beta_for_acceptance(pilot.log_target, pilot.log_q, spec.acceptance)
+        console.print(f"β = {beta:.4g}: estimated acceptance rate {spec.acceptance:g} on the pilot")
+        rule = samplers.QuasiRejection(beta)
+    elif spec.method == "qrs":
+        rule = samplers.QuasiRejection(spec.beta)
+
+    columns = (
+        TextColumn(f"[bold]sample[/] {spec.method}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        if spec.method == "importance":
+            pool = spec.pool or 10 * args.n
+            task = progress.add_task("sample", total=pool, info="drawing the pool")
+            resampler = samplers.ImportanceResampler(
+                target, proposal, pool, params, proposals_per_round=spec.proposals_per_round, batch_size=batch
+            )
+            result = resampler.sample(
+                args.n,
+                generator=generator,
+                on_round=lambda st: progress.update(task, completed=st.proposed),
+            )
+            out = result.resampled
+        else:
+            task = progress.add_task("sample", total=args.n, info="")
+
+            def on_round(st: samplers.SamplerStats) -> None:
+                info = f"proposed {st.proposed:,}  acceptance {st.acceptance_rate:.3f}"
+                progress.update(task, completed=min(st.accepted, args.n), info=info)
+
+            sampler = samplers.Sampler(
+                target,
+                proposal,
+                rule,
+                params,
+                proposals_per_round=spec.proposals_per_round,
+                max_proposals=spec.max_proposals,
+                batch_size=batch,
+            )
+            result = sampler.sample(args.n, generator=generator, on_round=on_round)
+            out = result.accepted
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w") as f:
+        for row in out.rows():
+            f.write(json.dumps(row) + "\n")
+    source = "q = a (the prior)" if folder is None else f"q = {folder}"
+    if spec.method == "importance":
+        console.print(
+            f"wrote {args.n} samples to {args.out}: resampled ∝ P/q from {result.pool_size:,} proposals "
+            f"of {source}; ESS {result.ess:.1f}, {result.distinct} distinct, log Z ≈ {result.log_z:.4g}"
+        )
+        return
+    st = result.stats
+    console.print(
+        f"wrote {args.n} samples to {args.out}: {rule.describe()}, proposal {source}; accepted "
+        f"{st.accepted:,} of {st.proposed:,} proposals (rate {st.acceptance_rate:.4f} ± "
+        f"{st.acceptance_stderr:.4f})"
+    )
+    if spec.method == "qrs":
+        log_t = torch.cat([*log_targets, result.proposal_log_target])
+        log_q = torch.cat([*log_qs, result.proposal_log_q])
+        betas = spec.diagnostic_betas or samplers.default_betas(log_t, log_q)
+        rows = samplers.qrs_diagnostics(log_t, log_q, [*betas, rule.beta])
+        console.print(_qrs_table(rows, rule.beta, len(log_t)))
+        console.print(
+            "TV and KL are 0 from the largest P/q seen on: a heavier weight not seen would make "
+            "them positive. Rows at larger β are more faithful and slower."
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bayesalign", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
     d.add_argument("--resume", action="store_true")
     d.set_defaults(handler=_demo)
+    s = sub.add_parser("sample", help="draw samples from the target without training (no training run)")
+    s.add_argument("config", type=Path, help="a config: its model, prompt, sampling and target sections")
+    s.add_argument("--out", type=Path, required=True, help="JSONL file of the samples")
+    s.add_argument("--n", type=int, required=True, help="number of samples to write")
+    s.add_argument("--method", help="rejection | qrs | importance (sample.method, default qrs)")
+    s.add_argument("--beta", type=float, help="qrs: accept with probability min(1, P/(β q))")
+    s.add_argument("--acceptance", type=float, help="qrs: choose β for this acceptance rate")
+    s.add_argument("--bound", type=float, help="rejection: M ≥ P/q (default 1 when it is known to hold)")
+    s.add_argument("--pool", type=int, help="importance: proposals to resample from (default 10·n)")
+    s.add_argument("--max-proposals", type=int, help="give up beyond this many proposals")
+    s.add_argument("--seed", type=int, help="seed of the sampler (sample.seed)")
+    s.add_argument("--proposal", type=Path, help="a trained policy (RUN/final) as q (default: the prior)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    s.set_defaults(handler=_sample)
     return parser
 
 
@@ -93,7 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         args.handler(args, console)
-    except (ConfigError, ZeroPartitionError, NonFiniteLossError, SpaceTooLargeError, ImportError) as err:
+    except (
+        ConfigError,
+        ZeroPartitionError,
+        NonFiniteLossError,
+        SpaceTooLargeError,
+        SamplingError,
+        InfiniteDivergenceError,
+        ImportError,
+    ) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
     return 0

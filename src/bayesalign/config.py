@@ -7,7 +7,7 @@ from explicit registries (no lookups by name in globals()).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bayesalign.models import LanguageModel, SamplingParams, make_policy
-from bayesalign.objectives import DPG, GDCPlusPlus, Objective
+from bayesalign.moments import MomentFit, MomentFitError
+from bayesalign.objectives import DPG, FDPG, Divergence, GDCPlusPlus, Objective
 from bayesalign.scorers import (
     CallableScorer,
     RegexScorer,
@@ -25,7 +26,7 @@ from bayesalign.scorers import (
     WordScorer,
     import_callable,
 )
-from bayesalign.targets import Constraint, Target, Term, Tilt
+from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
 
 
 class ConfigError(ValueError):
@@ -125,9 +126,29 @@ class RewardSpec(Section):
     _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: _check_scorer_type(v))
 
 
+class DistributionalSpec(Section):
+    """A distributional constraint E_p[φ] = moment on a feature φ (boolean or real-valued)."""
+
+    scorer: ScorerSpec
+    moment: float = Field(description="the wanted expectation of the feature under the target p")
+
+    _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: _check_scorer_type(v))
+
+
+class MomentFitSection(Section):
+    """How λ of the distributional constraints is fitted (moments.py), before training starts."""
+
+    samples: int = Field(4096, gt=1, description="samples drawn from the prior a to fit λ on")
+    max_iter: int = Field(100, gt=0, description="Newton iterations at most")
+    tol: float = Field(1e-6, gt=0, description="largest accepted |E_p[φ] − moment| on the fit samples")
+    seed: int = Field(0, description="seed of the fit samples (the same target for any training seed)")
+
+
 class TargetSection(Section):
     constraints: list[ScorerSpec] = []
     reward: RewardSpec | None = None
+    distributional: list[DistributionalSpec] = []
+    fit: MomentFitSection = MomentFitSection()
 
     @field_validator("constraints", mode="before")
     @classmethod
@@ -139,8 +160,16 @@ class TargetSection(Section):
 
     @model_validator(mode="after")
     def _not_empty(self) -> TargetSection:
-        if not self.constraints and self.reward is None:
-            raise ValueError("the target needs at least one constraint or a reward")
+        if not self.constraints and self.reward is None and not self.distributional:
+            raise ValueError("the target needs a constraint, a distributional constraint or a reward")
+        if self.reward is not None and self.distributional:
+            raise ValueError(
+                "a reward tilt together with distributional constraints is not supported; use "
+                "constraints (pointwise) with distributional ones"
+            )
+        changed = self.fit.model_dump(exclude_defaults=True)
+        if changed and not self.distributional:
+            raise ValueError(f"fit sets {changed} but the target has no distributional constraints")
         return self
 
 
@@ -188,7 +217,46 @@ class ProposalSection(Section):
     samples: int = Field(256, gt=1, description="fresh samples from q per check")
 
 
-OBJECTIVES: dict[str, type] = {"dpg": DPG, "gdc++": GDCPlusPlus}
+class FDPGSection(Section):
+    """Options of method 'f-dpg': which f-divergence D_f(π‖p) to minimise (objectives/f_divergence.py)."""
+
+    divergence: Divergence = Field(
+        "js",
+        description="forward_kl (= DPG), reverse_kl (= KL-regularised RL; needs P > 0 everywhere), "
+        "js (Jensen-Shannon; often best in the f-DPG paper) or tv (total variation)",
+    )
+    baseline_window: int = Field(1024, gt=0, description="samples in the moving-average baseline")
+    max_log_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="reverse_kl only: clip log(π/p) at this value (capped reverse KL), which makes "
+        "targets with P(x) = 0 usable; unset, such targets are refused",
+    )
+
+    @model_validator(mode="after")
+    def _clip_is_for_reverse_kl(self) -> FDPGSection:
+        if self.max_log_ratio is not None and self.divergence != "reverse_kl":
+            raise ValueError(
+                f"max_log_ratio applies to divergence 'reverse_kl' only ({self.divergence} is "
+                "bounded where P = 0)"
+            )
+        return self
+
+    def build(self) -> Objective:
+        return FDPG(self.divergence, self.baseline_window, self.max_log_ratio)
+
+
+# One entry per method: a builder from the training section, so a method can read its own
+# options section (training.f_dpg). Every call builds a fresh objective with its own state.
+OBJECTIVES: dict[str, Callable[[TrainingSection], Objective]] = {
+    "dpg": lambda training: DPG(),
+    "gdc++": lambda training: GDCPlusPlus(),
+    "f-dpg": lambda training: training.f_dpg.build(),
+}
+# Options sections of training and the method that reads each. A method's section is filled with
+# its defaults when omitted (so the run folder's config shows them); it stays null for the other
+# methods, where setting it is an error, and configs written before it existed still resume.
+METHOD_OPTIONS: dict[str, str] = {"f_dpg": "f-dpg"}
 
 
 class TrainingSection(Section):
@@ -206,6 +274,7 @@ class TrainingSection(Section):
     seed: int = 0
     threads: int | None = Field(None, gt=0)
     proposal: ProposalSection = ProposalSection()
+    f_dpg: FDPGSection | None = Field(None, description="options of method 'f-dpg'")
 
     @field_validator("method")
     @classmethod
@@ -213,6 +282,24 @@ class TrainingSection(Section):
         if value not in OBJECTIVES:
             raise ValueError(f"unknown method {value!r}; {closest(value, OBJECTIVES)}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method_options(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, method in METHOD_OPTIONS.items():
+                if data.get("method") == method and data.get(key) is None:
+                    data = {**data, key: {}}
+        return data
+
+    @model_validator(mode="after")
+    def _options_match_method(self) -> TrainingSection:
+        for key, method in METHOD_OPTIONS.items():
+            if self.method != method and getattr(self, key) is not None:
+                raise ValueError(
+                    f"{key} is set but method is {self.method!r}; {key} applies to method {method!r} only"
+                )
+        return self
 
     @model_validator(mode="after")
     def _batch_sizes(self) -> TrainingSection:
@@ -245,6 +332,42 @@ class CheckpointSection(Section):
     merge_lora: bool = Field(True, description="final/ holds merged weights (else the adapter only)")
 
 
+SAMPLE_METHODS = ("rejection", "qrs", "importance")
+
+
+class SamplerSection(Section):
+    """`bayesalign sample`: draw from the target without training (see samplers.py)."""
+
+    method: str = Field("qrs", description="rejection | qrs (quasi-rejection) | importance (resampling)")
+    beta: float | None = Field(None, gt=0, description="qrs: accept x ~ q with probability min(1, P/(β q))")
+    acceptance: float | None = Field(
+        None, gt=0, le=1, description="qrs: choose β for this acceptance rate on a pilot batch"
+    )
+    bound: float | None = Field(
+        None, gt=0, description="rejection: M ≥ P/q (default 1: pointwise target, proposal = prior)"
+    )
+    proposals_per_round: int = Field(256, gt=0, description="samples drawn from q between checks")
+    max_proposals: int = Field(100_000, gt=0, description="stop with an error beyond this many proposals")
+    pool: int | None = Field(None, gt=0, description="importance: proposals to resample from (default 10·n)")
+    diagnostic_betas: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="qrs: β values of the diagnostic table (default: quantiles of P/q)"
+    )
+    seed: int = 0
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in SAMPLE_METHODS:
+            raise ValueError(f"unknown sampling method {value!r}; {closest(value, SAMPLE_METHODS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_beta(self) -> SamplerSection:
+        if self.beta is not None and self.acceptance is not None:
+            raise ValueError("give beta or acceptance (which chooses β), not both")
+        return self
+
+
 class Config(Section):
     model: ModelSection
     prompt: str = ""
@@ -253,6 +376,7 @@ class Config(Section):
     training: TrainingSection = TrainingSection()
     eval: EvalSection = EvalSection()
     checkpoint: CheckpointSection = CheckpointSection()
+    sample: SamplerSection | None = None  # None keeps configs of earlier runs resumable unchanged
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -339,12 +463,55 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
     return make_policy(prior, lora_args), prior
 
 
-def build_target(section: TargetSection, base: LanguageModel) -> Target:
-    terms: list[Term] = [Constraint(spec.build()) for spec in section.constraints]
-    if section.reward is not None:
-        terms.append(Tilt(section.reward.scorer.build(), section.reward.beta))
-    return Target(base, terms)
+def build_target(
+    section: TargetSection,
+    base: LanguageModel,
+    sampling: SamplingSection | None = None,
+    *,
+    fitted: MomentFit | None = None,
+) -> Target:
+    """The target P = a · (constraints, reward, distributional factors).
+
+    Distributional constraints need λ: fitted on ``section.fit.samples`` samples of ``base``
+    drawn with ``sampling`` (the run's sampling section, so the fit sees the sequences training
+    will) and seed ``section.fit.seed``, or taken from ``fitted`` (a run's saved fit, on resume).
+    """
+    if not section.distributional:
+        terms: list[Term] = [Constraint(spec.build()) for spec in section.constraints]
+        if section.reward is not None:
+            terms.append(Tilt(section.reward.scorer.build(), section.reward.beta))
+        return Target(base, terms)
+    constraints = [spec.build() for spec in section.constraints]
+    features = [d.scorer.build() for d in section.distributional]
+    moments = [d.moment for d in section.distributional]
+    if fitted is not None:
+        wanted = [(f.name, m) for f, m in zip(features, moments, strict=True)]
+        saved = [(f.name, f.moment) for f in fitted.features]
+        if wanted != saved:
+            raise ConfigError(f"the saved fit is for features {saved}, the config asks for {wanted}")
+        terms = [Constraint(c) for c in constraints]
+        terms += [Feature(f, fitted.lambdas[f.name]) for f in features]
+        return Target(base, terms, moment_fit=fitted)
+    if sampling is None:
+        raise ValueError("build_target: distributional constraints need the sampling section to fit λ")
+    fit = section.fit
+    try:
+        return Target.constrain(
+            base,
+            features,
+            moments,
+            constraints,
+            n_samples=fit.samples,
+            sampling=sampling.params(),
+            batch_size=sampling.batch_size,
+            generator=torch.Generator().manual_seed(fit.seed),
+            max_iter=fit.max_iter,
+            tol=fit.tol,
+        )
+    except MomentFitError as err:
+        raise ConfigError(f"target.distributional: {err}") from err
 
 
-def build_objective(method: str) -> Objective:
-    return OBJECTIVES[method]()
+def build_objective(training: TrainingSection) -> Objective:
+    """A new objective for ``training.method`` (with its options), owning its own state."""
+    return OBJECTIVES[training.method](training)

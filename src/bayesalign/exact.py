@@ -84,12 +84,14 @@ class ExactTarget:
     log_a: torch.Tensor
     evidence: Evidence
     log_target: torch.Tensor
+    features: tuple[str, ...] = ()  # scorer names of the target's distributional features
 
     @classmethod
     def build(cls, target: Target, space: SequenceSpace) -> ExactTarget:
         log_a = space.log_prob(target.base)
         evidence = target.evidence(space.samples)
-        return cls(space, log_a, evidence, target.log_prob(log_a, evidence))
+        features = tuple(f.scorer.name for f in target.features)
+        return cls(space, log_a, evidence, target.log_prob(log_a, evidence), features)
 
     @property
     def log_z(self) -> float:
@@ -136,4 +138,7 @@ def exact_metrics(exact: ExactTarget, policy: LanguageModel, proposal: LanguageM
     }
     if exact.evidence.satisfied is not None:
         metrics["exact_satisfaction_pi"] = expectation(log_pi, exact.evidence.satisfied)
+    for name in exact.features:  # E[φ] under π and under p, to compare with the wanted moments
+        metrics[f"exact_moment_{name}_pi"] = expectation(log_pi, exact.evidence.scores[name])
+        metrics[f"exact_moment_{name}_p"] = expectation(log_p, exact.evidence.scores[name])
     return metrics

@@ -2,7 +2,8 @@
 
 - pointwise constraints:  log P = log a + Σ_i log b_i        (−inf where any b_i = 0)
 - reward tilt:            log P = log a + r / β               (the implicit target of KL-RL)
-- (distributional:        log P = log a + λ·φ, added by fitting λ; same `Term` interface)
+- distributional:         log P = log a + Σ_i log b_i + λ·φ   (λ fitted so that E_p[φ] = μ̄:
+                          `Target.constrain`, moments.py)
 
 A target never normalises itself: Z = Σ_x P(x) is estimated (estimators.py) or enumerated
 (exact.py). Scorers run once per batch; every term reads the scores it needs from that run.
@@ -10,14 +11,19 @@ A target never normalises itself: Z = Σ_x P(x) is estimated (estimators.py) or 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from bayesalign.models import LanguageModel, Samples
+from bayesalign.models import LanguageModel, Samples, SamplingParams
 from bayesalign.scorers import Scorer, checked_scores
+
+if TYPE_CHECKING:
+    from bayesalign.exact import SequenceSpace
+    from bayesalign.moments import MomentFit
 
 
 class Term(Protocol):
@@ -68,6 +74,28 @@ class Tilt:
         return f"exp({self.scorer.name}/{self.beta:g})"
 
 
+@dataclass(frozen=True)
+class Feature:
+    """A distributional factor exp(λ·φ(x)) for a feature φ (boolean or real-valued scorer).
+
+    λ is what `Target.constrain` fits so that E_p[φ] equals a wanted moment; a Feature built by
+    hand with a known λ (e.g. read back from a run's target.json) is the same factor.
+    """
+
+    scorer: Scorer
+    lam: float
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.lam):
+            raise ValueError(f"feature {self.scorer.name!r}: λ must be finite, got {self.lam}")
+
+    def log_factor(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.lam * scores
+
+    def describe(self) -> str:
+        return f"exp({self.lam:.4g}·{self.scorer.name})"
+
+
 @dataclass
 class Evidence:
     """What the scorers said about a batch: raw scores by scorer name, and Σ log-factors."""
@@ -78,9 +106,15 @@ class Evidence:
 
 
 class Target:
-    """An energy-based model P(x) = a(x) · Π_terms factor(x) over continuations of the prior's prompt."""
+    """An energy-based model P(x) = a(x) · Π_terms factor(x) over continuations of the prior's prompt.
 
-    def __init__(self, base: LanguageModel, terms: Sequence[Term]) -> None:
+    ``moment_fit`` is the report of the fit that chose the λ of the `Feature` terms (None when
+    the target has no fitted features).
+    """
+
+    def __init__(
+        self, base: LanguageModel, terms: Sequence[Term], *, moment_fit: MomentFit | None = None
+    ) -> None:
         if not terms:
             raise ValueError("a target needs at least one constraint or reward term")
         names = [t.scorer.name for t in terms]
@@ -89,6 +123,7 @@ class Target:
             raise ValueError(f"scorer names must be unique within a target, repeated: {duplicates}")
         self.base = base
         self.terms = tuple(terms)
+        self.moment_fit = moment_fit
 
     @classmethod
     def pointwise(cls, base: LanguageModel, constraints: Sequence[Scorer]) -> Target:
@@ -98,9 +133,58 @@ class Target:
     def tilt(cls, base: LanguageModel, reward: Scorer, beta: float) -> Target:
         return cls(base, [Tilt(reward, beta)])
 
+    @classmethod
+    def constrain(
+        cls,
+        base: LanguageModel,
+        features: Sequence[Scorer],
+        moments: Sequence[float],
+        constraints: Sequence[Scorer] = (),
+        *,
+        proposal: LanguageModel | None = None,
+        n_samples: int = 4096,
+        sampling: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+        space: SequenceSpace | None = None,
+        max_iter: int = 100,
+        tol: float = 1e-6,
+    ) -> Target:
+        """The target closest to ``base`` (min KL(p‖a)) with E_p[φ_i] = moments[i] and every
+        pointwise constraint b_j(x) = 1: P(x) = a(x)·Π_j b_j(x)·exp(Σ_i λ_i φ_i(x)).
+
+        λ is fitted on ``n_samples`` drawn once from ``proposal`` (default: the base), by Newton's
+        method on the dual with self-normalised importance sampling. Draw them as training will
+        (``sampling``: the same max_new_tokens; default `SamplingParams()`). With ``space`` (an
+        enumerable `SequenceSpace`, toy models) the same solver uses exact expectations instead.
+        The returned target's ``moment_fit`` reports λ, the achieved moments and their effective
+        sample size. A moment the samples cannot reach, a feature that never varies, or a fit
+        that does not converge raises `moments.MomentFitError`, naming the feature.
+        """
+        from bayesalign.moments import constrain
+
+        return constrain(
+            base,
+            features,
+            moments,
+            constraints,
+            proposal=proposal,
+            n_samples=n_samples,
+            sampling=sampling,
+            generator=generator,
+            batch_size=batch_size,
+            space=space,
+            max_iter=max_iter,
+            tol=tol,
+        )
+
     @property
     def constraints(self) -> tuple[Constraint, ...]:
         return tuple(t for t in self.terms if isinstance(t, Constraint))
+
+    @property
+    def features(self) -> tuple[Feature, ...]:
+        return tuple(t for t in self.terms if isinstance(t, Feature))
 
     def describe(self) -> str:
         return " · ".join(["a(x)", *(t.describe() for t in self.terms)])

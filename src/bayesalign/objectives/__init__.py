@@ -3,5 +3,15 @@ which one it runs; it hands each objective the same `Batch` and the policy's log
 
 from bayesalign.objectives.base import Batch, Objective
 from bayesalign.objectives.distribution_matching import DPG, GDCPlusPlus
+from bayesalign.objectives.f_divergence import DIVERGENCES, FDPG, Divergence, InfiniteDivergenceError
 
-__all__ = ["DPG", "Batch", "GDCPlusPlus", "Objective"]
+__all__ = [
+    "DIVERGENCES",
+    "DPG",
+    "FDPG",
+    "Batch",
+    "Divergence",
+    "GDCPlusPlus",
+    "InfiniteDivergenceError",
+    "Objective",
+]

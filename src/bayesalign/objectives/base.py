@@ -45,7 +45,18 @@ class Batch:
 
 
 class Objective(Protocol):
-    """A loss per sample; the loop averages it over the minibatch and back-propagates."""
+    """A loss per sample; the loop averages it over the minibatch and back-propagates.
+
+    Optional methods, which the loop looks for by capability, never by the objective's name:
+
+    - ``check_target(target)``: raise, before any sampling, if the objective cannot work with
+      this target (e.g. reverse KL towards a target with P(x) = 0 somewhere).
+    - ``after_update()``: called after every optimizer update, for running statistics (a
+      moving-average baseline) that must advance once per update, not once per micro-batch.
+    - ``state_dict()`` / ``load_state_dict(state)``: state (a dict of tensors) that a resumed
+      run needs to continue exactly; checkpoints save and restore it. Each instance owns its
+      state: objectives are built per run, never shared.
+    """
 
     name: str
 

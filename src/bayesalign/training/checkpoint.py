@@ -3,7 +3,8 @@
 A checkpoint is written to ``step_N.tmp`` and renamed when complete, and older checkpoints are
 deleted only after that, so a crash never loses a finished checkpoint. Weights are stored with
 safetensors; the rest (optimizer, scheduler, random generators) with ``torch.save`` and read
-back with ``weights_only=True``.
+back with ``weights_only=True``. An objective that keeps state (``state_dict``/``load_state_dict``,
+e.g. f-DPG's moving-average baseline) has it saved there too, whatever the objective is.
 """
 
 from __future__ import annotations
@@ -46,15 +47,15 @@ def save_checkpoint(trainer: Trainer, folder: Path, keep: int) -> None:
     _save_params(trainer.policy, names, tmp / "policy.safetensors")
     if trainer.state.proposal_is_copy:
         _save_params(trainer.proposal, names, tmp / "proposal.safetensors")
-    torch.save(
-        {
-            "optimizer": trainer.optimizer.state_dict(),
-            "scheduler": trainer.scheduler.state_dict(),
-            "generator": trainer.generator.get_state(),
-            "eval_generator": trainer.eval_generator.get_state(),
-        },
-        tmp / "trainer.pt",
-    )
+    extra = {
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "generator": trainer.generator.get_state(),
+        "eval_generator": trainer.eval_generator.get_state(),
+    }
+    if (objective_state := getattr(trainer.objective, "state_dict", None)) is not None:
+        extra["objective"] = objective_state()
+    torch.save(extra, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(trainer.state), indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
@@ -76,3 +77,17 @@ def load_checkpoint(trainer: Trainer, folder: Path) -> None:
     trainer.scheduler.load_state_dict(extra["scheduler"])
     trainer.generator.set_state(extra["generator"])
     trainer.eval_generator.set_state(extra["eval_generator"])
+    _load_objective_state(trainer, extra.get("objective"), folder)
+
+
+def _load_objective_state(trainer: Trainer, state: dict | None, folder: Path) -> None:
+    """Restore the objective's own state; a checkpoint and an objective that disagree on whether
+    there is any are refused rather than resumed with a reset (or ignored) state."""
+    load = getattr(trainer.objective, "load_state_dict", None)
+    name = trainer.objective.name
+    if load is None and state is not None:
+        raise ValueError(f"checkpoint {folder} holds objective state, but objective {name} keeps none")
+    if load is not None:
+        if state is None:
+            raise ValueError(f"checkpoint {folder} holds no state for objective {name}, which keeps some")
+        load(state)

@@ -20,6 +20,7 @@ class RunFolder:
     """Layout::
 
     config.yaml        the resolved configuration (every default filled in)
+    target.json        the target, and the fitted λ of its distributional constraints (if any)
     metrics.jsonl      one JSON object per evaluation
     samples/step_N.jsonl   texts sampled from π at each evaluation, with their scores
     checkpoints/step_N/    resumable state (the newest `keep` are kept)
@@ -33,6 +34,7 @@ class RunFolder:
         self.final = self.path / "final"
         self.metrics_file = self.path / "metrics.jsonl"
         self.config_file = self.path / "config.yaml"
+        self.target_file = self.path / "target.json"
 
     def create(self) -> RunFolder:
         for folder in (self.path, self.checkpoints, self.samples):
@@ -44,6 +46,12 @@ class RunFolder:
 
     def read_config(self) -> dict:
         return yaml.safe_load(self.config_file.read_text())
+
+    def write_target(self, target: dict) -> None:
+        self.target_file.write_text(json.dumps(target, indent=1, ensure_ascii=False) + "\n")
+
+    def read_target(self) -> dict | None:
+        return json.loads(self.target_file.read_text()) if self.target_file.exists() else None
 
     def log_metrics(self, record: dict) -> None:
         with self.metrics_file.open("a") as f:

@@ -8,8 +8,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target
+from bayesalign.models import LanguageModel
+from bayesalign.moments import MomentFit
+from bayesalign.targets import Target
 from bayesalign.training.run import RunFolder
 from bayesalign.training.trainer import Trainer
 
@@ -47,6 +51,43 @@ def prepare_run(config: Config, out: str | Path, resume: bool) -> RunFolder:
     return run
 
 
+LOW_ESS = 100  # below this effective sample size, the fitted moments are shaky: say so
+
+
+def prepare_target(
+    config: Config, prior: LanguageModel, run: RunFolder, resume: bool, console: Console
+) -> Target:
+    """Build the target; λ of distributional constraints is fitted once per run and written to
+    target.json, which a resumed run reads back, so that it trains towards the very same target."""
+    saved = run.read_target() if resume else None
+    fitted = MomentFit.from_dict(saved["fit"]) if saved and saved.get("fit") else None
+    fitting = bool(config.target.distributional) and fitted is None
+    phase = f"fitting λ on {config.target.fit.samples} samples" if fitting else "building target"
+    with console.status(phase):
+        target = build_target(config.target, prior, config.sampling, fitted=fitted)
+    fit = target.moment_fit
+    if saved is None:
+        run.write_target({"target": target.describe(), "fit": None if fit is None else fit.to_dict()})
+    if fit is not None:
+        print_fit(fit, console, "read back from target.json" if fitted is not None else "")
+    return target
+
+
+def print_fit(fit: MomentFit, console: Console, note: str = "") -> None:
+    table = Table(title=f"distributional constraints: {fit.summary()}" + (f"; {note}" if note else ""))
+    for column in ("feature", "wanted E_p[φ]", "achieved", "λ"):
+        table.add_column(column, justify="left" if column == "feature" else "right")
+    for f in fit.features:
+        lam = f"{f.lam:.4g}" + (f" ± {f.lam_stderr:.2g}" if f.lam_stderr is not None else "")
+        table.add_row(f.name, f"{f.moment:.4g}", f"{f.achieved:.4g}", lam)
+    console.print(table)
+    if fit.ess is not None and fit.ess < LOW_ESS:
+        console.print(
+            f"[yellow]warning:[/] the fitted target rests on an effective sample size of only "
+            f"{fit.ess:.0f}: raise target.fit.samples for a more reliable λ"
+        )
+
+
 def train(
     config: Config, out: str | Path, *, resume: bool = False, console: Console | None = None
 ) -> Trainer:
@@ -57,8 +98,8 @@ def train(
         torch.set_num_threads(config.training.threads)
     with console.status("loading models"):
         policy, prior = build_models(config.model, config.prompt, config.training.seed)
-    target = build_target(config.target, prior)
-    trainer = Trainer(policy, target, build_objective(config.training.method), config, run)
+    target = prepare_target(config, prior, run, resume, console)
+    trainer = Trainer(policy, target, build_objective(config.training), config, run)
     if resume and trainer.resume():
         console.print(f"resumed at step {trainer.state.step}")
     columns = (
@@ -74,8 +115,10 @@ def train(
         )
         trainer.status = lambda phase: progress.update(task, phase=phase)
 
+        moments = tuple(f"moment_{f.scorer.name}_pi" for f in target.features)
+
         def on_record(record: dict) -> None:
-            headline = "  ".join(f"{k}={record[k]:.3f}" for k in HEADLINE if k in record)
+            headline = "  ".join(f"{k}={record[k]:.3f}" for k in HEADLINE + moments if k in record)
             progress.update(task, completed=record["step"], headline=headline)
             if not console.is_terminal:
                 console.print(f"step {record['step']}: {headline}")

@@ -75,6 +75,8 @@ class Trainer:
         run: RunFolder | None = None,
     ) -> None:
         self.policy, self.target, self.objective = policy, target, objective
+        if (check_target := getattr(objective, "check_target", None)) is not None:
+            check_target(target)  # an objective that cannot work with this target says so now
         self.base = target.base
         self.config = config
         self.train_cfg, self.eval_cfg = config.training, config.eval
@@ -174,6 +176,8 @@ class Trainer:
                 norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, clip)))
                 self.optimizer.step()
                 self.scheduler.step()
+                if (after_update := getattr(self.objective, "after_update", None)) is not None:
+                    after_update()  # running statistics advance once per update (objectives/base.py)
                 losses.append(total)
         self.state.step += 1
         self.state.samples_seen += len(batch)
@@ -246,6 +250,11 @@ class Trainer:
                 put(f"satisfaction_{who}", est.mean(draw.evidence.satisfied))
             for name, scores in draw.evidence.scores.items():
                 metrics[f"score_{name}_{who}"] = scores.mean().item()
+        for feature in self.target.features:  # distributional constraints: E[φ] vs wanted moment
+            name = feature.scorer.name
+            put(f"moment_{name}_pi", est.mean(pi_draw.evidence.scores[name]))
+            put(f"moment_{name}_q", est.mean(q_draw.evidence.scores[name]))
+            put(f"moment_{name}_p", est.target_expectation(t, lq, q_draw.evidence.scores[name]))
         if self.exact is not None:
             metrics |= exact_metrics(self.exact, self.policy, self.proposal)
         if self.run is not None and self.eval_cfg.save_samples:
