@@ -25,6 +25,7 @@ from bayesalign.config import (
 from bayesalign.diagnostics import gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.objectives import DPG, Batch, GDCPlusPlus
+from bayesalign.proposals import NonFiniteLogProbError
 from bayesalign.scorers import CallableScorer
 from bayesalign.targets import Target
 from bayesalign.training import NonFiniteLossError, RunFolder, Trainer, proposal_should_update
@@ -493,7 +494,7 @@ def test_nan_importance_weights_are_refused_before_the_loss(monkeypatch):
 
     monkeypatch.setattr(trainer.target, "log_prob", poisoned)
     before = snapshot(trainer.policy)
-    with pytest.raises(NonFiniteLossError, match=r"log-probabilities are NaN.*P/q are undefined"):
+    with pytest.raises(NonFiniteLogProbError, match=r"log-probabilities are NaN.*P/q are undefined"):
         trainer.train_step()
     assert same_weights(trainer.policy, before)
     assert trainer.state.z_count == 0  # the running Z did not absorb the bad batch

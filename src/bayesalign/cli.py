@@ -21,6 +21,7 @@ from bayesalign.config import ConfigError, SamplerSection, build_models, build_t
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import SpaceTooLargeError
 from bayesalign.objectives import InfiniteDivergenceError
+from bayesalign.proposals import NonFiniteLogProbError
 from bayesalign.samplers import SamplingError
 from bayesalign.training import NonFiniteLossError, RunFolder
 from bayesalign.training.session import train
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         ConfigError,
         ZeroPartitionError,
         NonFiniteLossError,
+        NonFiniteLogProbError,
         SpaceTooLargeError,
         SamplingError,
         InfiniteDivergenceError,

@@ -40,10 +40,11 @@ import torch
 from bayesalign import estimators as est
 from bayesalign.estimators import Estimate
 from bayesalign.exact import ExactTarget, kl, tv
-from bayesalign.models import LanguageModel, Samples, SamplingParams
-from bayesalign.targets import Evidence, Target
+from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.proposals import ANCESTRAL, Scored, propose
+from bayesalign.targets import Target
 
-ANCESTRAL = SamplingParams()  # frozen: q is the proposal model itself
+__all__ = ["Scored", "propose"]  # re-exported: a sampler's result is a scored batch
 
 
 class SamplingError(ValueError):
@@ -56,102 +57,6 @@ class BoundExceededError(SamplingError):
 
 class LowAcceptanceError(SamplingError):
     """Too few proposals are accepted to reach the wanted number of samples within the cap."""
-
-
-# -- a batch from the proposal, with everything the target says about it -----------------------
-@dataclass
-class Scored:
-    """Samples drawn from a proposal q with log q, log a, the scorers' evidence and log P."""
-
-    samples: Samples
-    log_q: torch.Tensor  # [B] float64, under the sampling distribution
-    log_a: torch.Tensor  # [B] float64, under the prior
-    evidence: Evidence
-    log_target: torch.Tensor  # [B] float64, log P(x)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    @property
-    def log_weight(self) -> torch.Tensor:
-        """log w = log P − log q."""
-        return self.log_target - self.log_q
-
-    def select(self, index: torch.Tensor | Sequence[int]) -> Scored:
-        idx = torch.as_tensor(index, dtype=torch.long)
-        ev = self.evidence
-        return Scored(
-            samples=self.samples.select(idx),
-            log_q=self.log_q[idx],
-            log_a=self.log_a[idx],
-            evidence=Evidence(
-                scores={k: v[idx] for k, v in ev.scores.items()},
-                log_factor=ev.log_factor[idx],
-                satisfied=None if ev.satisfied is None else ev.satisfied[idx],
-            ),
-            log_target=self.log_target[idx],
-        )
-
-    @staticmethod
-    def concat(parts: Sequence[Scored]) -> Scored:
-        if len(parts) == 1:
-            return parts[0]
-        evs = [p.evidence for p in parts]
-        return Scored(
-            samples=Samples.concat([p.samples for p in parts]),
-            log_q=torch.cat([p.log_q for p in parts]),
-            log_a=torch.cat([p.log_a for p in parts]),
-            evidence=Evidence(
-                scores={k: torch.cat([e.scores[k] for e in evs]) for k in evs[0].scores},
-                log_factor=torch.cat([e.log_factor for e in evs]),
-                satisfied=None if evs[0].satisfied is None else torch.cat([e.satisfied for e in evs]),
-            ),
-            log_target=torch.cat([p.log_target for p in parts]),
-        )
-
-    def rows(self) -> list[dict]:
-        """One JSON-ready dict per sample: text, log-probabilities and every scorer's score."""
-        out = []
-        for i, text in enumerate(self.samples.texts):
-            row: dict = {"text": text}
-            row |= {name: s[i].item() for name, s in self.evidence.scores.items()}
-            row |= {
-                "log_a": self.log_a[i].item(),
-                "log_q": self.log_q[i].item(),
-                "log_target": self.log_target[i].item(),
-            }
-            out.append(row)
-        return out
-
-
-def propose(
-    target: Target,
-    proposal: LanguageModel,
-    n: int,
-    params: SamplingParams = ANCESTRAL,
-    *,
-    generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-) -> Scored:
-    """Draw n samples from ``proposal`` and score them under ``target``.
-
-    log q comes from the sampling pass itself; log a needs a second pass unless the proposal is
-    the target's prior sampled ancestrally (then q = a exactly).
-    """
-    samples = proposal.sample(n, params, generator=generator, batch_size=batch_size)
-    log_q = samples.log_q.double()
-    if proposal is target.base and params.is_ancestral:
-        log_a = log_q
-    else:
-        log_a = target.base.log_prob_frozen(samples, batch_size=batch_size).double()
-    evidence = target.evidence(samples)
-    log_target = target.log_prob(log_a, evidence)
-    if torch.isnan(log_target).any() or torch.isnan(log_q).any():
-        raise SamplingError(
-            "log-probabilities are NaN (of the prior a or of the proposal q): the model's weights "
-            "or logits are broken, so the weights P/q are undefined"
-        )
-    return Scored(samples, log_q, log_a, evidence, log_target)
 
 
 def _log_weights(log_target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:

@@ -104,6 +104,21 @@ class Evidence:
     log_factor: torch.Tensor  # [B], float64
     satisfied: torch.Tensor | None  # [B] bool: every constraint holds; None without constraints
 
+    def select(self, index: torch.Tensor) -> Evidence:
+        return Evidence(
+            scores={k: v[index] for k, v in self.scores.items()},
+            log_factor=self.log_factor[index],
+            satisfied=None if self.satisfied is None else self.satisfied[index],
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[Evidence]) -> Evidence:
+        return Evidence(
+            scores={k: torch.cat([e.scores[k] for e in parts]) for k in parts[0].scores},
+            log_factor=torch.cat([e.log_factor for e in parts]),
+            satisfied=None if parts[0].satisfied is None else torch.cat([e.satisfied for e in parts]),
+        )
+
 
 class Target:
     """An energy-based model P(x) = a(x) · Π_terms factor(x) over continuations of the prior's prompt.

@@ -30,11 +30,7 @@ class Batch:
             samples=self.samples.select(index),
             log_q=self.log_q[index],
             log_target=self.log_target[index],
-            evidence=Evidence(
-                scores={k: v[index] for k, v in self.evidence.scores.items()},
-                log_factor=self.evidence.log_factor[index],
-                satisfied=None if self.evidence.satisfied is None else self.evidence.satisfied[index],
-            ),
+            evidence=self.evidence.select(index),
             log_z=self.log_z,
         )
 

@@ -18,9 +18,10 @@ from bayesalign import estimators as est
 from bayesalign.config import Config
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
-from bayesalign.models import LanguageModel, Samples
+from bayesalign.models import LanguageModel
 from bayesalign.objectives import Batch, Objective
-from bayesalign.targets import Evidence, Target
+from bayesalign.proposals import Scored, propose
+from bayesalign.targets import Target
 from bayesalign.training.checkpoint import load_checkpoint, save_checkpoint
 from bayesalign.training.run import RunFolder
 
@@ -49,20 +50,6 @@ def proposal_should_update(criterion: str, policy_score: float, proposal_score: 
     if criterion not in ("kl", "tv"):
         raise ValueError(f"unknown proposal criterion {criterion!r}; valid: kl, tv")
     return policy_score < proposal_score
-
-
-@dataclass
-class Draw:
-    """Samples from one model with everything the target needs about them."""
-
-    samples: Samples
-    log_a: torch.Tensor
-    evidence: Evidence
-    log_target: torch.Tensor
-
-    @property
-    def log_q(self) -> torch.Tensor:
-        return self.samples.log_q.double()
 
 
 class Trainer:
@@ -105,30 +92,20 @@ class Trainer:
             self.exact = ExactTarget.build(target, space)
 
     # -- sampling and scoring ------------------------------------------------------------------
-    def draw(self, model: LanguageModel, n: int, generator: torch.Generator) -> Draw:
+    def draw(self, model: LanguageModel, n: int, generator: torch.Generator) -> Scored:
         who = "π" if model is self.policy else "a" if model is self.base else "q"
         self.status(f"sampling {n} from {who}")
-        samples = model.sample(n, self.sampling, generator=generator, batch_size=self.sample_batch)
-        if model is self.base and self.sampling.is_ancestral:
-            log_a = samples.log_q  # sampled from a itself: no second pass
-        else:
-            log_a = self.base.log_prob_frozen(samples, batch_size=self.train_cfg.micro)
-        evidence = self.target.evidence(samples)
-        log_target = self.target.log_prob(log_a, evidence)
-        if torch.isnan(log_target).any() or torch.isnan(samples.log_q).any():
-            raise NonFiniteLossError(
-                "log-probabilities are NaN (of the prior a or of the sampling model): the model's "
-                "weights or logits are broken, so the importance weights P/q are undefined"
-            )
-        return Draw(samples, log_a, evidence, log_target)
+        return propose(
+            self.target, model, n, self.sampling, generator=generator, batch_size=self.sample_batch
+        )
 
-    def _policy_log_prob(self, draw: Draw) -> torch.Tensor:
+    def _policy_log_prob(self, draw: Scored) -> torch.Tensor:
         """log π on samples drawn from the proposal (free when the proposal is π)."""
         if self.policy is self.proposal:
             return draw.log_q
         return self.policy.log_prob_frozen(draw.samples, batch_size=self.train_cfg.micro).double()
 
-    def _accumulate_z(self, draw: Draw) -> None:
+    def _accumulate_z(self, draw: Scored) -> None:
         """Add a batch from the proposal to the running estimate of Z (refusing a zero Z)."""
         log_w = draw.log_target - draw.log_q
         z_log_sum = torch.logaddexp(torch.tensor(self.state.z_log_sum), torch.logsumexp(log_w, 0)).item()
@@ -137,7 +114,7 @@ class Trainer:
         self.state.z_log_sum = z_log_sum
         self.state.z_count += len(log_w)
 
-    def _unsatisfied_message(self, draw: Draw) -> str:
+    def _unsatisfied_message(self, draw: Scored) -> str:
         n = len(draw.samples)
         rates = ", ".join(
             f"{c.scorer.name!r} held for {int(draw.evidence.scores[c.scorer.name].sum())}"
@@ -261,7 +238,7 @@ class Trainer:
             self.run.write_samples(self.state.step, self._sample_rows(pi_draw))
         return metrics
 
-    def _sample_rows(self, draw: Draw) -> list[dict]:
+    def _sample_rows(self, draw: Scored) -> list[dict]:
         rows = []
         for i in range(min(self.eval_cfg.save_samples, len(draw.samples))):
             row = {"text": draw.samples.texts[i], "log_pi": draw.log_q[i].item()}
