@@ -24,6 +24,7 @@ from bayesalign.config import (
 )
 from bayesalign.diagnostics import gradient_variance
 from bayesalign.estimators import ZeroPartitionError
+from bayesalign.exact import kl as exact_kl
 from bayesalign.objectives import DPG, Batch, GDCPlusPlus
 from bayesalign.proposals import NonFiniteLogProbError
 from bayesalign.scorers import CallableScorer
@@ -498,3 +499,24 @@ def test_nan_importance_weights_are_refused_before_the_loss(monkeypatch):
         trainer.train_step()
     assert same_weights(trainer.policy, before)
     assert trainer.state.z_count == 0  # the running Z did not absorb the bad batch
+
+
+@pytest.mark.parametrize(
+    "target_override",
+    [
+        "target.constraints=[{type: word, words: [b], name: has_b}]",
+        "target.reward={scorer: {type: regex, pattern: a, count: true, name: n_a}, beta: 0.5}",
+    ],
+)
+def test_kl_p_a_estimate_matches_the_exact_divergence_of_the_target(target_override):
+    """kl_p_a is KL(p‖a) for any target: −log Z for a pointwise one, E_p[r/β] − log Z for a tilt."""
+    overrides = [target_override, "training.steps=0", "eval.samples=4000", "eval.exact=true"]
+    if "reward" in target_override:
+        overrides.append("target.constraints=[]")
+    trainer = make_trainer(*overrides)
+    record = trainer.fit()[0]
+    exact = trainer.exact
+    exact_kl_p_a = exact_kl(exact.log_p, exact.log_a)
+    assert abs(record["kl_p_a"] - exact_kl_p_a) < 4 * record["kl_p_a_stderr"] + 1e-9
+    if "constraints" in target_override:
+        assert record["kl_p_a"] == pytest.approx(record["minus_log_z"], abs=1e-9)

@@ -17,7 +17,7 @@ from bayesalign.targets import Target
 from bayesalign.training.run import RunFolder
 from bayesalign.training.trainer import Trainer
 
-HEADLINE = ("satisfaction_pi", "kl_p_pi", "kl_pi_a", "minus_log_z")
+HEADLINE = ("satisfaction_pi", "kl_p_pi", "kl_pi_a", "kl_p_a")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -216,6 +216,8 @@ class Trainer:
         metrics["ess"] = est.effective_sample_size(t, lq)
         put("kl_p_pi", est.kl_target_model(t, lq, log_pi_on_q))
         put("kl_p_q", est.kl_target_model(t, lq, lq))
+        # KL(p‖a): the divergence the target itself costs (−log Z for pointwise targets)
+        put("kl_p_a", est.kl_target_model(t, lq, q_draw.log_a))
         put("tv_p_pi", est.tv_target_model(t, lq, log_pi_on_q))
         put("tv_p_q", est.tv_target_model(t, lq, lq))
         # π is the prior itself before the first update: its samples would duplicate q's.
