@@ -310,7 +310,7 @@ def constrain(
     max_iter: int = 100,
     tol: float = 1e-6,
 ) -> Target:
-    """See `Target.constrain`, the public entry point: it only forwards here."""
+    """Fit λ and build the target; `Target.constrain` (same arguments) documents it."""
     features, moments = list(features), [float(m) for m in moments]
     names = [f.name for f in features]
     _check_counts(names, moments)  # before any sampling

@@ -14,15 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from bayesalign.models import LanguageModel, Samples, SamplingParams
+from bayesalign.models import LanguageModel, Samples
 from bayesalign.scorers import Scorer, checked_scores
 
 if TYPE_CHECKING:
-    from bayesalign.exact import SequenceSpace
     from bayesalign.moments import MomentFit
 
 
@@ -155,15 +154,7 @@ class Target:
         features: Sequence[Scorer],
         moments: Sequence[float],
         constraints: Sequence[Scorer] = (),
-        *,
-        proposal: LanguageModel | None = None,
-        n_samples: int = 4096,
-        sampling: SamplingParams | None = None,
-        generator: torch.Generator | None = None,
-        batch_size: int | None = None,
-        space: SequenceSpace | None = None,
-        max_iter: int = 100,
-        tol: float = 1e-6,
+        **options: Any,
     ) -> Target:
         """The target closest to ``base`` (min KL(p‖a)) with E_p[φ_i] = moments[i] and every
         pointwise constraint b_j(x) = 1: P(x) = a(x)·Π_j b_j(x)·exp(Σ_i λ_i φ_i(x)).
@@ -175,23 +166,13 @@ class Target:
         The returned target's ``moment_fit`` reports λ, the achieved moments and their effective
         sample size. A moment the samples cannot reach, a feature that never varies, or a fit
         that does not converge raises `moments.MomentFitError`, naming the feature.
-        """
-        from bayesalign.moments import constrain
 
-        return constrain(
-            base,
-            features,
-            moments,
-            constraints,
-            proposal=proposal,
-            n_samples=n_samples,
-            sampling=sampling,
-            generator=generator,
-            batch_size=batch_size,
-            space=space,
-            max_iter=max_iter,
-            tol=tol,
-        )
+        ``options`` (proposal, n_samples, sampling, generator, batch_size, space, max_iter, tol)
+        are those of `moments.constrain`, which does the work.
+        """
+        from bayesalign.moments import constrain  # moments.py builds on this module
+
+        return constrain(base, features, moments, constraints, **options)
 
     @property
     def constraints(self) -> tuple[Constraint, ...]:
