@@ -31,8 +31,6 @@ from bayesalign.targets import Target
 from bayesalign.toy import toy_model
 from bayesalign.training import RunFolder, Trainer
 
-torch.set_num_threads(1)
-
 WORDS = ["a", "b", "c"]
 COUNT_A = CallableScorer(lambda text: float(text.split().count("a")), name="count_a")
 

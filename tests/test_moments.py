@@ -39,8 +39,6 @@ from bayesalign.toy import toy_model
 from bayesalign.training import RunFolder, Trainer
 from bayesalign.training.session import train
 
-torch.set_num_threads(1)
-
 WORDS = ["a", "b", "c"]
 MAX_NEW_TOKENS = 4
 PARAMS = SamplingParams(max_new_tokens=MAX_NEW_TOKENS)

@@ -31,8 +31,6 @@ from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Target
 from bayesalign.toy import toy_model
 
-torch.set_num_threads(1)
-
 WORDS = ["a", "b", "c"]
 PROMPT = "a b"
 MAX_NEW_TOKENS = 4

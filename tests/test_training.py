@@ -32,8 +32,6 @@ from bayesalign.targets import Target
 from bayesalign.training import NonFiniteLossError, RunFolder, Trainer, proposal_should_update
 from bayesalign.training import checkpoint as checkpoint_module
 
-torch.set_num_threads(1)
-
 WORDS = ["a", "b", "c"]
 
 BASE = {

@@ -27,11 +27,17 @@ class ZeroPartitionError(ValueError):
     """No sample had P(x) > 0: the importance-sampling estimate of Z is 0."""
 
 
-def _scaled_weights(log_target: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """w_i / max_j w_j and log max_j w_j, from log P and log q."""
+def log_weights(log_target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """log w = log P − log q in float64, refusing NaN and +inf (−inf, i.e. P = 0, is fine)."""
     log_w = log_target.double() - log_q.double()
     if torch.isnan(log_w).any() or (log_w == float("inf")).any():
         raise ValueError("importance weights contain NaN or +inf: check the scorers and log-probs")
+    return log_w
+
+
+def _scaled_weights(log_target: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """w_i / max_j w_j and log max_j w_j, from log P and log q."""
+    log_w = log_weights(log_target, log_q)
     shift = log_w.max().item()
     if shift == float("-inf"):
         raise ZeroPartitionError(f"none of the {len(log_w)} samples has P(x) > 0: Z estimate is 0")

@@ -59,13 +59,6 @@ class LowAcceptanceError(SamplingError):
     """Too few proposals are accepted to reach the wanted number of samples within the cap."""
 
 
-def _log_weights(log_target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    log_w = log_target.double() - log_q.double()
-    if torch.isnan(log_w).any() or (log_w == float("inf")).any():
-        raise ValueError("importance weights contain NaN or +inf: check the scorers and log-probs")
-    return log_w
-
-
 def _log_of(name: str, value: float | None, log_value: float | None) -> float:
     """log of a positive scale given either as ``value`` or as ``log_value``."""
     if (value is None) == (log_value is None):
@@ -99,7 +92,7 @@ class QuasiRejection:
 
     def log_accept_probability(self, log_target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """log min(1, w/β) per sample."""
-        return (_log_weights(log_target, log_q) - self.log_beta).clamp(max=0.0)
+        return (est.log_weights(log_target, log_q) - self.log_beta).clamp(max=0.0)
 
     def accept(
         self,
@@ -144,7 +137,7 @@ class Rejection(QuasiRejection):
         self, log_target: torch.Tensor, log_q: torch.Tensor, texts: Sequence[str] | None = None
     ) -> None:
         """Raise :class:`BoundExceededError` if any sample has P/q above the bound."""
-        log_w = _log_weights(log_target, log_q)
+        log_w = est.log_weights(log_target, log_q)
         over = log_w > self.log_beta + self.log_tolerance
         if over.any():
             i = int(log_w.argmax())
@@ -308,7 +301,7 @@ def resample(
     log_target: torch.Tensor, log_q: torch.Tensor, k: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """k indices drawn with replacement with probabilities ∝ w = P/q (sampling-importance-resampling)."""
-    log_w = _log_weights(log_target, log_q)
+    log_w = est.log_weights(log_target, log_q)
     if (log_w == float("-inf")).all():
         raise est.ZeroPartitionError(f"none of the {len(log_w)} samples has P(x) > 0: nothing to resample")
     probs = torch.softmax(log_w, 0)
@@ -407,7 +400,7 @@ def _qrs_parts(log_target: torch.Tensor, log_q: torch.Tensor, beta: float):
     """log w, log min(w, β), log Ẑ, log Ẑ_β on one batch (raising on a batch with Z = 0)."""
     if not (beta > 0 and math.isfinite(beta)):
         raise ValueError(f"beta must be a positive finite number, got {beta}")
-    log_w = _log_weights(log_target, log_q)
+    log_w = est.log_weights(log_target, log_q)
     if (log_w == float("-inf")).all():
         raise est.ZeroPartitionError(f"none of the {len(log_w)} samples has P(x) > 0: Z estimate is 0")
     log_beta = math.log(beta)
@@ -484,7 +477,7 @@ def default_betas(
 ) -> list[float]:
     """β at quantiles of the positive weights P/q seen: at the 0.9 quantile, 10% of the proposals
     that P allows are capped (accepted with probability < 1); at 1.0, none is (estimated TV = 0)."""
-    log_w = _log_weights(log_target, log_q)
+    log_w = est.log_weights(log_target, log_q)
     positive = log_w[log_w > float("-inf")]
     if len(positive) == 0:
         raise est.ZeroPartitionError(f"none of the {len(log_w)} samples has P(x) > 0: no β to suggest")
@@ -501,7 +494,7 @@ def beta_for_acceptance(log_target: torch.Tensor, log_q: torch.Tensor, rate: flo
     """
     if not 0 < rate <= 1:
         raise ValueError(f"the acceptance rate must be in (0, 1], got {rate}")
-    log_w = _log_weights(log_target, log_q)
+    log_w = est.log_weights(log_target, log_q)
     positive = log_w[log_w > float("-inf")]
     ceiling = len(positive) / len(log_w)
     if rate >= ceiling:
@@ -546,7 +539,7 @@ class ExactQRS:
 
 def exact_max_ratio(exact: ExactTarget, log_q: torch.Tensor) -> float:
     """max_x P(x)/q(x) over the space: the smallest β (or bound M) with p_β = p."""
-    return math.exp(_log_weights(exact.log_target, log_q).max().item())
+    return math.exp(est.log_weights(exact.log_target, log_q).max().item())
 
 
 def exact_qrs(exact: ExactTarget, log_q: torch.Tensor, beta: float) -> ExactQRS:
