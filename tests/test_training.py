@@ -518,3 +518,16 @@ def test_kl_p_a_estimate_matches_the_exact_divergence_of_the_target(target_overr
     assert abs(record["kl_p_a"] - exact_kl_p_a) < 4 * record["kl_p_a_stderr"] + 1e-9
     if "constraints" in target_override:
         assert record["kl_p_a"] == pytest.approx(record["minus_log_z"], abs=1e-9)
+
+
+def test_a_policy_that_does_not_start_at_the_prior_gets_its_own_evaluation_samples():
+    """At step 0 π's samples are q's only when π really equals a (checked, not assumed)."""
+    trainer = make_trainer("training.steps=0", "training.proposal.update=fixed")
+    same = trainer.evaluate()
+    assert same["kl_pi_a"] == 0.0 and same["satisfaction_pi"] == same["satisfaction_q"]
+    with torch.no_grad():
+        for p in trainer.policy.module.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    moved = trainer.evaluate()
+    assert moved["kl_pi_a"] > 0.05
+    assert moved["exact_kl_pi_a"] == pytest.approx(moved["kl_pi_a"], abs=5 * moved["kl_pi_a_stderr"] + 0.02)

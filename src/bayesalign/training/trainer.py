@@ -220,8 +220,12 @@ class Trainer:
         put("kl_p_a", est.kl_target_model(t, lq, q_draw.log_a))
         put("tv_p_pi", est.tv_target_model(t, lq, log_pi_on_q))
         put("tv_p_q", est.tv_target_model(t, lq, lq))
-        # π is the prior itself before the first update: its samples would duplicate q's.
-        policy_is_q = self.proposal is self.policy or (self.state.step == 0 and self.proposal is self.base)
+        # Before the first update π is the prior (q = a here): then log π = log a on q's samples,
+        # and a second draw from π would only duplicate q's. Checked on the samples, not assumed,
+        # so a policy that starts elsewhere (e.g. another checkpoint) still gets its own draw.
+        policy_is_q = self.proposal is self.policy or (
+            self.proposal is self.base and torch.allclose(log_pi_on_q, q_draw.log_a, atol=1e-4, rtol=0)
+        )
         pi_draw = q_draw if policy_is_q else self.draw(self.policy, n, gen)
         for who, draw in (("pi", pi_draw), ("q", q_draw)):
             put(f"kl_{who}_a", est.kl_on_samples(draw.log_q, draw.log_a))
