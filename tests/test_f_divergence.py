@@ -24,7 +24,7 @@ from bayesalign.config import (
 )
 from bayesalign.exact import ExactTarget, SequenceSpace, kl, tv
 from bayesalign.models import make_policy
-from bayesalign.objectives import DPG, FDPG, Batch, GDCPlusPlus, InfiniteDivergenceError
+from bayesalign.objectives import DPG, FDPG, Batch, GDCPlusPlus, InfiniteDivergenceError, PolicyOutput
 from bayesalign.objectives.f_divergence import PSEUDO_REWARDS, MovingBaseline
 from bayesalign.scorers import CallableScorer
 from bayesalign.targets import Target
@@ -49,7 +49,7 @@ def make_trainer(*overrides: str, run: RunFolder | None = None, target=None) -> 
     cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
     policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
     tgt = target(prior) if target is not None else build_target(cfg.target, prior)
-    return Trainer(policy, tgt, build_objective(cfg.training), cfg, run)
+    return Trainer(policy, tgt, build_objective(cfg.training, tgt), cfg, run)
 
 
 def tilt(beta: float):
@@ -96,7 +96,7 @@ def expected_gradient(objective, policy, exact: ExactTarget, log_q: torch.Tensor
     params = [p for p in policy.module.parameters() if p.requires_grad]
     log_pi = policy.log_prob(exact.space.samples)
     batch = Batch(exact.space.samples, log_q, exact.log_target, exact.evidence, exact.log_z)
-    losses = objective.per_sample_loss(batch, log_pi)
+    losses = objective.per_sample_loss(batch, PolicyOutput.of_sequences(log_pi))
     return flat_grad((log_q.exp().to(losses) * losses).sum(), params)
 
 
@@ -245,7 +245,7 @@ def test_each_objective_owns_its_baseline():
     assert len(b.baseline) == 0 and b.baseline.value == 0.0
     training = TrainingSection(method="f-dpg")
     assert training.f_dpg is not None
-    first, second = build_objective(training), build_objective(training)
+    first, second = build_objective(training, None), build_objective(training, None)
     assert first is not second and first.baseline is not second.baseline
     set_baseline(first, 1.0)
     assert len(second.baseline) == 0
@@ -276,7 +276,7 @@ def test_the_loss_subtracts_the_baseline_of_earlier_updates_only(toy_space):
     batch = Batch(space.samples, exact.log_a, exact.log_target, exact.evidence, exact.log_z)
     log_pi = space.log_prob(prior).float()  # on-policy at π = a: π/q = 1
     reward = exact.log_p - exact.log_a - 1  # log p − log π − 1
-    loss = objective.per_sample_loss(batch, log_pi)
+    loss = objective.per_sample_loss(batch, PolicyOutput.of_sequences(log_pi))
     torch.testing.assert_close(loss.double(), -(reward - 0.25) * log_pi.double(), rtol=1e-5, atol=1e-5)
     assert objective.baseline.value == pytest.approx(0.25)  # unchanged until the update ends
     objective.after_update()
@@ -386,7 +386,7 @@ def test_bounded_divergences_handle_zero_target_samples_exactly(toy_space, diver
     reward = objective.pseudo_rewards(batch, log_pi)
     assert torch.isfinite(reward).all()
     assert torch.equal(reward[zero], torch.full_like(reward[zero], -F_PRIME_AT_INFINITY[divergence]))
-    assert torch.isfinite(objective.per_sample_loss(batch, log_pi)).all()
+    assert torch.isfinite(objective.per_sample_loss(batch, PolicyOutput.of_sequences(log_pi))).all()
 
 
 def test_reverse_kl_refuses_a_target_where_p_can_be_zero(toy_space):
@@ -397,7 +397,7 @@ def test_reverse_kl_refuses_a_target_where_p_can_be_zero(toy_space):
     exact = ExactTarget.build(Target.pointwise(prior, [CallableScorer(lambda t: "b" in t, True)]), space)
     batch = Batch(space.samples, exact.log_a, exact.log_target, exact.evidence, exact.log_z)
     with pytest.raises(InfiniteDivergenceError, match=r"\d+ of 40 samples have P\(x\) = 0"):
-        FDPG("reverse_kl").per_sample_loss(batch, space.log_prob(prior))
+        FDPG("reverse_kl").per_sample_loss(batch, PolicyOutput.of_sequences(space.log_prob(prior)))
 
 
 def test_capped_reverse_kl_pushes_violations_down_by_its_documented_bound():
@@ -410,7 +410,7 @@ def test_capped_reverse_kl_pushes_violations_down_by_its_documented_bound():
     reward = trainer.objective.pseudo_rewards(batch, log_pi)
     zero = exact.log_target == float("-inf")
     assert torch.equal(reward[zero], torch.full_like(reward[zero], -(c + 1)))
-    assert torch.isfinite(trainer.objective.per_sample_loss(batch, log_pi)).all()
+    assert torch.isfinite(trainer.objective.per_sample_loss(batch, PolicyOutput.of_sequences(log_pi))).all()
     # training lowers the capped divergence it minimises, and satisfaction goes up
     before = capped_reverse_kl(exact.log_p, exact.space.log_prob(trainer.policy), c)
     records = trainer.fit()
@@ -427,7 +427,7 @@ def test_config_builds_the_configured_fdpg():
             ["training.f_dpg={divergence: reverse_kl, baseline_window: 64, max_log_ratio: 3}"],
         )
     )
-    objective = build_objective(cfg.training)
+    objective = build_objective(cfg.training, None)
     assert isinstance(objective, FDPG)
     assert (objective.divergence, objective.baseline.window, objective.max_log_ratio) == ("reverse_kl", 64, 3)
     assert parse_config(copy.deepcopy(BASE)).training.f_dpg.divergence == "js"  # the default

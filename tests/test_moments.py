@@ -303,7 +303,7 @@ def make_trainer(*overrides: str) -> Trainer:
     cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
     policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
     target = build_target(cfg.target, prior, cfg.sampling)
-    return Trainer(policy, target, build_objective(cfg.training), cfg)
+    return Trainer(policy, target, build_objective(cfg.training, target), cfg)
 
 
 @pytest.mark.parametrize(

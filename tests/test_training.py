@@ -25,7 +25,7 @@ from bayesalign.config import (
 from bayesalign.diagnostics import gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import kl as exact_kl
-from bayesalign.objectives import DPG, Batch, GDCPlusPlus
+from bayesalign.objectives import DPG, Batch, GDCPlusPlus, PolicyOutput
 from bayesalign.proposals import NonFiniteLogProbError
 from bayesalign.scorers import CallableScorer
 from bayesalign.targets import Target
@@ -49,7 +49,7 @@ def make_trainer(*overrides: str, run: RunFolder | None = None, target=None, obj
     cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
     policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
     tgt = target(prior) if target is not None else build_target(cfg.target, prior)
-    obj = objective if objective is not None else build_objective(cfg.training)
+    obj = objective if objective is not None else build_objective(cfg.training, tgt)
     return Trainer(policy, tgt, obj, cfg, run)
 
 
@@ -137,7 +137,7 @@ def test_gradient_variance_matches_explicit_per_sample_gradients():
 
     grads = []
     for i in range(len(batch)):
-        loss = objective.per_sample_loss(batch, policy.log_prob(batch.samples))[i]
+        loss = objective.per_sample_loss(batch, PolicyOutput.of_sequences(policy.log_prob(batch.samples)))[i]
         grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, trainer.params)]).double())
     grads = torch.stack(grads)
     expected_var = (grads**2).sum(1).mean() - (grads.mean(0) ** 2).sum()
@@ -457,8 +457,8 @@ class NaNObjective:
 
     name = "broken_objective"
 
-    def per_sample_loss(self, batch: Batch, log_pi: torch.Tensor) -> torch.Tensor:
-        return DPG().per_sample_loss(batch, log_pi) * float("nan")
+    def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
+        return DPG().per_sample_loss(batch, out) * float("nan")
 
 
 def test_non_finite_loss_names_the_objective():
@@ -472,10 +472,13 @@ def test_non_finite_loss_names_the_objective():
 
 def test_nan_policy_log_prob_is_a_non_finite_loss(monkeypatch):
     trainer = make_trainer("eval.exact=false")
-    original = trainer.policy.log_prob
-    monkeypatch.setattr(
-        trainer.policy, "log_prob", lambda samples, **kw: original(samples, **kw) * float("nan")
-    )
+    original = trainer.policy.forward_generated
+
+    def poisoned(samples, **kw):
+        token_log_probs, hidden = original(samples, **kw)
+        return token_log_probs * float("nan"), hidden
+
+    monkeypatch.setattr(trainer.policy, "forward_generated", poisoned)
     before = snapshot(trainer.policy)
     with pytest.raises(NonFiniteLossError, match=r"gdc\+\+ loss is nan at step 1.*min log π = nan"):
         trainer.train_step()

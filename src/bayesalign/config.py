@@ -17,7 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bayesalign.models import LanguageModel, SamplingParams, make_policy
 from bayesalign.moments import MomentFit, MomentFitError
-from bayesalign.objectives import DPG, FDPG, Divergence, GDCPlusPlus, Objective
+from bayesalign.objectives import (
+    DPG,
+    FDPG,
+    PPO,
+    Divergence,
+    GDCPlusPlus,
+    KLController,
+    KLReinforce,
+    Objective,
+    Reinforce,
+)
+from bayesalign.objectives.reward_maximisation import Baseline, KLEstimator, Placement
 from bayesalign.scorers import (
     CallableScorer,
     RegexScorer,
@@ -246,17 +257,100 @@ class FDPGSection(Section):
         return FDPG(self.divergence, self.baseline_window, self.max_log_ratio)
 
 
-# One entry per method: a builder from the training section, so a method can read its own
-# options section (training.f_dpg). Every call builds a fresh objective with its own state.
-OBJECTIVES: dict[str, Callable[[TrainingSection], Objective]] = {
-    "dpg": lambda training: DPG(),
-    "gdc++": lambda training: GDCPlusPlus(),
-    "f-dpg": lambda training: training.f_dpg.build(),
+class ReinforceSection(Section):
+    """Options of method 'reinforce' (objectives/reward_maximisation.py)."""
+
+    baseline: Baseline = Field("loo", description="none, mean (of the batch) or loo (leave-one-out)")
+
+    def build(self, target: Target) -> Objective:
+        return Reinforce(self.baseline)
+
+
+def _kl_coefficient(beta: float | None, target: Target, key: str) -> float:
+    """β as set, else the target's own (a·exp(r/β)), so KL-RL aims at the same p."""
+    if beta is not None:
+        return beta
+    if target.reward_beta is None:
+        raise ConfigError(
+            f"training.{key}.beta is required: the target {target.describe()} has constraints, so "
+            "it is not a·exp(r/β) for any β (its p is the limit β → 0)"
+        )
+    return target.reward_beta
+
+
+class KLReinforceSection(Section):
+    """Options of method 'kl-reinforce': REINFORCE on r − β·KL(π‖a)."""
+
+    beta: float | None = Field(
+        None, gt=0, description="KL coefficient; unset: the target's β (reward.beta), so p* = p"
+    )
+    estimator: KLEstimator = Field("k1", description="k1 = log π/a, or k3 = a/π − 1 − log a/π per token")
+    penalty: Placement = Field(
+        "reward", description="reward (detached, r − β·k: targets p* with k1) or loss (β·k differentiated)"
+    )
+    baseline: Baseline = "loo"
+
+    def build(self, target: Target) -> Objective:
+        beta = _kl_coefficient(self.beta, target, "kl_reinforce")
+        return KLReinforce(beta, self.estimator, self.penalty, self.baseline)
+
+
+class PPOSection(Section):
+    """Options of method 'ppo' (Ziegler et al. 2019); epochs over each batch: training.epochs."""
+
+    beta: float | None = Field(
+        None, gt=0, description="initial KL coefficient; unset: the target's β (reward.beta)"
+    )
+    kl_target: float | None = Field(
+        None, gt=0, description="adaptive β aiming at this KL(π‖a) in nats; unset: β stays fixed"
+    )
+    horizon: int = Field(10_000, gt=0, description="samples over which β may change by ±20%·n/horizon")
+    estimator: KLEstimator = "k1"
+    gamma: float = Field(1.0, gt=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1, description="GAE λ")
+    clip: float = Field(0.2, gt=0, description="ratio clip ε")
+    value_clip: float = Field(0.2, gt=0)
+    value_coef: float = Field(0.1, ge=0)
+    whiten: bool = Field(True, description="normalise advantages over the batch's tokens")
+    value_trains_trunk: bool = Field(
+        False, description="let the value loss move the policy's weights (else the head only)"
+    )
+
+    def build(self, target: Target) -> Objective:
+        beta = _kl_coefficient(self.beta, target, "ppo")
+        return PPO(
+            KLController(beta, self.kl_target, self.horizon),
+            self.estimator,
+            self.gamma,
+            self.lam,
+            self.clip,
+            self.value_clip,
+            self.value_coef,
+            self.whiten,
+            self.value_trains_trunk,
+        )
+
+
+# One entry per method: a builder from the training section and the target, so a method can read
+# its own options section (training.f_dpg) and the target's β. Every call builds a fresh
+# objective with its own state.
+OBJECTIVES: dict[str, Callable[[TrainingSection, Target], Objective]] = {
+    "dpg": lambda training, target: DPG(),
+    "gdc++": lambda training, target: GDCPlusPlus(),
+    "f-dpg": lambda training, target: training.f_dpg.build(),
+    "reinforce": lambda training, target: training.reinforce.build(target),
+    "kl-reinforce": lambda training, target: training.kl_reinforce.build(target),
+    "ppo": lambda training, target: training.ppo.build(target),
 }
 # Options sections of training and the method that reads each. A method's section is filled with
 # its defaults when omitted (so the run folder's config shows them); it stays null for the other
 # methods, where setting it is an error, and configs written before it existed still resume.
-METHOD_OPTIONS: dict[str, str] = {"f_dpg": "f-dpg"}
+METHOD_OPTIONS: dict[str, str] = {
+    "f_dpg": "f-dpg",
+    "reinforce": "reinforce",
+    "kl_reinforce": "kl-reinforce",
+    "ppo": "ppo",
+}
 
 
 class TrainingSection(Section):
@@ -275,6 +369,9 @@ class TrainingSection(Section):
     threads: int | None = Field(None, gt=0)
     proposal: ProposalSection = ProposalSection()
     f_dpg: FDPGSection | None = Field(None, description="options of method 'f-dpg'")
+    reinforce: ReinforceSection | None = Field(None, description="options of method 'reinforce'")
+    kl_reinforce: KLReinforceSection | None = Field(None, description="options of method 'kl-reinforce'")
+    ppo: PPOSection | None = Field(None, description="options of method 'ppo'")
 
     @field_validator("method")
     @classmethod
@@ -377,6 +474,29 @@ class Config(Section):
     eval: EvalSection = EvalSection()
     checkpoint: CheckpointSection = CheckpointSection()
     sample: SamplerSection | None = None  # None keeps configs of earlier runs resumable unchanged
+
+    @model_validator(mode="after")
+    def _kl_coefficient_known(self) -> Config:
+        """KL-RL on a constraint target needs its β spelt out (checked before loading models)."""
+        options = {"kl-reinforce": self.training.kl_reinforce, "ppo": self.training.ppo}
+        section = options.get(self.training.method)
+        if section is not None and section.beta is None and self.target.constraints:
+            key = "kl_reinforce" if self.training.method == "kl-reinforce" else "ppo"
+            raise ValueError(
+                f"training.{key}.beta is required: the target has constraints, so it is not "
+                "a·exp(r/β) for any β (its p is the limit β → 0); set a KL coefficient"
+            )
+        if (
+            self.training.method in ("reinforce", "kl-reinforce", "ppo")
+            and self.target.constraints
+            and (self.target.reward is not None or self.target.distributional)
+        ):
+            raise ValueError(
+                f"method {self.training.method!r} needs one reward r(x): the target mixes "
+                "constraints with a reward or distributional constraints; keep constraints only "
+                "(r = b) or a reward only"
+            )
+        return self
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -512,6 +632,7 @@ def build_target(
         raise ConfigError(f"target.distributional: {err}") from err
 
 
-def build_objective(training: TrainingSection) -> Objective:
-    """A new objective for ``training.method`` (with its options), owning its own state."""
-    return OBJECTIVES[training.method](training)
+def build_objective(training: TrainingSection, target: Target) -> Objective:
+    """A new objective for ``training.method`` (with its options) on ``target``, owning its own
+    state. Reward-maximisation methods take their KL coefficient from the target unless set."""
+    return OBJECTIVES[training.method](training, target)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from bayesalign.models import LanguageModel
-from bayesalign.objectives import Batch, Objective
+from bayesalign.objectives import Batch, Objective, policy_output
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ def gradient_variance(policy: LanguageModel, objective: Objective, batch: Batch)
     n = len(batch)
     if n == 0:
         raise ValueError("cannot compute gradient statistics on an empty batch")
-    log_pi = policy.log_prob(batch.samples)
-    losses = objective.per_sample_loss(batch, log_pi)
+    losses = objective.per_sample_loss(batch, policy_output(policy, batch.samples))
     if losses.shape != (n,):
         raise ValueError(f"{objective.name}: per_sample_loss returned shape {tuple(losses.shape)} for {n}")
     total = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)

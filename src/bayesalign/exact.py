@@ -136,7 +136,9 @@ def exact_metrics(exact: ExactTarget, policy: LanguageModel, proposal: LanguageM
         "exact_kl_pi_a": kl(log_pi, exact.log_a),
         "exact_entropy_pi": entropy(log_pi),
     }
-    if exact.evidence.satisfied is not None:
+    if exact.evidence.satisfied is None:  # no constraints: KL(π‖p) is finite
+        metrics["exact_kl_pi_p"] = kl(log_pi, log_p)
+    else:
         metrics["exact_satisfaction_pi"] = expectation(log_pi, exact.evidence.satisfied)
     for name in exact.features:  # E[φ] under π and under p, to compare with the wanted moments
         metrics[f"exact_moment_{name}_pi"] = expectation(log_pi, exact.evidence.scores[name])

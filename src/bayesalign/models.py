@@ -59,6 +59,15 @@ class SamplingParams:
         return warpers
 
 
+def pad(t: torch.Tensor, width: int, *, left: bool, value: float | int | bool) -> torch.Tensor:
+    """``t`` [B, W] padded with ``value`` to [B, width], on the left or the right."""
+    extra = width - t.shape[1]
+    if extra == 0:
+        return t
+    filler = torch.full((t.shape[0], extra), value, dtype=t.dtype)
+    return torch.cat([filler, t] if left else [t, filler], dim=1)
+
+
 @dataclass
 class Samples:
     """A batch of generated sequences with the log-probabilities of the distribution that drew them.
@@ -112,20 +121,13 @@ class Samples:
         width_p = max(p.prompt_ids.shape[1] for p in parts)
         width_t = max(p.ids.shape[1] for p in parts)
 
-        def pad(t: torch.Tensor, width: int, left: bool, value: float | int | bool) -> torch.Tensor:
-            extra = width - t.shape[1]
-            if extra == 0:
-                return t
-            filler = torch.full((t.shape[0], extra), value, dtype=t.dtype)
-            return torch.cat([filler, t] if left else [t, filler], dim=1)
-
         contexts = [c for p in parts for c in (p.contexts or [])]
         return Samples(
-            prompt_ids=torch.cat([pad(p.prompt_ids, width_p, True, 0) for p in parts]),
-            prompt_mask=torch.cat([pad(p.prompt_mask, width_p, True, False) for p in parts]),
-            ids=torch.cat([pad(p.ids, width_t, False, 0) for p in parts]),
-            mask=torch.cat([pad(p.mask, width_t, False, False) for p in parts]),
-            token_log_q=torch.cat([pad(p.token_log_q, width_t, False, 0.0) for p in parts]),
+            prompt_ids=torch.cat([pad(p.prompt_ids, width_p, left=True, value=0) for p in parts]),
+            prompt_mask=torch.cat([pad(p.prompt_mask, width_p, left=True, value=False) for p in parts]),
+            ids=torch.cat([pad(p.ids, width_t, left=False, value=0) for p in parts]),
+            mask=torch.cat([pad(p.mask, width_t, left=False, value=False) for p in parts]),
+            token_log_q=torch.cat([pad(p.token_log_q, width_t, left=False, value=0.0) for p in parts]),
             texts=[t for p in parts for t in p.texts],
             contexts=contexts if any(p.contexts is not None for p in parts) else None,
         )
@@ -339,24 +341,35 @@ class LanguageModel:
         Differentiable unless called under ``torch.no_grad()``/``inference_mode()``. Only the
         T positions that predict generated tokens are projected onto the vocabulary.
         """
+        return self.forward_generated(samples, hidden=False)[0]
+
+    def forward_generated(
+        self, samples: Samples, *, hidden: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token log-probabilities [B, T] and, with ``hidden``, the last layer's hidden states
+        [B, T, H] at the positions that predict each generated token (what a value head reads)."""
         device = self.device
         n_gen = samples.ids.shape[1]
         input_ids = torch.cat([samples.prompt_ids, samples.ids[:, :-1]], dim=1).to(device)
         attention = torch.cat([samples.prompt_mask, samples.mask[:, :-1]], dim=1).to(device).long()
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         with self._adapter_scope():
-            logits = self.module(
+            out = self.module(
                 input_ids=input_ids,
                 attention_mask=attention,
                 position_ids=positions,
                 use_cache=False,
                 logits_to_keep=n_gen,
-            ).logits
+                output_hidden_states=hidden,
+            )
+        logits = out.logits
         if logits.shape[1] != n_gen:  # models that ignore logits_to_keep
             logits = logits[:, -n_gen:]
         targets = samples.ids.to(device)
         token_lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-        return token_lp.masked_fill(~samples.mask.to(device), 0.0)
+        token_lp = token_lp.masked_fill(~samples.mask.to(device), 0.0)
+        states = out.hidden_states[-1][:, -n_gen:] if hidden else None
+        return token_lp, states
 
     def log_prob(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
         """Sequence log-probabilities log m(x), shape [B] (generated tokens only)."""
@@ -368,6 +381,12 @@ class LanguageModel:
     def log_prob_frozen(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
         """:meth:`log_prob` without building a graph (for a, q and evaluation)."""
         return self.log_prob(samples, batch_size=batch_size).cpu()
+
+    @torch.no_grad()
+    def token_log_probs_frozen(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
+        """:meth:`token_log_probs` [B, T] without building a graph, in chunks of ``batch_size``."""
+        size = batch_size or len(samples)
+        return torch.cat([self.token_log_probs(c).cpu() for c in samples.chunks(size)])
 
 
 def make_policy(prior: LanguageModel, lora: dict | None = None) -> LanguageModel:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesalign.models import LanguageModel, Samples, SamplingParams
+from bayesalign.models import LanguageModel, Samples, SamplingParams, pad
 from bayesalign.targets import Evidence, Target
 
 ANCESTRAL = SamplingParams()
@@ -25,12 +25,17 @@ class Scored:
 
     samples: Samples
     log_q: torch.Tensor  # [B] float64, under the sampling distribution
-    log_a: torch.Tensor  # [B] float64, under the prior
+    token_log_a: torch.Tensor  # [B, T] float, per generated token under the prior, 0 at padding
     evidence: Evidence
     log_target: torch.Tensor  # [B] float64, log P(x)
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def log_a(self) -> torch.Tensor:
+        """log a(x), [B] float64."""
+        return self.token_log_a.sum(-1).double()
 
     @property
     def log_weight(self) -> torch.Tensor:
@@ -42,7 +47,7 @@ class Scored:
         return Scored(
             samples=self.samples.select(idx),
             log_q=self.log_q[idx],
-            log_a=self.log_a[idx],
+            token_log_a=self.token_log_a[idx],
             evidence=self.evidence.select(idx),
             log_target=self.log_target[idx],
         )
@@ -51,10 +56,12 @@ class Scored:
     def concat(parts: Sequence[Scored]) -> Scored:
         if len(parts) == 1:
             return parts[0]
+        samples = Samples.concat([p.samples for p in parts])
+        width = samples.ids.shape[1]
         return Scored(
-            samples=Samples.concat([p.samples for p in parts]),
+            samples=samples,
             log_q=torch.cat([p.log_q for p in parts]),
-            log_a=torch.cat([p.log_a for p in parts]),
+            token_log_a=torch.cat([pad(p.token_log_a, width, left=False, value=0.0) for p in parts]),
             evidence=Evidence.concat([p.evidence for p in parts]),
             log_target=torch.cat([p.log_target for p in parts]),
         )
@@ -91,14 +98,14 @@ def propose(
     samples = proposal.sample(n, params, generator=generator, batch_size=batch_size)
     log_q = samples.log_q.double()
     if proposal is target.base and params.is_ancestral:
-        log_a = log_q
+        token_log_a = samples.token_log_q
     else:
-        log_a = target.base.log_prob_frozen(samples, batch_size=batch_size).double()
+        token_log_a = target.base.token_log_probs_frozen(samples, batch_size=batch_size)
     evidence = target.evidence(samples)
-    log_target = target.log_prob(log_a, evidence)
+    log_target = target.log_prob(token_log_a.sum(-1), evidence)
     if torch.isnan(log_target).any() or torch.isnan(log_q).any():
         raise NonFiniteLogProbError(
             "log-probabilities are NaN (of the prior a or of the proposal q): the model's weights "
             "or logits are broken, so the weights P/q are undefined"
         )
-    return Scored(samples, log_q, log_a, evidence, log_target)
+    return Scored(samples, log_q, token_log_a, evidence, log_target)

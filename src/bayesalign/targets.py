@@ -185,6 +185,43 @@ class Target:
     def describe(self) -> str:
         return " · ".join(["a(x)", *(t.describe() for t in self.terms)])
 
+    # -- the reward-maximisation view: P = a·exp(r/β) ------------------------------------------
+    @property
+    def reward_beta(self) -> float | None:
+        """The β for which a·exp(r/β) is this target (with r = :meth:`reward`).
+
+        A target made of one or more tilts that share β: that β. A target of features (and
+        tilts with different β's): 1, with r = log(P/a). A target with constraints: None, since
+        exp(r/β) is never 0; its p is the limit β → 0 of a·exp(b/β).
+        """
+        if self.constraints:
+            return None
+        betas = {t.beta for t in self.terms if isinstance(t, Tilt)}
+        return betas.pop() if len(betas) == 1 and not self.features else 1.0
+
+    def reward(self, evidence: Evidence) -> torch.Tensor:
+        """r(x) [B] float64, what reward-maximisation methods maximise on this target.
+
+        Without constraints, r = β·log(P(x)/a(x)) with β = :attr:`reward_beta` (for a·exp(r/β),
+        the tilt's own r), so KL-regularised RL with coefficient β targets exactly p. With
+        constraints only, r = b(x) ∈ {0, 1}: REINFORCE on b. Constraints mixed with rewards or
+        features define no single reward; that raises `ValueError`.
+        """
+        if not self.defines_reward:
+            raise ValueError(
+                f"target {self.describe()} mixes constraints with reward or feature terms, so "
+                "it defines no single reward r(x) for reward maximisation; use constraints "
+                "only (r = b) or a reward tilt only"
+            )
+        if not self.constraints:
+            return self.reward_beta * evidence.log_factor
+        return evidence.satisfied.double()
+
+    @property
+    def defines_reward(self) -> bool:
+        """False for constraints mixed with tilts or features, where :meth:`reward` raises."""
+        return not self.constraints or len(self.constraints) == len(self.terms)
+
     def evidence(self, samples: Samples) -> Evidence:
         scores = {
             t.scorer.name: checked_scores(t.scorer, samples.texts, samples.contexts) for t in self.terms

@@ -1,9 +1,10 @@
 """Objectives: small per-sample loss functions over a batch. The training loop never branches on
 which one it runs; it hands each objective the same `Batch` and the policy's log-probabilities."""
 
-from bayesalign.objectives.base import Batch, Objective
+from bayesalign.objectives.base import Batch, Objective, PolicyOutput, policy_output
 from bayesalign.objectives.distribution_matching import DPG, GDCPlusPlus
 from bayesalign.objectives.f_divergence import DIVERGENCES, FDPG, Divergence, InfiniteDivergenceError
+from bayesalign.objectives.reward_maximisation import PPO, KLController, KLReinforce, Reinforce
 
 __all__ = [
     "DIVERGENCES",
@@ -13,5 +14,11 @@ __all__ = [
     "Divergence",
     "GDCPlusPlus",
     "InfiniteDivergenceError",
+    "KLController",
+    "KLReinforce",
     "Objective",
+    "PPO",
+    "PolicyOutput",
+    "Reinforce",
+    "policy_output",
 ]

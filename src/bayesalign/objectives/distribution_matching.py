@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesalign.objectives.base import Batch
+from bayesalign.objectives.base import Batch, PolicyOutput
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class DPG:
 
     name: str = "dpg"
 
-    def per_sample_loss(self, batch: Batch, log_pi: torch.Tensor) -> torch.Tensor:
+    def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
+        log_pi = out.log_prob
         return -batch.normalised_weights.to(log_pi) * log_pi
 
 
@@ -38,7 +39,8 @@ class GDCPlusPlus:
 
     name: str = "gdc++"
 
-    def per_sample_loss(self, batch: Batch, log_pi: torch.Tensor) -> torch.Tensor:
+    def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
+        log_pi = out.log_prob
         baseline = torch.exp(log_pi.detach().double() - batch.log_q)
         advantage = (batch.normalised_weights - baseline).to(log_pi)
         return -advantage * log_pi

@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 import torch.nn.functional as F
 
-from bayesalign.objectives.base import Batch
+from bayesalign.objectives.base import Batch, PolicyOutput
 
 if TYPE_CHECKING:
     from bayesalign.targets import Target
@@ -243,8 +243,9 @@ class FDPG:
             )
         return PSEUDO_REWARDS[self.divergence](log_t)
 
-    def per_sample_loss(self, batch: Batch, log_pi: torch.Tensor) -> torch.Tensor:
+    def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
         """−(π/q)·(R − B)·log π; records (π/q, R) for the baseline's next update."""
+        log_pi = out.log_prob
         reward = self.pseudo_rewards(batch, log_pi)
         log_w = log_pi.detach().double().cpu() - batch.log_q  # importance ratio π/q, detached
         advantage = torch.exp(log_w) * (reward - self.baseline.value)

@@ -99,7 +99,7 @@ def train(
     with console.status("loading models"):
         policy, prior = build_models(config.model, config.prompt, config.training.seed)
     target = prepare_target(config, prior, run, resume, console)
-    trainer = Trainer(policy, target, build_objective(config.training), config, run)
+    trainer = Trainer(policy, target, build_objective(config.training, target), config, run)
     if resume and trainer.resume():
         console.print(f"resumed at step {trainer.state.step}")
     columns = (

@@ -18,8 +18,8 @@ from bayesalign import estimators as est
 from bayesalign.config import Config
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
-from bayesalign.models import LanguageModel
-from bayesalign.objectives import Batch, Objective
+from bayesalign.models import LanguageModel, Samples
+from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
 from bayesalign.proposals import Scored, propose
 from bayesalign.targets import Target
 from bayesalign.training.checkpoint import load_checkpoint, save_checkpoint
@@ -64,6 +64,13 @@ class Trainer:
         self.policy, self.target, self.objective = policy, target, objective
         if (check_target := getattr(objective, "check_target", None)) is not None:
             check_target(target)  # an objective that cannot work with this target says so now
+        on_policy = config.training.proposal.update == "on_policy"
+        if getattr(objective, "requires_on_policy", False) and not on_policy:
+            raise ValueError(
+                f"{objective.name} trains on samples from the policy itself; set "
+                f"training.proposal.update: on_policy (it is {config.training.proposal.update!r})"
+            )
+        self.needs_hidden = getattr(objective, "needs_hidden", False)
         self.base = target.base
         self.config = config
         self.train_cfg, self.eval_cfg = config.training, config.eval
@@ -71,12 +78,13 @@ class Trainer:
         self.sample_batch = config.sampling.batch_size
         self.run = run
         self.status: Callable[[str], None] = lambda phase: None  # what the loop is doing now
-        on_policy = self.train_cfg.proposal.update == "on_policy"
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
         self.params = [p for p in policy.module.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the policy has no trainable parameters")
+        if (attach := getattr(objective, "attach", None)) is not None:
+            self.params += attach(policy)  # the objective's own weights (a value head)
         opt = torch.optim.AdamW if self.train_cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(self.params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
         warmup = self.train_cfg.warmup_steps
@@ -132,7 +140,19 @@ class Trainer:
         cfg = self.train_cfg
         draw = self.draw(self.proposal, cfg.batch_size, self.generator)
         self._accumulate_z(draw)
-        batch = Batch(draw.samples, draw.log_q, draw.log_target, draw.evidence, self.state.log_z)
+        reward = self.target.reward(draw.evidence) if self.target.defines_reward else None
+        batch = Batch(
+            draw.samples,
+            draw.log_q,
+            draw.log_target,
+            draw.evidence,
+            self.state.log_z,
+            token_log_a=draw.token_log_a,
+            reward=reward,
+        )
+        if (prepare := getattr(self.objective, "prepare", None)) is not None:
+            self.status("preparing advantages")
+            batch = prepare(batch, self._frozen_output(batch.samples))
         losses, norms = [], []
         updates = cfg.epochs * (len(batch) // cfg.minibatch)
         for _ in range(cfg.epochs):
@@ -143,10 +163,10 @@ class Trainer:
                 total = 0.0
                 for micro in minibatch.split(cfg.micro):
                     part = batch.select(micro)
-                    log_pi = self.policy.log_prob(part.samples)
-                    loss = self.objective.per_sample_loss(part, log_pi).sum() / len(minibatch)
+                    out = policy_output(self.policy, part.samples, hidden=self.needs_hidden)
+                    loss = self.objective.per_sample_loss(part, out).sum() / len(minibatch)
                     if not torch.isfinite(loss):
-                        raise NonFiniteLossError(self._non_finite_message(part, log_pi, loss))
+                        raise NonFiniteLossError(self._non_finite_message(part, out.log_prob, loss))
                     loss.backward()
                     total += loss.item()
                 clip = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
@@ -158,11 +178,29 @@ class Trainer:
                 losses.append(total)
         self.state.step += 1
         self.state.samples_seen += len(batch)
-        return {
+        metrics = {
             "loss": sum(losses) / len(losses),
             "grad_norm": sum(norms) / len(norms),
             "lr": self.scheduler.get_last_lr()[0],
         }
+        if (step_metrics := getattr(self.objective, "step_metrics", None)) is not None:
+            metrics |= step_metrics()
+        return metrics
+
+    @torch.no_grad()
+    def _frozen_output(self, samples: Samples) -> PolicyOutput:
+        """π on a step's samples before any update, detached (what ``prepare`` hooks read).
+        Free when the samples were drawn from π ancestrally and no hidden states are needed."""
+        if self.policy is self.proposal and self.sampling.is_ancestral and not self.needs_hidden:
+            return PolicyOutput(samples.token_log_q, samples.mask)
+        parts = [
+            policy_output(self.policy, chunk, hidden=self.needs_hidden)
+            for chunk in samples.chunks(self.train_cfg.micro)
+        ]
+        hidden = torch.cat([p.hidden for p in parts]) if self.needs_hidden else None
+        return PolicyOutput(
+            torch.cat([p.token_log_probs for p in parts]), torch.cat([p.mask for p in parts]), hidden
+        )
 
     def _non_finite_message(self, part: Batch, log_pi: torch.Tensor, loss: torch.Tensor) -> str:
         weights = part.normalised_weights
@@ -227,6 +265,9 @@ class Trainer:
             self.proposal is self.base and torch.allclose(log_pi_on_q, q_draw.log_a, atol=1e-3, rtol=0)
         )
         pi_draw = q_draw if policy_is_q else self.draw(self.policy, n, gen)
+        if self.target.constraints == ():  # else KL(π‖p) = ∞: π gives mass to x with P(x) = 0
+            kl_pi_target = est.kl_on_samples(pi_draw.log_q, pi_draw.log_target)  # KL(π‖p) − log Z
+            put("kl_pi_p", est.Estimate(kl_pi_target.value + log_z.value, kl_pi_target.stderr))
         for who, draw in (("pi", pi_draw), ("q", q_draw)):
             put(f"kl_{who}_a", est.kl_on_samples(draw.log_q, draw.log_a))
             if draw.evidence.satisfied is not None:
