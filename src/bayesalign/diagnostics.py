@@ -36,11 +36,14 @@ class GradientStats:
     n: int
 
 
-def gradient_variance(policy: LanguageModel, objective: Objective, batch: Batch) -> GradientStats:
+def gradient_variance(
+    policy: LanguageModel, objective: Objective, batch: Batch, *, hidden: bool = False
+) -> GradientStats:
     """Per-sample gradient statistics of ``objective`` on ``batch`` w.r.t. the policy's trainable weights.
 
-    The objective sees the whole batch (as in training), and each sample's loss is then
-    differentiated on its own. The policy's ``.grad`` fields are left untouched.
+    The objective sees the whole batch (as in training; prepared, if it has a ``prepare`` hook),
+    and each sample's loss is then differentiated on its own. ``hidden``: pass the policy's
+    hidden states (objectives with a value head). The policy's ``.grad`` fields are left untouched.
     """
     params = [p for p in policy.module.parameters() if p.requires_grad]
     if not params:
@@ -48,7 +51,7 @@ def gradient_variance(policy: LanguageModel, objective: Objective, batch: Batch)
     n = len(batch)
     if n == 0:
         raise ValueError("cannot compute gradient statistics on an empty batch")
-    losses = objective.per_sample_loss(batch, policy_output(policy, batch.samples))
+    losses = objective.per_sample_loss(batch, policy_output(policy, batch.samples, hidden=hidden))
     if losses.shape != (n,):
         raise ValueError(f"{objective.name}: per_sample_loss returned shape {tuple(losses.shape)} for {n}")
     total = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)

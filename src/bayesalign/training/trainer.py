@@ -16,8 +16,10 @@ import torch
 
 from bayesalign import estimators as est
 from bayesalign.config import Config
+from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
+from bayesalign.metrics import distinct_n
 from bayesalign.models import LanguageModel, Samples
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
 from bayesalign.proposals import Scored, propose
@@ -140,19 +142,7 @@ class Trainer:
         cfg = self.train_cfg
         draw = self.draw(self.proposal, cfg.batch_size, self.generator)
         self._accumulate_z(draw)
-        reward = self.target.reward(draw.evidence) if self.target.defines_reward else None
-        batch = Batch(
-            draw.samples,
-            draw.log_q,
-            draw.log_target,
-            draw.evidence,
-            self.state.log_z,
-            token_log_a=draw.token_log_a,
-            reward=reward,
-        )
-        if (prepare := getattr(self.objective, "prepare", None)) is not None:
-            self.status("preparing advantages")
-            batch = prepare(batch, self._frozen_output(batch.samples))
+        batch = self._batch(draw)
         losses, norms = [], []
         updates = cfg.epochs * (len(batch) // cfg.minibatch)
         for _ in range(cfg.epochs):
@@ -186,6 +176,29 @@ class Trainer:
         if (step_metrics := getattr(self.objective, "step_metrics", None)) is not None:
             metrics |= step_metrics()
         return metrics
+
+    def _batch(self, draw: Scored) -> Batch:
+        """The objective's view of a draw, after its once-per-step ``prepare`` hook."""
+        reward = self.target.reward(draw.evidence) if self.target.defines_reward else None
+        batch = Batch(
+            draw.samples,
+            draw.log_q,
+            draw.log_target,
+            draw.evidence,
+            self.state.log_z,
+            token_log_a=draw.token_log_a,
+            reward=reward,
+        )
+        if (prepare := getattr(self.objective, "prepare", None)) is not None:
+            self.status("preparing advantages")
+            batch = prepare(batch, self._frozen_output(batch.samples))
+        return batch
+
+    def gradient_stats(self, n: int) -> GradientStats:
+        """Per-sample gradient statistics of the objective on ``n`` fresh samples from q (drawn
+        with the evaluation generator, so training's random stream is untouched)."""
+        draw = self.draw(self.proposal, n, self.eval_generator)
+        return gradient_variance(self.policy, self.objective, self._batch(draw), hidden=self.needs_hidden)
 
     @torch.no_grad()
     def _frozen_output(self, samples: Samples) -> PolicyOutput:
@@ -268,6 +281,9 @@ class Trainer:
         if self.target.constraints == ():  # else KL(π‖p) = ∞: π gives mass to x with P(x) = 0
             kl_pi_target = est.kl_on_samples(pi_draw.log_q, pi_draw.log_target)  # KL(π‖p) − log Z
             put("kl_pi_p", est.Estimate(kl_pi_target.value + log_z.value, kl_pi_target.stderr))
+        put("entropy_pi", est.mean(-pi_draw.log_q))  # H(π) = E_π[−log π]: collapse shows here
+        for n_gram in (1, 2):
+            metrics[f"distinct_{n_gram}_pi"] = distinct_n(pi_draw.samples.texts, n_gram)
         for who, draw in (("pi", pi_draw), ("q", q_draw)):
             put(f"kl_{who}_a", est.kl_on_samples(draw.log_q, draw.log_a))
             if draw.evidence.satisfied is not None:

@@ -1,0 +1,19 @@
+"""Quality and diversity of generated text, from the texts alone (no model needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct-n (Li et al. 2016): distinct n-grams over all n-grams of the set of texts, on
+    whitespace words. 1 means no n-gram repeats; a collapsed policy that says the same thing
+    every time tends to 0. NaN when the texts hold no n-gram at all."""
+    if n < 1:
+        raise ValueError(f"distinct-n needs n >= 1, got {n}")
+    grams = [g for text in texts for g in ngrams(text.split(), n)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
