@@ -159,8 +159,8 @@ class OursStep:
         tr = self.trainer
         clock.wrap(tr.proposal, "sample", "sample", after_sample)
         clock.wrap(tr.target, "evidence", "score", after_evidence)
-        clock.wrap(tr.base, "log_prob_frozen", "log a")  # only called when q ≠ a
-        clock.wrap(tr.policy, "log_prob", "log pi")  # the differentiable forward
+        clock.wrap(tr.base, "token_log_probs_frozen", "log a")  # only called when q ≠ a
+        clock.wrap(tr.policy, "forward_generated", "log pi")  # the differentiable forward
 
     def step(self) -> tuple[dict[str, float], dict[str, float]]:
         self.clock.reset()

@@ -13,11 +13,11 @@ from rich.table import Table
 from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
-from bayesalign.targets import Target
+from bayesalign.targets import Target, Tilt
 from bayesalign.training.run import RunFolder
 from bayesalign.training.trainer import Trainer
 
-HEADLINE = ("satisfaction_pi", "kl_p_pi", "kl_pi_a", "kl_p_a")
+HEADLINE = ("satisfaction_pi", "kl_p_pi", "kl_pi_p", "kl_pi_a", "kl_p_a")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -116,6 +116,7 @@ def train(
         trainer.status = lambda phase: progress.update(task, phase=phase)
 
         moments = tuple(f"moment_{f.scorer.name}_pi" for f in target.features)
+        moments += tuple(f"score_{t.scorer.name}_pi" for t in target.terms if isinstance(t, Tilt))
 
         def on_record(record: dict) -> None:
             headline = "  ".join(f"{k}={record[k]:.3f}" for k in HEADLINE + moments if k in record)
