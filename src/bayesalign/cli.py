@@ -1,5 +1,6 @@
-"""Command line: ``bayesalign train CONFIG --out DIR [--set k=v ...] [--resume]``, ``bayesalign demo``
-and ``bayesalign sample CONFIG --out FILE.jsonl --n N [--method rejection|qrs|importance] ...``."""
+"""Command line: ``bayesalign train CONFIG --out DIR [--set k=v ...] [--resume]``, ``bayesalign demo``,
+``bayesalign sample CONFIG --out FILE.jsonl --n N [--method rejection|qrs|importance] ...`` and
+``bayesalign compare CONFIG --methods gdc++,ppo,... --seeds 3 --out DIR``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bayesalign.config import ConfigError, SamplerSection, build_models, build_target, load_config
+from bayesalign.compare import CompareRunError, compare
+from bayesalign.config import (
+    ConfigError,
+    SamplerSection,
+    apply_overrides,
+    build_models,
+    build_target,
+    load_config,
+)
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import SpaceTooLargeError
 from bayesalign.objectives import InfiniteDivergenceError
@@ -31,6 +40,16 @@ def _train(args: argparse.Namespace, console: Console) -> None:
     config = load_config(args.config, args.set)
     train(config, args.out, resume=args.resume, console=console)
     console.print(f"run written to {args.out} (metrics.jsonl, samples/, final/)")
+
+
+def _compare(args: argparse.Namespace, console: Console) -> None:
+    if not args.config.is_file():
+        raise ConfigError(f"config file {args.config} does not exist")
+    raw = apply_overrides(yaml.safe_load(args.config.read_text()) or {}, args.set)
+    compare(
+        raw, args.methods.split(","), args.seeds, args.out, grad_samples=args.grad_samples, console=console
+    )
+    console.print(f"comparison written to {args.out} (summary.md, summary.json, one folder per run)")
 
 
 def _demo(args: argparse.Namespace, console: Console) -> None:
@@ -246,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.set_defaults(handler=_train)
+    c = sub.add_parser("compare", help="run several methods on one target and budget; summary table")
+    c.add_argument("config", type=Path)
+    c.add_argument(
+        "--methods", required=True, help="comma-separated, e.g. gdc++,dpg,reinforce,kl-reinforce,ppo"
+    )
+    c.add_argument("--seeds", type=int, default=3, help="runs per method (seeds base, base+1, ...)")
+    c.add_argument("--out", type=Path, required=True, help="new folder: OUT/<method>/seed<k>/ and summary")
+    c.add_argument("--grad-samples", type=int, default=16, help="samples for the gradient variance")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    c.set_defaults(handler=_compare)
     d = sub.add_parser("demo", help="align SmolLM2-135M towards positive continuations (no hub)")
     d.add_argument("--out", type=Path, default=None, help="run folder (default runs/demo-<time>)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
@@ -284,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         SpaceTooLargeError,
         SamplingError,
         InfiniteDivergenceError,
+        CompareRunError,
         ImportError,
     ) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
