@@ -185,12 +185,12 @@ def test_on_policy_reverse_kl_fdpg_drives_exact_kl_to_the_tilt_target_down():
     trainer = make_trainer(
         "training.f_dpg.divergence=reverse_kl", "training.proposal.update=on_policy", target=tilt(0.5)
     )
-    reward = trainer.exact.evidence.scores["count_a"]
+    reward = trainer.exact[0].evidence.scores["count_a"]
 
     def measure() -> tuple[float, float]:
-        log_pi = trainer.exact.space.log_prob(trainer.policy)
-        j = float((log_pi.exp() * (reward - 0.5 * (log_pi - trainer.exact.log_a))).sum())
-        return kl(log_pi, trainer.exact.log_p), j
+        log_pi = trainer.exact[0].space.log_prob(trainer.policy)
+        j = float((log_pi.exp() * (reward - 0.5 * (log_pi - trainer.exact[0].log_a))).sum())
+        return kl(log_pi, trainer.exact[0].log_p), j
 
     kl_before, j_before = measure()
     trainer.fit()
@@ -227,10 +227,10 @@ def test_training_decreases_the_exact_divergence_it_minimises(divergence, propos
     trainer = make_trainer(
         f"training.f_dpg.divergence={divergence}", f"training.proposal.update={proposal}", target=target
     )
-    log_p = trainer.exact.log_p
-    before = DIVERGENCE[divergence](log_p, trainer.exact.space.log_prob(trainer.policy))
+    log_p = trainer.exact[0].log_p
+    before = DIVERGENCE[divergence](log_p, trainer.exact[0].space.log_prob(trainer.policy))
     records = trainer.fit()
-    after = DIVERGENCE[divergence](log_p, trainer.exact.space.log_prob(trainer.policy))
+    after = DIVERGENCE[divergence](log_p, trainer.exact[0].space.log_prob(trainer.policy))
     assert all(math.isfinite(r["loss"]) for r in records if "loss" in r)
     # measured (60 steps of 64 samples; on-policy / adaptive): forward_kl 0.940 -> 0.187 / 0.136,
     # reverse_kl 1.905 -> 0.013 / 0.016, js 0.280 -> 0.034 / 0.043, tv 0.609 -> 0.170 / 0.150
@@ -403,7 +403,7 @@ def test_reverse_kl_refuses_a_target_where_p_can_be_zero(toy_space):
 def test_capped_reverse_kl_pushes_violations_down_by_its_documented_bound():
     c = 2.0
     trainer = make_trainer("training.f_dpg.divergence=reverse_kl", f"training.f_dpg.max_log_ratio={c}")
-    exact = trainer.exact
+    exact = trainer.exact[0]
     # on a batch, P = 0 samples get the pseudo-reward −(C + 1)
     batch = Batch(exact.space.samples, exact.log_a, exact.log_target, exact.evidence, exact.log_z)
     log_pi = exact.space.log_prob(trainer.policy).float()

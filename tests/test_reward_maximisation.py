@@ -226,7 +226,7 @@ def test_plain_reinforce_on_b_collapses(space_and_prior):
     assert records[0]["exact_entropy_pi"] == pytest.approx(base_entropy, rel=1e-6)
     assert records[-1]["exact_satisfaction_pi"] > 0.97
     # p itself (a restricted to b = 1) keeps most of a's entropy; REINFORCE does not
-    exact = trainer.exact
+    exact = trainer.exact[0]
     assert entropy(exact.log_p) > 0.7 * base_entropy
     assert records[-1]["exact_entropy_pi"] < 0.3 * base_entropy
 

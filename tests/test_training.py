@@ -106,7 +106,7 @@ def _cosine(u: torch.Tensor, v: torch.Tensor) -> float:
 
 def test_gdcpp_has_lower_gradient_variance_than_dpg_on_the_same_batches():
     trainer = make_trainer("training.proposal.update=fixed")  # q = a = π at initialisation
-    policy, exact = trainer.policy, trainer.exact
+    policy, exact = trainer.policy, trainer.exact[0]
     # the exact gradient of KL(p‖π) = −Σ_x p(x) ∇log π(x), over the whole space
     exact_loss = -(exact.log_p.exp().float() * policy.log_prob(exact.space.samples)).sum()
     exact_grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(exact_loss, trainer.params)]).double()
@@ -133,7 +133,7 @@ def test_gradient_variance_matches_explicit_per_sample_gradients():
     trainer = make_trainer("training.proposal.update=fixed")
     policy, objective = trainer.policy, GDCPlusPlus()
     draw = trainer.draw(trainer.proposal, 6, torch.Generator().manual_seed(0))
-    batch = Batch(draw.samples, draw.log_q, draw.log_target, draw.evidence, trainer.exact.log_z)
+    batch = Batch(draw.samples, draw.log_q, draw.log_target, draw.evidence, trainer.exact[0].log_z)
 
     grads = []
     for i in range(len(batch)):
@@ -244,9 +244,9 @@ def test_on_policy_proposal_is_the_policy(monkeypatch):
     drawn_from = []
     original_draw = trainer.draw
 
-    def recording_draw(model, n, generator):
+    def recording_draw(model, n, generator, **kw):
         drawn_from.append(model)
-        return original_draw(model, n, generator)
+        return original_draw(model, n, generator, **kw)
 
     monkeypatch.setattr(trainer, "draw", recording_draw)
     records = trainer.fit()
@@ -516,7 +516,7 @@ def test_kl_p_a_estimate_matches_the_exact_divergence_of_the_target(target_overr
         overrides.append("target.constraints=[]")
     trainer = make_trainer(*overrides)
     record = trainer.fit()[0]
-    exact = trainer.exact
+    exact = trainer.exact[0]
     exact_kl_p_a = exact_kl(exact.log_p, exact.log_a)
     assert abs(record["kl_p_a"] - exact_kl_p_a) < 4 * record["kl_p_a_stderr"] + 1e-9
     if "constraints" in target_override:

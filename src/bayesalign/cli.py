@@ -27,6 +27,7 @@ from bayesalign.config import (
     build_target,
     load_config,
 )
+from bayesalign.contexts import ContextError
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import SpaceTooLargeError
 from bayesalign.objectives import InfiniteDivergenceError
@@ -314,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         SamplingError,
         InfiniteDivergenceError,
         CompareRunError,
+        ContextError,
         ImportError,
     ) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bayesalign.models import LanguageModel, SamplingParams, make_policy
 from bayesalign.moments import MomentFit, MomentFitError
 from bayesalign.objectives import (
+    CDPG,
     DPG,
     FDPG,
     PPO,
@@ -257,6 +258,15 @@ class FDPGSection(Section):
         return FDPG(self.divergence, self.baseline_window, self.max_log_ratio)
 
 
+class CDPGSection(Section):
+    """Options of method 'cdpg' (objectives/conditional.py): needs the config's contexts section."""
+
+    baseline: bool = Field(True, description="subtract π/q (GDC++-style) from the weights P_c/(Z_c·q)")
+
+    def build(self) -> Objective:
+        return CDPG(self.baseline)
+
+
 class ReinforceSection(Section):
     """Options of method 'reinforce' (objectives/reward_maximisation.py)."""
 
@@ -338,6 +348,7 @@ OBJECTIVES: dict[str, Callable[[TrainingSection, Target], Objective]] = {
     "dpg": lambda training, target: DPG(),
     "gdc++": lambda training, target: GDCPlusPlus(),
     "f-dpg": lambda training, target: training.f_dpg.build(),
+    "cdpg": lambda training, target: training.cdpg.build(),
     "reinforce": lambda training, target: training.reinforce.build(target),
     "kl-reinforce": lambda training, target: training.kl_reinforce.build(target),
     "ppo": lambda training, target: training.ppo.build(target),
@@ -347,6 +358,7 @@ OBJECTIVES: dict[str, Callable[[TrainingSection, Target], Objective]] = {
 # methods, where setting it is an error, and configs written before it existed still resume.
 METHOD_OPTIONS: dict[str, str] = {
     "f_dpg": "f-dpg",
+    "cdpg": "cdpg",
     "reinforce": "reinforce",
     "kl_reinforce": "kl-reinforce",
     "ppo": "ppo",
@@ -369,6 +381,7 @@ class TrainingSection(Section):
     threads: int | None = Field(None, gt=0)
     proposal: ProposalSection = ProposalSection()
     f_dpg: FDPGSection | None = Field(None, description="options of method 'f-dpg'")
+    cdpg: CDPGSection | None = Field(None, description="options of method 'cdpg'")
     reinforce: ReinforceSection | None = Field(None, description="options of method 'reinforce'")
     kl_reinforce: KLReinforceSection | None = Field(None, description="options of method 'kl-reinforce'")
     ppo: PPOSection | None = Field(None, description="options of method 'ppo'")
@@ -465,15 +478,48 @@ class SamplerSection(Section):
         return self
 
 
+class ContextsSection(Section):
+    """Contexts c of a conditional target P_c(x) = a(x|c)·b(x, c) (contexts.py)."""
+
+    train: str | list[str] = Field(
+        description="a .txt file (one context per line), a .jsonl file (see field) or a list"
+    )
+    eval: str | list[str] | None = Field(None, description="held-out contexts (default: train)")
+    field: str = Field("context", description="the key of each .jsonl line's context")
+    per_step: int = Field(8, gt=0, description="contexts per training step (batch_size / per_step each)")
+    eval_contexts: int = Field(
+        16, gt=0, description="evaluation uses the first this many eval contexts, the same every time"
+    )
+
+
 class Config(Section):
     model: ModelSection
     prompt: str = ""
+    contexts: ContextsSection | None = None
     sampling: SamplingSection = SamplingSection()
     target: TargetSection
     training: TrainingSection = TrainingSection()
     eval: EvalSection = EvalSection()
     checkpoint: CheckpointSection = CheckpointSection()
     sample: SamplerSection | None = None  # None keeps configs of earlier runs resumable unchanged
+
+    @model_validator(mode="after")
+    def _contexts_fit_the_batches(self) -> Config:
+        if self.training.method == "cdpg" and self.contexts is None:
+            raise ValueError("method 'cdpg' needs a contexts section (contexts: {train: FILE})")
+        if self.contexts is not None:
+            per_step = self.contexts.per_step
+            if self.training.batch_size % per_step:
+                raise ValueError(
+                    f"training.batch_size {self.training.batch_size} must be a multiple of "
+                    f"contexts.per_step {per_step}: each context gets the same number of samples"
+                )
+            if self.training.proposal.update == "adaptive" and self.training.proposal.samples % per_step:
+                raise ValueError(
+                    f"training.proposal.samples {self.training.proposal.samples} must be a multiple "
+                    f"of contexts.per_step {per_step}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _kl_coefficient_known(self) -> Config:

@@ -31,14 +31,15 @@ def space_size(vocab_size: int, max_new_tokens: int) -> int:
 
 
 class SequenceSpace:
-    """Every sequence a model with this tokenizer can generate after ``prompt`` in ≤ L tokens."""
+    """Every sequence a model with this tokenizer can generate in ≤ L tokens after ``context``
+    (default: the model's prompt). A conditional target is enumerated one context at a time."""
 
     def __init__(
         self,
         model: LanguageModel,
         max_new_tokens: int,
         *,
-        contexts: list[str] | None = None,
+        context: str | None = None,
         limit: int = DEFAULT_LIMIT,
     ) -> None:
         vocab = model.module.config.vocab_size
@@ -58,7 +59,8 @@ class SequenceSpace:
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = True
-        prompt_ids, prompt_mask = model.encode_prompts(contexts or [model.prompt])
+        prompt_ids, prompt_mask = model.encode_prompts([model.prompt if context is None else context])
+        self.context = context
         self.samples = Samples(
             prompt_ids=prompt_ids.expand(len(rows), -1),
             prompt_mask=prompt_mask.expand(len(rows), -1),
@@ -66,6 +68,7 @@ class SequenceSpace:
             mask=mask,
             token_log_q=torch.zeros(len(rows), max_new_tokens),
             texts=model.decode(ids, mask),
+            contexts=None if context is None else [context] * len(rows),
         )
 
     def __len__(self) -> int:

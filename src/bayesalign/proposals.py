@@ -89,13 +89,15 @@ def propose(
     *,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    contexts: Sequence[str] | None = None,
 ) -> Scored:
     """Draw n samples from ``proposal`` and score them under ``target``.
 
     log q comes from the sampling pass itself; log a needs a second pass unless the proposal is
-    the target's prior sampled ancestrally (then q = a exactly).
+    the target's prior sampled ancestrally (then q = a exactly). With ``contexts`` (one per
+    sample), sample i continues contexts[i] and is scored by b(x, c) under a(x|c).
     """
-    samples = proposal.sample(n, params, generator=generator, batch_size=batch_size)
+    samples = proposal.sample(n, params, contexts=contexts, generator=generator, batch_size=batch_size)
     log_q = samples.log_q.double()
     if proposal is target.base and params.is_ancestral:
         token_log_a = samples.token_log_q

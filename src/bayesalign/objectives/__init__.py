@@ -2,11 +2,13 @@
 which one it runs; it hands each objective the same `Batch` and the policy's log-probabilities."""
 
 from bayesalign.objectives.base import Batch, Objective, PolicyOutput, policy_output
+from bayesalign.objectives.conditional import CDPG
 from bayesalign.objectives.distribution_matching import DPG, GDCPlusPlus
 from bayesalign.objectives.f_divergence import DIVERGENCES, FDPG, Divergence, InfiniteDivergenceError
 from bayesalign.objectives.reward_maximisation import PPO, KLController, KLReinforce, Reinforce
 
 __all__ = [
+    "CDPG",
     "DIVERGENCES",
     "DPG",
     "FDPG",

@@ -16,6 +16,7 @@ import torch
 
 from bayesalign import estimators as est
 from bayesalign.config import Config
+from bayesalign.contexts import group_by_context, load_contexts, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
@@ -96,17 +97,51 @@ class Trainer:
         seed = self.train_cfg.seed
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_generator = torch.Generator().manual_seed(seed + 1)
-        self.exact = None
+        self.contexts: list[str] | None = None  # conditional targets: contexts c of P_c
+        self.eval_contexts: list[str] | None = None
+        if (section := config.contexts) is not None:
+            self.contexts = load_contexts(section.train, section.field)
+            held_out = section.eval if section.eval is not None else section.train
+            self.eval_contexts = load_contexts(held_out, section.field)[: section.eval_contexts]
+            if self.eval_cfg.samples < 2 * len(self.eval_contexts):
+                raise ValueError(
+                    f"eval.samples {self.eval_cfg.samples} gives fewer than 2 samples to each of "
+                    f"{len(self.eval_contexts)} evaluation contexts"
+                )
+        self.exact: list[ExactTarget] | None = None  # one per evaluation context (or the prompt)
         if self.eval_cfg.exact:
-            space = SequenceSpace(self.base, self.sampling.max_new_tokens, limit=self.eval_cfg.exact_limit)
-            self.exact = ExactTarget.build(target, space)
+            self.exact = [
+                ExactTarget.build(
+                    target,
+                    SequenceSpace(
+                        self.base, self.sampling.max_new_tokens, context=c, limit=self.eval_cfg.exact_limit
+                    ),
+                )
+                for c in (self.eval_contexts or [None])
+            ]
 
     # -- sampling and scoring ------------------------------------------------------------------
-    def draw(self, model: LanguageModel, n: int, generator: torch.Generator) -> Scored:
+    def draw(
+        self, model: LanguageModel, n: int, generator: torch.Generator, *, evaluation: bool = False
+    ) -> Scored:
+        """n samples from ``model`` scored under the target. With contexts: for training,
+        contexts.per_step contexts drawn at random, n/per_step samples each; for evaluation,
+        the fixed evaluation contexts, n // len(them) samples each."""
         who = "π" if model is self.policy else "a" if model is self.base else "q"
         self.status(f"sampling {n} from {who}")
+        contexts = None
+        if self.contexts is not None and evaluation:
+            contexts = [c for c in self.eval_contexts for _ in range(n // len(self.eval_contexts))]
+        elif self.contexts is not None:
+            contexts = step_contexts(self.contexts, self.config.contexts.per_step, n, generator)
         return propose(
-            self.target, model, n, self.sampling, generator=generator, batch_size=self.sample_batch
+            self.target,
+            model,
+            len(contexts) if contexts is not None else n,
+            self.sampling,
+            generator=generator,
+            batch_size=self.sample_batch,
+            contexts=contexts,
         )
 
     def _policy_log_prob(self, draw: Scored) -> torch.Tensor:
@@ -250,37 +285,33 @@ class Trainer:
         """IS estimates against p from fresh samples of q, and on-policy metrics from π and q."""
         self.status("evaluating")
         n, gen = self.eval_cfg.samples, self.eval_generator
-        q_draw = self.draw(self.proposal, n, gen)
+        q_draw = self.draw(self.proposal, n, gen, evaluation=True)
         if (q_draw.log_target == float("-inf")).all():
             raise ZeroPartitionError(self._unsatisfied_message(q_draw))
-        t, lq = q_draw.log_target, q_draw.log_q
         log_pi_on_q = self._policy_log_prob(q_draw)
         metrics: dict[str, float] = {}
 
         def put(name: str, e: est.Estimate) -> None:
             metrics[name], metrics[f"{name}_stderr"] = e.value, e.stderr
 
-        log_z = est.log_partition(t, lq)
-        put("log_z", log_z)
-        metrics["minus_log_z"] = -log_z.value
-        metrics["z"] = math.exp(log_z.value)
-        metrics["ess"] = est.effective_sample_size(t, lq)
-        put("kl_p_pi", est.kl_target_model(t, lq, log_pi_on_q))
-        put("kl_p_q", est.kl_target_model(t, lq, lq))
-        # KL(p‖a): the divergence the target itself costs (−log Z for pointwise targets)
-        put("kl_p_a", est.kl_target_model(t, lq, q_draw.log_a))
-        put("tv_p_pi", est.tv_target_model(t, lq, log_pi_on_q))
-        put("tv_p_q", est.tv_target_model(t, lq, lq))
         # Before the first update π is the prior (q = a here): then log π = log a on q's samples,
         # and a second draw from π would only duplicate q's. Checked on the samples, not assumed,
         # so a policy that starts elsewhere (e.g. another checkpoint) still gets its own draw.
         policy_is_q = self.proposal is self.policy or (
             self.proposal is self.base and torch.allclose(log_pi_on_q, q_draw.log_a, atol=1e-3, rtol=0)
         )
-        pi_draw = q_draw if policy_is_q else self.draw(self.policy, n, gen)
-        if self.target.constraints == ():  # else KL(π‖p) = ∞: π gives mass to x with P(x) = 0
-            kl_pi_target = est.kl_on_samples(pi_draw.log_q, pi_draw.log_target)  # KL(π‖p) − log Z
-            put("kl_pi_p", est.Estimate(kl_pi_target.value + log_z.value, kl_pi_target.stderr))
+        pi_draw = q_draw if policy_is_q else self.draw(self.policy, n, gen, evaluation=True)
+        if q_draw.samples.contexts is None:
+            estimates = self._target_estimates(q_draw, log_pi_on_q, pi_draw)
+        else:  # one target per context: estimate each against its own Z_c, then average over c
+            estimates = self._per_context_estimates(q_draw, log_pi_on_q, pi_draw, metrics)
+        for name, estimate in estimates.items():
+            if name == "ess":  # a diagnostic of the weights, not an estimate of anything
+                metrics[name] = estimate.value
+            else:
+                put(name, estimate)
+        metrics["minus_log_z"] = -metrics["log_z"]
+        metrics["z"] = math.exp(metrics["log_z"])
         put("entropy_pi", est.mean(-pi_draw.log_q))  # H(π) = E_π[−log π]: collapse shows here
         for n_gram in (1, 2):
             metrics[f"distinct_{n_gram}_pi"] = distinct_n(pi_draw.samples.texts, n_gram)
@@ -294,12 +325,65 @@ class Trainer:
             name = feature.scorer.name
             put(f"moment_{name}_pi", est.mean(pi_draw.evidence.scores[name]))
             put(f"moment_{name}_q", est.mean(q_draw.evidence.scores[name]))
-            put(f"moment_{name}_p", est.target_expectation(t, lq, q_draw.evidence.scores[name]))
         if self.exact is not None:
-            metrics |= exact_metrics(self.exact, self.policy, self.proposal)
+            per_context = [exact_metrics(e, self.policy, self.proposal) for e in self.exact]
+            metrics |= {k: sum(m[k] for m in per_context) / len(per_context) for k in per_context[0]}
+            if len(per_context) > 1:  # the context π fits worst, next to the mean over contexts
+                metrics["exact_kl_p_pi_max"] = max(m["exact_kl_p_pi"] for m in per_context)
         if self.run is not None and self.eval_cfg.save_samples:
             self.run.write_samples(self.state.step, self._sample_rows(pi_draw))
         return metrics
+
+    def _target_estimates(
+        self, q_draw: Scored, log_pi_on_q: torch.Tensor, pi_draw: Scored
+    ) -> dict[str, est.Estimate]:
+        """IS estimates against p from one target's samples of q (and of π, for KL(π‖p))."""
+        t, lq = q_draw.log_target, q_draw.log_q
+        log_z = est.log_partition(t, lq)
+        out = {
+            "log_z": log_z,
+            "ess": est.Estimate(est.effective_sample_size(t, lq), float("nan")),
+            "kl_p_pi": est.kl_target_model(t, lq, log_pi_on_q),
+            "kl_p_q": est.kl_target_model(t, lq, lq),
+            # KL(p‖a): the divergence the target itself costs (−log Z for pointwise targets)
+            "kl_p_a": est.kl_target_model(t, lq, q_draw.log_a),
+            "tv_p_pi": est.tv_target_model(t, lq, log_pi_on_q),
+            "tv_p_q": est.tv_target_model(t, lq, lq),
+        }
+        if self.target.constraints == ():  # else KL(π‖p) = ∞: π gives mass to x with P(x) = 0
+            kl_pi_target = est.kl_on_samples(pi_draw.log_q, pi_draw.log_target)  # KL(π‖p) − log Z
+            out["kl_pi_p"] = est.Estimate(kl_pi_target.value + log_z.value, kl_pi_target.stderr)
+        for feature in self.target.features:
+            scores = q_draw.evidence.scores[feature.scorer.name]
+            out[f"moment_{feature.scorer.name}_p"] = est.target_expectation(t, lq, scores)
+        return out
+
+    def _per_context_estimates(
+        self, q_draw: Scored, log_pi_on_q: torch.Tensor, pi_draw: Scored, metrics: dict[str, float]
+    ) -> dict[str, est.Estimate]:
+        """Mean over evaluation contexts of each context's estimates (standard errors combined
+        as for a mean of independent estimates). Contexts none of whose samples satisfies the
+        target are left out and counted in ``metrics['eval_contexts_without_support']``."""
+        pi_rows = group_by_context(pi_draw.samples.contexts)
+        per_context, unsupported = [], 0
+        for context, rows in group_by_context(q_draw.samples.contexts).items():
+            try:
+                per_context.append(
+                    self._target_estimates(
+                        q_draw.select(rows), log_pi_on_q[rows], pi_draw.select(pi_rows[context])
+                    )
+                )
+            except ZeroPartitionError:
+                unsupported += 1
+        metrics["eval_contexts_without_support"] = float(unsupported)
+        k = len(per_context)
+        return {
+            name: est.Estimate(
+                sum(e[name].value for e in per_context) / k,
+                math.sqrt(sum(e[name].stderr ** 2 for e in per_context)) / k,
+            )
+            for name in per_context[0]
+        }
 
     def _sample_rows(self, draw: Scored) -> list[dict]:
         rows = []

@@ -1,0 +1,204 @@
+"""Conditional targets P_c(x) = a(x|c)·b(x, c) and CDPG, on an enumerable conditional space.
+
+Three contexts of a toy model whose normalisers differ 15-fold (Z_c = 0.77, 0.32, 0.05): each
+context's p_c is enumerated exactly, so the mean per-context KL(p_c‖π) that CDPG should drive
+down, and the worse fit of a DPG that uses one global Z, are exact numbers, not estimates.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from bayesalign.config import ConfigError, apply_overrides, build_models, build_objective, parse_config
+from bayesalign.contexts import ContextError, group_by_context, load_contexts, step_contexts
+from bayesalign.exact import ExactTarget, SequenceSpace
+from bayesalign.objectives import CDPG, Batch, PolicyOutput
+from bayesalign.proposals import propose
+from bayesalign.scorers import CallableScorer
+from bayesalign.targets import Target
+from bayesalign.toy import toy_model
+from bayesalign.training import Trainer
+
+CONTEXTS = ["a", "b b", "c c c"]
+
+
+def enough(text: str, context: str) -> bool:
+    """b(x, c): x repeats c's word at least as often as c does ("c c c": three c's in ≤ 4 tokens)."""
+    words = context.split()
+    return text.split().count(words[0]) >= len(words)
+
+
+ENOUGH = CallableScorer(enough, boolean=True, takes_context=True, name="enough")
+
+BASE = {
+    "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
+    "sampling": {"max_new_tokens": 4},
+    "contexts": {"train": CONTEXTS, "per_step": 3},
+    "target": {"constraints": [{"type": "word", "words": ["b"]}]},  # replaced by b(x, c) below
+    "training": {
+        "method": "cdpg",
+        "steps": 150,
+        "batch_size": 192,
+        "lr": 1e-2,
+        "proposal": {"update": "fixed"},
+    },
+    "eval": {"every": 50, "samples": 96, "exact": True},
+}
+
+
+def make_trainer(*overrides: str) -> Trainer:
+    cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
+    policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
+    target = Target.pointwise(prior, [ENOUGH])
+    return Trainer(policy, target, build_objective(cfg.training, target), cfg)
+
+
+def test_the_contexts_normalisers_differ_by_more_than_ten_fold():
+    prior = toy_model(["a", "b", "c"], seed=1)
+    target = Target.pointwise(prior, [ENOUGH])
+    z = [math.exp(ExactTarget.build(target, SequenceSpace(prior, 4, context=c)).log_z) for c in CONTEXTS]
+    assert max(z) / min(z) > 10, z
+
+
+# -- CDPG against a global Z ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def runs() -> dict[str, list[dict]]:
+    return {method: make_trainer(f"training.method={method}").fit() for method in ("cdpg", "dpg")}
+
+
+def test_cdpg_drives_the_mean_per_context_kl_towards_zero(runs):
+    first, last = runs["cdpg"][0], runs["cdpg"][-1]
+    assert first["exact_kl_p_pi"] > 1.0
+    assert last["exact_kl_p_pi"] < 0.15, [r["exact_kl_p_pi"] for r in runs["cdpg"]]
+    assert last["exact_kl_p_pi_max"] < 0.3  # every context, the hardest included
+
+
+def test_a_global_z_fits_the_contexts_worse(runs):
+    """Plain DPG on (c, x) pairs weights each context's samples by P_c/(Z·q) with one mixture Z:
+    the contexts with a large Z_c dominate the gradient. Measured here: about twice CDPG's KL."""
+    cdpg, dpg = runs["cdpg"][-1], runs["dpg"][-1]
+    assert dpg["exact_kl_p_pi"] > 1.5 * cdpg["exact_kl_p_pi"], (dpg["exact_kl_p_pi"], cdpg["exact_kl_p_pi"])
+
+
+def test_per_context_estimates_are_averaged_over_the_evaluation_contexts(runs):
+    record = runs["cdpg"][0]  # at step 0, π = a: KL(p_c‖a) = −log Z_c, estimated per context
+    prior = toy_model(["a", "b", "c"], seed=1)
+    target = Target.pointwise(prior, [ENOUGH])
+    mean_log_z = (
+        sum(ExactTarget.build(target, SequenceSpace(prior, 4, context=c)).log_z for c in CONTEXTS) / 3
+    )
+    assert record["exact_kl_p_pi"] == pytest.approx(-mean_log_z, rel=1e-5)
+    assert abs(record["log_z"] - mean_log_z) < 4 * record["log_z_stderr"] + 0.05
+    assert record["eval_contexts_without_support"] == 0
+
+
+# -- the weights ---------------------------------------------------------------------------------------
+def context_batch(prior, n_per_context: int, seed: int) -> Batch:
+    target = Target.pointwise(prior, [ENOUGH])
+    contexts = [c for c in CONTEXTS for _ in range(n_per_context)]
+    draw = propose(
+        target, prior, len(contexts), generator=torch.Generator().manual_seed(seed), contexts=contexts
+    )
+    return Batch(draw.samples, draw.log_q, draw.log_target, draw.evidence, float("nan"))
+
+
+def test_on_policy_normalised_weights_average_one_per_context():
+    prior = toy_model(["a", "b", "c"], seed=1)
+    batch = context_batch(prior, 64, seed=0)
+    objective = CDPG()
+    weights = objective.prepare(batch, PolicyOutput.of_sequences(batch.log_q)).extras["weight"]
+    for context, rows in group_by_context(batch.samples.contexts).items():
+        assert weights[rows].mean().item() == pytest.approx(1.0, rel=1e-12), context
+        satisfied = batch.evidence.satisfied[rows]
+        assert (weights[rows][~satisfied] == 0).all()
+        # the running normaliser is this context's own mean P/q, not the batch's
+        assert objective.log_z(context) == pytest.approx(
+            math.log((batch.log_target[rows] - batch.log_q[rows]).exp().mean().item()), rel=1e-9
+        )
+
+
+def test_recurring_contexts_share_a_running_normaliser_and_it_survives_a_checkpoint():
+    prior = toy_model(["a", "b", "c"], seed=1)
+    first, second = context_batch(prior, 16, seed=0), context_batch(prior, 16, seed=1)
+    objective = CDPG()
+    for batch in (first, second):
+        objective.prepare(batch, PolicyOutput.of_sequences(batch.log_q))
+    for context in CONTEXTS:
+        log_w = torch.cat(
+            [
+                b.log_target[r] - b.log_q[r]
+                for b in (first, second)
+                for r in [group_by_context(b.samples.contexts)[context]]
+            ]
+        )
+        assert objective.log_z(context) == pytest.approx(
+            torch.logsumexp(log_w, 0).item() - math.log(32), rel=1e-9
+        )
+    restored = CDPG()
+    restored.load_state_dict(objective.state_dict())
+    assert [restored.log_z(c) for c in CONTEXTS] == [objective.log_z(c) for c in CONTEXTS]
+    assert math.isnan(restored.log_z("never seen"))
+
+
+def test_cdpg_refuses_samples_without_contexts():
+    prior = toy_model(["a", "b", "c"], seed=1)
+    target = Target.pointwise(prior, [CallableScorer(lambda t: "b" in t, boolean=True)])
+    draw = propose(target, prior, 8, generator=torch.Generator().manual_seed(0))
+    batch = Batch(draw.samples, draw.log_q, draw.log_target, draw.evidence, 0.0)
+    with pytest.raises(ValueError, match="cdpg needs samples with contexts"):
+        CDPG().prepare(batch, PolicyOutput.of_sequences(batch.log_q))
+
+
+# -- contexts: files, steps and config ----------------------------------------------------------------
+def test_contexts_load_from_text_and_jsonl_files(tmp_path):
+    text = tmp_path / "c.txt"
+    text.write_text("def f(x):\n\n  two words  \n")
+    assert load_contexts(text) == ["def f(x):", "  two words  "]
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text(json.dumps({"src": "one"}) + "\n" + json.dumps({"src": "two"}) + "\n")
+    assert load_contexts(jsonl, field="src") == ["one", "two"]
+    assert load_contexts(["x", "y"]) == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ('{"src": "one"}\nnot json\n', r"c\.jsonl:2: not JSON"),
+        ('{"text": "one"}\n', r"c\.jsonl:1: no field 'src' \(set contexts\.field\)"),
+        ('{"src": ""}\n', "context 0 is not a non-empty string"),
+        ("\n\n", "holds no context"),
+    ],
+)
+def test_bad_contexts_files_are_named(tmp_path, content, pattern):
+    path = tmp_path / "c.jsonl"
+    path.write_text(content)
+    with pytest.raises(ContextError, match=pattern):
+        load_contexts(path, field="src")
+    with pytest.raises(ContextError, match="does not exist"):
+        load_contexts(tmp_path / "missing.txt")
+
+
+def test_a_step_draws_distinct_contexts_with_equal_shares():
+    contexts = [f"c{i}" for i in range(10)]
+    chosen = step_contexts(contexts, 4, 12, torch.Generator().manual_seed(0))
+    groups = group_by_context(chosen)
+    assert len(groups) == 4 and all(len(rows) == 3 for rows in groups.values())
+    with pytest.raises(ContextError, match="only 10 contexts"):
+        step_contexts(contexts, 11, 11, torch.Generator())
+
+
+def test_config_ties_contexts_to_batches_and_methods():
+    raw = copy.deepcopy(BASE)
+    with pytest.raises(ConfigError, match="must be a multiple of contexts.per_step 3"):
+        parse_config(apply_overrides(raw, ["training.batch_size=100"]))
+    no_contexts = copy.deepcopy(BASE)
+    del no_contexts["contexts"]
+    with pytest.raises(ConfigError, match="method 'cdpg' needs a contexts section"):
+        parse_config(no_contexts)
+    with pytest.raises(ConfigError, match="unknown key 'per_steps'; did you mean 'per_step'"):
+        parse_config(apply_overrides(copy.deepcopy(BASE), ["contexts.per_steps=2"]))
