@@ -20,6 +20,7 @@ from bayesalign.exact import ExactTarget, SequenceSpace
 from bayesalign.objectives import CDPG, Batch, PolicyOutput
 from bayesalign.proposals import propose
 from bayesalign.scorers import CallableScorer
+from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
 from bayesalign.targets import Target
 from bayesalign.toy import toy_model
 from bayesalign.training import Trainer
@@ -202,3 +203,23 @@ def test_config_ties_contexts_to_batches_and_methods():
         parse_config(no_contexts)
     with pytest.raises(ConfigError, match="unknown key 'per_steps'; did you mean 'per_step'"):
         parse_config(apply_overrides(copy.deepcopy(BASE), ["contexts.per_steps=2"]))
+
+
+# -- conditional scorers ------------------------------------------------------------------------------
+def test_numbers_as_digits_needs_every_number_word_of_the_source():
+    scorer = NumbersAsDigitsScorer()
+    sources = ["Il a trois chats: three cats and twenty dogs", "three", "no number here", "Eleven"]
+    outputs = ["He has 3 cats and 20 dogs", "three", "anything", "11 players"]
+    assert scorer(outputs, sources).tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert scorer(["20 dogs and 3 cats"], [sources[0]]).tolist() == [1.0]  # order does not matter
+    assert scorer(["23 cats"], ["three"]).tolist() == [0.0]  # digits as a whole number, not a substring
+    with pytest.raises(ValueError, match="conditional, b\\(x, c\\): it needs one context per text"):
+        scorer(["3"])
+
+
+def test_names_subset_refuses_names_the_source_lacks():
+    scorer = NamesSubsetScorer()
+    sources = ["Alice et Bob à Paris", "Alice et Bob", "Le chat dort. Bob aussi."]
+    outputs = ["Alice met Bob in Paris.", "Alice met Carol.", "The cat sleeps. So does Bob."]
+    # "The" and "So" start sentences: not names; "Carol" is not in the source
+    assert scorer(outputs, sources).tolist() == [1.0, 0.0, 1.0]
