@@ -17,6 +17,7 @@ import torch
 from bayesalign.config import ConfigError, apply_overrides, build_models, build_objective, parse_config
 from bayesalign.contexts import ContextError, group_by_context, load_contexts, step_contexts
 from bayesalign.exact import ExactTarget, SequenceSpace
+from bayesalign.models import make_policy
 from bayesalign.objectives import CDPG, Batch, PolicyOutput
 from bayesalign.proposals import propose
 from bayesalign.scorers import CallableScorer
@@ -223,3 +224,44 @@ def test_names_subset_refuses_names_the_source_lacks():
     outputs = ["Alice met Bob in Paris.", "Alice met Carol.", "The cat sleeps. So does Bob."]
     # "The" and "So" start sentences: not names; "Carol" is not in the source
     assert scorer(outputs, sources).tolist() == [1.0, 0.0, 1.0]
+
+
+# -- encoder-decoder (seq2seq) models: the context is the encoder's input ---------------------------
+@pytest.fixture(scope="module")
+def seq2seq():
+    return toy_model(["a", "b", "c"], seed=1, architecture="t5")
+
+
+def test_seq2seq_log_probs_normalise_and_match_the_sampling_pass(seq2seq):
+    distributions = []
+    for context in CONTEXTS:
+        log_p = SequenceSpace(seq2seq, 4, context=context).log_prob(seq2seq)
+        assert torch.logsumexp(log_p, 0).item() == pytest.approx(0.0, abs=1e-6)
+        distributions.append(log_p)
+    assert (distributions[0] - distributions[2]).abs().max() > 0.5  # the context matters
+    contexts = [c for c in CONTEXTS for _ in range(8)]
+    samples = seq2seq.sample(len(contexts), contexts=contexts, generator=torch.Generator().manual_seed(0))
+    assert samples.contexts == contexts
+    torch.testing.assert_close(samples.log_q, seq2seq.log_prob_frozen(samples), rtol=0, atol=1e-5)
+
+
+def test_cdpg_trains_a_seq2seq_model_towards_every_context_target():
+    records = make_trainer(
+        "model.toy={architecture: t5, words: [a, b, c], seed: 1}", "training.steps=100"
+    ).fit()
+    assert records[0]["exact_kl_p_pi"] > 3.0
+    assert records[-1]["exact_kl_p_pi"] < 0.35, [r["exact_kl_p_pi"] for r in records]
+
+
+def test_lora_on_a_seq2seq_model_keeps_the_prior_intact(seq2seq):
+    prior = toy_model(["a", "b", "c"], seed=1, architecture="t5")
+    space = SequenceSpace(prior, 3, context="b b")
+    before = space.log_prob(prior)
+    policy = make_policy(prior, dict(r=2, lora_alpha=4, target_modules=["q", "v"]))
+    assert policy.has_adapters and prior.adapters_disabled
+    with torch.no_grad():  # move π: the prior (adapters disabled) must not move with it
+        for name, p in policy.module.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5)
+    torch.testing.assert_close(space.log_prob(prior), before, rtol=0, atol=1e-6)
+    assert (space.log_prob(policy) - before).abs().max() > 1e-3

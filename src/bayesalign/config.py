@@ -194,6 +194,7 @@ class LoraSection(Section):
 
 
 class ToySection(Section):
+    architecture: Literal["gpt2", "t5"] = Field("gpt2", description="t5: an encoder-decoder (seq2seq)")
     words: list[str] = ["a", "b", "c"]
     seed: int = 0
     n_embd: int = 16
@@ -610,6 +611,7 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
             n_layer=t.n_layer,
             init_std=t.init_std,
             prompt=prompt,
+            architecture=t.architecture,
         )
     else:
         name = section.name

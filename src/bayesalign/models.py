@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     LogitsProcessorList,
     PreTrainedModel,
@@ -182,9 +184,13 @@ class LanguageModel:
         trust_remote_code: bool = False,
         **kwargs,
     ) -> LanguageModel:
-        """Load any HF causal LM (hub id or local folder) with safetensors weights."""
+        """Load any HF causal LM, or encoder-decoder (T5/BART-style) model, from a hub id or a
+        local folder, with safetensors weights. For an encoder-decoder the context (prompt) is
+        the encoder's input and the sample is the decoder's output."""
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        module = AutoModelForCausalLM.from_pretrained(
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        module = auto.from_pretrained(
             name_or_path,
             dtype=dtype,
             use_safetensors=True,
@@ -213,6 +219,16 @@ class LanguageModel:
             module = copy.deepcopy(module).merge_and_unload()
         module.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
+
+    @property
+    def is_seq2seq(self) -> bool:
+        """An encoder-decoder model: the context is encoded once, the sample is decoded."""
+        return bool(getattr(self.module.config, "is_encoder_decoder", False))
+
+    @property
+    def _decoder_start(self) -> int:
+        start = self.module.config.decoder_start_token_id
+        return start if start is not None else self.tokenizer.pad_token_id
 
     @property
     def has_adapters(self) -> bool:
@@ -294,15 +310,27 @@ class LanguageModel:
         alive = torch.ones(n, dtype=torch.bool, device=device)
         inputs, cache, used = prompt_ids.to(device), {}, 0
         with self._adapter_scope():
+            if self.is_seq2seq:  # encode the contexts once; decode from the start token
+                encoded = self.module.get_encoder()(input_ids=inputs, attention_mask=attention)
+                inputs = torch.full((n, 1), self._decoder_start, dtype=torch.long, device=device)
             for t in range(steps):
-                out = self.module(
-                    input_ids=inputs,
-                    attention_mask=attention,
-                    position_ids=positions,
-                    use_cache=True,
-                    logits_to_keep=1,
-                    **cache,
-                )
+                if self.is_seq2seq:
+                    out = self.module(
+                        encoder_outputs=encoded,
+                        attention_mask=attention,
+                        decoder_input_ids=inputs,
+                        use_cache=True,
+                        **cache,
+                    )
+                else:
+                    out = self.module(
+                        input_ids=inputs,
+                        attention_mask=attention,
+                        position_ids=positions,
+                        use_cache=True,
+                        logits_to_keep=1,
+                        **cache,
+                    )
                 # transformers >= 5.x names the KV cache `cache`, older releases `past_key_values`
                 key = "cache" if "cache" in out else "past_key_values"
                 cache = {key: out[key]}
@@ -317,8 +345,9 @@ class LanguageModel:
                 if not alive.any():
                     break
                 inputs = token[:, None]
-                attention = torch.cat([attention, attention.new_ones(n, 1)], dim=1)
-                positions = positions[:, -1:] + 1
+                if not self.is_seq2seq:  # the decoder's own mask and positions grow inside it
+                    attention = torch.cat([attention, attention.new_ones(n, 1)], dim=1)
+                    positions = positions[:, -1:] + 1
         ids, mask, token_log_q = (
             ids[:, :used].cpu(),
             mask[:, :used].cpu(),
@@ -350,25 +379,41 @@ class LanguageModel:
         [B, T, H] at the positions that predict each generated token (what a value head reads)."""
         device = self.device
         n_gen = samples.ids.shape[1]
-        input_ids = torch.cat([samples.prompt_ids, samples.ids[:, :-1]], dim=1).to(device)
-        attention = torch.cat([samples.prompt_mask, samples.mask[:, :-1]], dim=1).to(device).long()
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
         with self._adapter_scope():
-            out = self.module(
-                input_ids=input_ids,
-                attention_mask=attention,
-                position_ids=positions,
-                use_cache=False,
-                logits_to_keep=n_gen,
-                output_hidden_states=hidden,
-            )
+            if self.is_seq2seq:
+                start = torch.full((len(samples), 1), self._decoder_start, dtype=torch.long)
+                out = self.module(
+                    input_ids=samples.prompt_ids.to(device),
+                    attention_mask=samples.prompt_mask.to(device).long(),
+                    decoder_input_ids=torch.cat([start, samples.ids[:, :-1]], dim=1).to(device),
+                    decoder_attention_mask=torch.cat(
+                        [torch.ones_like(start, dtype=torch.bool), samples.mask[:, :-1]], dim=1
+                    )
+                    .to(device)
+                    .long(),
+                    use_cache=False,
+                    output_hidden_states=hidden,
+                )
+                states = out.decoder_hidden_states[-1] if hidden else None
+            else:
+                input_ids = torch.cat([samples.prompt_ids, samples.ids[:, :-1]], dim=1).to(device)
+                attention = torch.cat([samples.prompt_mask, samples.mask[:, :-1]], dim=1).to(device).long()
+                positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                out = self.module(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    use_cache=False,
+                    logits_to_keep=n_gen,
+                    output_hidden_states=hidden,
+                )
+                states = out.hidden_states[-1][:, -n_gen:] if hidden else None
         logits = out.logits
         if logits.shape[1] != n_gen:  # models that ignore logits_to_keep
             logits = logits[:, -n_gen:]
         targets = samples.ids.to(device)
         token_lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
         token_lp = token_lp.masked_fill(~samples.mask.to(device), 0.0)
-        states = out.hidden_states[-1][:, -n_gen:] if hidden else None
         return token_lp, states
 
     def log_prob(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
@@ -402,6 +447,7 @@ def make_policy(prior: LanguageModel, lora: dict | None = None) -> LanguageModel
         return prior.trainable_copy()
     from peft import LoraConfig, get_peft_model
 
-    module = get_peft_model(prior.module, LoraConfig(task_type="CAUSAL_LM", **lora))
+    task = "SEQ_2_SEQ_LM" if prior.is_seq2seq else "CAUSAL_LM"
+    module = get_peft_model(prior.module, LoraConfig(task_type=task, **lora))
     prior.module, prior.adapters_disabled = module, True
     return LanguageModel(module, prior.tokenizer, prior.prompt)

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from bayesalign.models import LanguageModel
 
@@ -36,9 +43,32 @@ def toy_model(
     n_positions: int = 32,
     init_std: float = 0.3,
     prompt: str = "",
+    architecture: str = "gpt2",
 ) -> LanguageModel:
-    """A random GPT-2 over ``words``; ``init_std`` well above GPT-2's 0.02 makes the
+    """A random GPT-2 over ``words`` (or, with ``architecture="t5"``, a random T5 encoder-decoder
+    whose context is the encoder's input); ``init_std`` well above GPT-2's 0.02 makes the
     distribution far from uniform, so targets and priors differ in interesting ways."""
+    torch.manual_seed(seed)
+    if architecture == "t5":
+        module: PreTrainedModel = T5ForConditionalGeneration(
+            T5Config(
+                vocab_size=len(words) + 1,
+                d_model=n_embd,
+                d_kv=n_embd // n_head,
+                d_ff=4 * n_embd,
+                num_layers=n_layer,
+                num_decoder_layers=n_layer,
+                num_heads=n_head,
+                initializer_factor=init_std / 0.3,  # 1 at the default: spread, context-dependent
+                pad_token_id=0,
+                eos_token_id=0,
+                decoder_start_token_id=0,
+                dropout_rate=0.0,
+            )
+        )
+        return LanguageModel(module, toy_tokenizer(words), prompt)
+    if architecture != "gpt2":
+        raise ValueError(f"unknown toy architecture {architecture!r}; valid: gpt2, t5")
     config = GPT2Config(
         vocab_size=len(words) + 1,
         n_positions=n_positions,
@@ -52,5 +82,4 @@ def toy_model(
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
-    torch.manual_seed(seed)
     return LanguageModel(GPT2LMHeadModel(config), toy_tokenizer(words), prompt)
