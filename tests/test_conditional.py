@@ -265,3 +265,24 @@ def test_lora_on_a_seq2seq_model_keeps_the_prior_intact(seq2seq):
                 p.add_(0.5)
     torch.testing.assert_close(space.log_prob(prior), before, rtol=0, atol=1e-6)
     assert (space.log_prob(policy) - before).abs().max() > 1e-3
+
+
+def test_reference_nll_is_the_per_token_loss_of_the_references(tmp_path):
+    eval_file = tmp_path / "heldout.jsonl"
+    rows = [{"context": "a", "reference": "b b"}, {"context": "c c c", "reference": "c c c a"}]
+    eval_file.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    trainer = make_trainer(
+        f"contexts={{train: [a, b b, c c c], eval: {eval_file}, per_step: 3, reference_field: reference}}",
+        "training.steps=2",
+        "eval.every=2",
+        "eval.samples=8",
+        "eval.exact=false",
+    )
+    records = trainer.fit()
+    prior = toy_model(["a", "b", "c"], seed=1)
+    references = prior.encode_continuations(["a", "c c c"], ["b b", "c c c a"])
+    assert references.lengths.tolist() == [2, 4]
+    expected = -prior.log_prob_frozen(references).sum().item() / 6
+    assert records[0]["reference_nll_pi"] == pytest.approx(expected, rel=1e-6)  # π = a at step 0
+    assert records[-1]["reference_nll_a"] == pytest.approx(expected, rel=1e-6)
+    assert records[-1]["reference_nll_pi"] != pytest.approx(expected, rel=1e-6)  # π has moved

@@ -491,6 +491,11 @@ class ContextsSection(Section):
     eval_contexts: int = Field(
         16, gt=0, description="evaluation uses the first this many eval contexts, the same every time"
     )
+    reference_field: str | None = Field(
+        None,
+        description="key of a reference output in each .jsonl line of the eval contexts: evaluation "
+        "then reports the per-token NLL of π and of a on the references (a task metric)",
+    )
 
 
 class Config(Section):

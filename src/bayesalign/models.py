@@ -262,6 +262,24 @@ class LanguageModel:
             mask[row, width - len(e) :] = True
         return ids, mask
 
+    def encode_continuations(self, contexts: Sequence[str], texts: Sequence[str]) -> Samples:
+        """Given texts (e.g. reference outputs) as if sampled after ``contexts``, to score them
+        with :meth:`log_prob`. No EOS is added: a reference need not be a whole sequence."""
+        if len(contexts) != len(texts):
+            raise ValueError(f"got {len(contexts)} contexts for {len(texts)} texts")
+        prompt_ids, prompt_mask = self.encode_prompts(contexts)
+        rows = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        if any(not r for r in rows):
+            raise ValueError("a continuation to score is empty after tokenisation")
+        width = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), True
+        return Samples(
+            prompt_ids, prompt_mask, ids, mask, torch.zeros(ids.shape), list(texts), list(contexts)
+        )
+
     def decode(self, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
         return self.tokenizer.batch_decode(
             [row[m].tolist() for row, m in zip(ids, mask, strict=True)],

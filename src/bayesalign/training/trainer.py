@@ -99,10 +99,16 @@ class Trainer:
         self.eval_generator = torch.Generator().manual_seed(seed + 1)
         self.contexts: list[str] | None = None  # conditional targets: contexts c of P_c
         self.eval_contexts: list[str] | None = None
+        self.references: Samples | None = None  # reference outputs of the eval contexts
+        self.reference_nll_a = float("nan")
         if (section := config.contexts) is not None:
             self.contexts = load_contexts(section.train, section.field)
             held_out = section.eval if section.eval is not None else section.train
             self.eval_contexts = load_contexts(held_out, section.field)[: section.eval_contexts]
+            if section.reference_field is not None:
+                references = load_contexts(held_out, section.reference_field)[: section.eval_contexts]
+                self.references = self.base.encode_continuations(self.eval_contexts, references)
+                self.reference_nll_a = self._reference_nll(self.base)
             if self.eval_cfg.samples < 2 * len(self.eval_contexts):
                 raise ValueError(
                     f"eval.samples {self.eval_cfg.samples} gives fewer than 2 samples to each of "
@@ -321,6 +327,9 @@ class Trainer:
                 put(f"satisfaction_{who}", est.mean(draw.evidence.satisfied))
             for name, scores in draw.evidence.scores.items():
                 metrics[f"score_{name}_{who}"] = scores.mean().item()
+        if self.references is not None:  # a task metric: how likely π finds the real outputs
+            metrics["reference_nll_pi"] = self._reference_nll(self.policy)
+            metrics["reference_nll_a"] = self.reference_nll_a
         for feature in self.target.features:  # distributional constraints: E[φ] vs wanted moment
             name = feature.scorer.name
             put(f"moment_{name}_pi", est.mean(pi_draw.evidence.scores[name]))
@@ -333,6 +342,11 @@ class Trainer:
         if self.run is not None and self.eval_cfg.save_samples:
             self.run.write_samples(self.state.step, self._sample_rows(pi_draw))
         return metrics
+
+    def _reference_nll(self, model: LanguageModel) -> float:
+        """Mean negative log-likelihood per token of the eval contexts' reference outputs."""
+        log_p = model.log_prob_frozen(self.references, batch_size=self.train_cfg.micro)
+        return (-log_p.sum() / self.references.lengths.sum()).item()
 
     def _target_estimates(
         self, q_draw: Scored, log_pi_on_q: torch.Tensor, pi_draw: Scored
