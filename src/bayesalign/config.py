@@ -38,7 +38,9 @@ from bayesalign.scorers import (
     WordScorer,
     import_callable,
 )
+from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
 from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
+from bayesalign.tasks.code_completion import CompletionCompiles
 
 
 class ConfigError(ValueError):
@@ -112,13 +114,55 @@ class CallableSpec(Section):
         return CallableScorer(fn, self.boolean, self.batched, self.takes_context, self.name)
 
 
+class NumbersAsDigitsSpec(Section):
+    """b(x, c): every number word of the source c appears as digits in x (conditional)."""
+
+    type: Literal["numbers_as_digits"]
+    name: str = "numbers_as_digits"
+
+    def build(self) -> Scorer:
+        return NumbersAsDigitsScorer(self.name)
+
+
+class NamesSubsetSpec(Section):
+    """b(x, c): x names nothing (capitalised words) that the source c does not (conditional)."""
+
+    type: Literal["names_subset"]
+    name: str = "names_subset"
+
+    def build(self) -> Scorer:
+        return NamesSubsetScorer(self.name)
+
+
+class CompletionCompilesSpec(Section):
+    """b(x, c): the function whose fenced signature is c, completed by x, compiles (tasks/)."""
+
+    type: Literal["completion_compiles"]
+    name: str = "compiles"
+
+    def build(self) -> Scorer:
+        return CompletionCompiles(self.name)
+
+
 SCORERS: dict[str, type[Section]] = {
     "word": WordSpec,
     "regex": RegexSpec,
     "sentiment": SentimentSpec,
     "callable": CallableSpec,
+    "numbers_as_digits": NumbersAsDigitsSpec,
+    "names_subset": NamesSubsetSpec,
+    "completion_compiles": CompletionCompilesSpec,
 }
-ScorerSpec = Annotated[WordSpec | RegexSpec | SentimentSpec | CallableSpec, Field(discriminator="type")]
+ScorerSpec = Annotated[
+    WordSpec
+    | RegexSpec
+    | SentimentSpec
+    | CallableSpec
+    | NumbersAsDigitsSpec
+    | NamesSubsetSpec
+    | CompletionCompilesSpec,
+    Field(discriminator="type"),
+]
 
 
 def _check_scorer_type(spec: Any) -> Any:

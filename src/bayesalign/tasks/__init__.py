@@ -1,0 +1,1 @@
+"""Real tasks built offline from local data: contexts, references and their constraints."""

@@ -1,0 +1,114 @@
+"""Code completion from function signatures of the Python standard library (CDPG's code task,
+built offline): the context is a fenced signature with its docstring, the model writes the
+body, and the constraint is b(x, c) = "signature + body compiles". Code is compiled with
+``compile()`` only, never executed.
+
+SmolLM2-Instruct stays in code mode only inside a ```python fence, and prompts must end in a
+newline (not in indentation, which splits tokens badly: see shared/reference), so each context
+is "```python\\n<def line(s)>\\n<docstring>\\n" and a sample ends at the closing fence.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import random
+import sysconfig
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+OPEN_FENCE = "```python\n"
+CLOSE_FENCE = "```"
+
+
+def stdlib_functions(min_body_lines: int = 2, max_body_lines: int = 8) -> list[dict[str, str]]:
+    """Top-level, undecorated functions of the standard library's own modules that have a
+    docstring and a short body: {"context", "reference", "source"} each, in a stable order."""
+    return [dict(f) for f in _parse_stdlib(min_body_lines, max_body_lines)]
+
+
+@functools.cache
+def _parse_stdlib(min_body_lines: int, max_body_lines: int) -> tuple[dict[str, str], ...]:
+    """Parsing ~170 modules takes seconds: once per process."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    found = []
+    for path in sorted(root.glob("*.py")):
+        try:
+            source = path.read_text(encoding="utf-8")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SyntaxWarning)
+                tree = ast.parse(source)
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        lines = source.splitlines()
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef) or node.decorator_list or not ast.get_docstring(node):
+                continue
+            rest = node.body[1:]
+            if (
+                not rest
+                or not min_body_lines <= rest[-1].end_lineno - node.body[0].end_lineno <= max_body_lines
+            ):
+                continue
+            head = "\n".join(lines[node.lineno - 1 : node.body[0].end_lineno])
+            body = "\n".join(lines[node.body[0].end_lineno : rest[-1].end_lineno])
+            found.append(
+                {
+                    "context": f"{OPEN_FENCE}{head}\n",
+                    "reference": f"{body}\n{CLOSE_FENCE}",
+                    "source": f"{path.name}:{node.name}",
+                }
+            )
+    return tuple(found)
+
+
+def write_splits(out: str | Path, heldout: int = 64, seed: int = 0) -> tuple[Path, Path]:
+    """Shuffle the functions with ``seed`` and write train.jsonl and heldout.jsonl to ``out``."""
+    functions = stdlib_functions()
+    if heldout >= len(functions):
+        raise ValueError(f"only {len(functions)} functions: cannot hold out {heldout}")
+    random.Random(seed).shuffle(functions)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "train.jsonl", out / "heldout.jsonl"
+    for path, part in zip(paths, (functions[heldout:], functions[:heldout]), strict=True):
+        path.write_text("".join(json.dumps(f) + "\n" for f in part))
+    return paths
+
+
+def completed_function(context: str, sample: str) -> str:
+    """The code a sample completes: the context without its opening fence, then the sample up
+    to its closing fence (what follows the fence is prose, not code)."""
+    return context.removeprefix(OPEN_FENCE) + sample.split(CLOSE_FENCE, 1)[0]
+
+
+def compiles(source: str) -> bool:
+    """True iff ``source`` compiles as a Python module; nothing is ever executed."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarning for odd escapes is not an error
+            compile(source, "<sample>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class CompletionCompiles:
+    """b(x, c) = 1 iff the function that sample x completes from context c compiles."""
+
+    name: str = "compiles"
+    boolean: bool = field(default=True, init=False)
+
+    def __call__(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> torch.Tensor:
+        if contexts is None or len(contexts) != len(texts):
+            raise ValueError(f"scorer {self.name!r} needs the signature (context) of every sample")
+        return torch.tensor(
+            [float(compiles(completed_function(c, t))) for t, c in zip(texts, contexts, strict=True)],
+            dtype=torch.float64,
+        )

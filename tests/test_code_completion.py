@@ -1,0 +1,70 @@
+"""The offline code-completion task: standard-library signatures as contexts, "compiles" as
+b(x, c), checked with compile() only."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bayesalign.config import build_target, parse_config
+from bayesalign.tasks.code_completion import (
+    CompletionCompiles,
+    compiles,
+    completed_function,
+    stdlib_functions,
+    write_splits,
+)
+from bayesalign.toy import toy_model
+
+CONTEXT = '```python\ndef double(x):\n    """Twice x."""\n'
+
+
+def test_every_reference_completes_its_signature_into_code_that_compiles():
+    functions = stdlib_functions()
+    assert len(functions) > 100
+    assert len({f["source"] for f in functions}) == len(functions)
+    contexts = [f["context"] for f in functions]
+    assert all(c.startswith("```python\ndef ") and c.endswith("\n") for c in contexts)
+    scores = CompletionCompiles()([f["reference"] for f in functions], contexts)
+    assert scores.sum().item() == len(functions)
+
+
+def test_a_sample_is_cut_at_the_closing_fence():
+    sample = "    return 2 * x\n```\nThis doubles x. It is not code ("
+    assert completed_function(CONTEXT, sample) == 'def double(x):\n    """Twice x."""\n    return 2 * x\n'
+    assert CompletionCompiles()([sample, "This doubles x (", "return x\n```"], [CONTEXT] * 3).tolist() == [
+        1.0,
+        0.0,
+        0.0,  # not indented: the body is missing
+    ]
+
+
+def test_code_is_compiled_never_run():
+    marker = Path("/tmp") / f"bayesalign-must-not-exist-{uuid.uuid4().hex}"
+    body = f"    __import__('os').system('touch {marker}')\n    open('{marker}', 'w')\n```"
+    assert CompletionCompiles()([body], [CONTEXT]).tolist() == [1.0]
+    assert not marker.exists()
+    assert not compiles("x = 1\0")  # a null byte: ValueError, counted as not compiling
+    assert not compiles("(" * 1000 + ")" * 1000)  # too deeply nested for the parser
+
+
+def test_splits_are_disjoint_and_reproducible(tmp_path):
+    train, heldout = write_splits(tmp_path, heldout=10, seed=3)
+    rows = [json.loads(line) for line in heldout.read_text().splitlines()]
+    assert len(rows) == 10 and set(rows[0]) == {"context", "reference", "source"}
+    train_sources = {json.loads(line)["source"] for line in train.read_text().splitlines()}
+    assert not train_sources & {r["source"] for r in rows}
+    again, _ = write_splits(tmp_path / "again", heldout=10, seed=3)
+    assert again.read_text() == train.read_text()
+    with pytest.raises(ValueError, match="cannot hold out"):
+        write_splits(tmp_path, heldout=10**6)
+
+
+def test_the_constraint_builds_from_a_config():
+    raw = {"model": {"name": "toy"}, "target": {"constraints": [{"type": "completion_compiles"}]}}
+    cfg = parse_config(raw)
+    target = build_target(cfg.target, toy_model(["a"]))
+    assert target.describe() == "a(x) · b[compiles]"
