@@ -27,19 +27,21 @@ def test_every_reference_completes_its_signature_into_code_that_compiles():
     assert len(functions) > 100
     assert len({f["source"] for f in functions}) == len(functions)
     contexts = [f["context"] for f in functions]
-    assert all(c.startswith("```python\ndef ") and c.endswith("\n") for c in contexts)
+    assert all(c.startswith("```python\ndef ") and c.rstrip(" \t").endswith("\n") for c in contexts)
     scores = CompletionCompiles()([f["reference"] for f in functions], contexts)
     assert scores.sum().item() == len(functions)
+    assert all(not f["reference"][0].isspace() for f in functions)  # the context holds the indent
 
 
 def test_a_sample_is_cut_at_the_closing_fence():
     sample = "    return 2 * x\n```\nThis doubles x. It is not code ("
     assert completed_function(CONTEXT, sample) == 'def double(x):\n    """Twice x."""\n    return 2 * x\n'
-    assert CompletionCompiles()([sample, "This doubles x (", "return x\n```"], [CONTEXT] * 3).tolist() == [
-        1.0,
-        0.0,
-        0.0,  # not indented: the body is missing
-    ]
+    assert completed_function(CONTEXT, "    y = 2 * x\n    return y + (") == completed_function(
+        CONTEXT, "    y = 2 * x\n"
+    )
+    samples = [sample, "This doubles x (", "return x\n```", "```\nNo body at all.", "\n    \n```"]
+    # not indented: outside the function (it would compile as module code); no body; blank body
+    assert CompletionCompiles()(samples, [CONTEXT] * 5).tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_code_is_compiled_never_run():

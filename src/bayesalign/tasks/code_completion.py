@@ -1,11 +1,13 @@
 """Code completion from function signatures of the Python standard library (CDPG's code task,
 built offline): the context is a fenced signature with its docstring, the model writes the
-body, and the constraint is b(x, c) = "signature + body compiles". Code is compiled with
+body, and the constraint is b(x, c) = "the body is there and signature + body compiles". Code is compiled with
 ``compile()`` only, never executed.
 
-SmolLM2-Instruct stays in code mode only inside a ```python fence, and prompts must end in a
-newline (not in indentation, which splits tokens badly: see shared/reference), so each context
-is "```python\\n<def line(s)>\\n<docstring>\\n" and a sample ends at the closing fence.
+SmolLM2-Instruct stays in code mode only inside a ```python fence, so each context is
+"```python\\n<def line(s)>\\n<docstring>\\n<indentation>" and a sample ends at the closing
+fence. Ending the context in the body's indentation costs PEP8 warnings (E111/E117, a token
+boundary artefact) but not compilation; without it, SmolLM2 writes at column 0 and 0 of 32
+samples complete the function (measured; with it, 6% at T = 1 and 12% at T = 0.7, 64 tokens).
 """
 
 from __future__ import annotations
@@ -57,13 +59,16 @@ def _parse_stdlib(min_body_lines: int, max_body_lines: int) -> tuple[dict[str, s
                 continue
             head = "\n".join(lines[node.lineno - 1 : node.body[0].end_lineno])
             body = "\n".join(lines[node.body[0].end_lineno : rest[-1].end_lineno])
-            found.append(
-                {
-                    "context": f"{OPEN_FENCE}{head}\n",
-                    "reference": f"{body}\n{CLOSE_FENCE}",
-                    "source": f"{path.name}:{node.name}",
-                }
-            )
+            indent = body[: len(body) - len(body.lstrip(" \t"))]
+            if not indent:  # the body starts with a blank line
+                continue
+            entry = {  # the context ends in the body's indentation: the model starts writing code
+                "context": f"{OPEN_FENCE}{head}\n{indent}",
+                "reference": f"{body[len(indent) :]}\n{CLOSE_FENCE}",
+                "source": f"{path.name}:{node.name}",
+            }
+            if completes_body(entry["context"], entry["reference"]):  # e.g. no column-0 strings
+                found.append(entry)
     return tuple(found)
 
 
@@ -83,8 +88,12 @@ def write_splits(out: str | Path, heldout: int = 64, seed: int = 0) -> tuple[Pat
 
 def completed_function(context: str, sample: str) -> str:
     """The code a sample completes: the context without its opening fence, then the sample up
-    to its closing fence (what follows the fence is prose, not code)."""
-    return context.removeprefix(OPEN_FENCE) + sample.split(CLOSE_FENCE, 1)[0]
+    to its closing fence (what follows the fence is prose, not code). A sample that never
+    closes the fence was cut by the length limit: its last, unfinished line is dropped."""
+    code, fence, _ = sample.partition(CLOSE_FENCE)
+    if not fence and not code.endswith("\n"):
+        code = code[: code.rfind("\n") + 1]
+    return context.removeprefix(OPEN_FENCE) + code
 
 
 def compiles(source: str) -> bool:
@@ -98,9 +107,22 @@ def compiles(source: str) -> bool:
     return True
 
 
+def completes_body(context: str, sample: str) -> bool:
+    """The sample writes a body (at least one line, every line indented, so inside the
+    function: a docstring alone is already a valid body, and code at column 0 would compile as
+    module code) and the completed function compiles."""
+    head = context.removeprefix(OPEN_FENCE).rstrip(" \t")  # a context may end in indentation
+    body = completed_function(context, sample)[len(head) :]
+    lines = [line for line in body.splitlines() if line.strip()]
+    if not lines or not all(line[0] in " \t" for line in lines):
+        return False
+    return compiles(completed_function(context, sample))
+
+
 @dataclass(frozen=True)
 class CompletionCompiles:
-    """b(x, c) = 1 iff the function that sample x completes from context c compiles."""
+    """b(x, c) = 1 iff sample x completes the function of context c with a body that compiles
+    (:func:`completes_body`)."""
 
     name: str = "compiles"
     boolean: bool = field(default=True, init=False)
@@ -109,6 +131,6 @@ class CompletionCompiles:
         if contexts is None or len(contexts) != len(texts):
             raise ValueError(f"scorer {self.name!r} needs the signature (context) of every sample")
         return torch.tensor(
-            [float(compiles(completed_function(c, t))) for t, c in zip(texts, contexts, strict=True)],
+            [float(completes_body(c, t)) for t, c in zip(texts, contexts, strict=True)],
             dtype=torch.float64,
         )
