@@ -1,6 +1,7 @@
 """Command line: ``bayesalign train CONFIG --out DIR [--set k=v ...] [--resume]``, ``bayesalign demo``,
 ``bayesalign sample CONFIG --out FILE.jsonl --n N [--method rejection|qrs|importance] ...`` and
-``bayesalign compare CONFIG --methods gdc++,ppo,... --seeds 3 --out DIR``."""
+``bayesalign compare CONFIG --methods gdc++,ppo,... --seeds 3 --out DIR`` and
+``bayesalign report RUN [RUN ...] [--out FILE.html]``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import SpaceTooLargeError
 from bayesalign.objectives import InfiniteDivergenceError
 from bayesalign.proposals import NonFiniteLogProbError
+from bayesalign.report import ReportError, build_report
 from bayesalign.samplers import SamplingError
 from bayesalign.training import NonFiniteLossError, RunFolder
 from bayesalign.training.session import train
@@ -51,6 +53,11 @@ def _compare(args: argparse.Namespace, console: Console) -> None:
         raw, args.methods.split(","), args.seeds, args.out, grad_samples=args.grad_samples, console=console
     )
     console.print(f"comparison written to {args.out} (summary.md, summary.json, one folder per run)")
+
+
+def _report(args: argparse.Namespace, console: Console) -> None:
+    out = args.out or Path(args.runs[0]) / "report.html"
+    console.print(f"report written to {build_report(args.runs, out)}")
 
 
 def _demo(args: argparse.Namespace, console: Console) -> None:
@@ -276,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--grad-samples", type=int, default=16, help="samples for the gradient variance")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
     c.set_defaults(handler=_compare)
+    r = sub.add_parser("report", help="an HTML page of one or more runs: curves, samples, configs")
+    r.add_argument("runs", nargs="+", type=Path, help="run folders (their curves are overlaid)")
+    r.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html of the first run)")
+    r.set_defaults(handler=_report)
     d = sub.add_parser("demo", help="align SmolLM2-135M towards positive continuations (no hub)")
     d.add_argument("--out", type=Path, default=None, help="run folder (default runs/demo-<time>)")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
@@ -316,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         InfiniteDivergenceError,
         CompareRunError,
         ContextError,
+        ReportError,
         ImportError,
     ) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)

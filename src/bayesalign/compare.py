@@ -9,7 +9,8 @@ of samples. Options sections of other methods (``training.ppo`` in a config run 
 
 After each run the per-sample gradient variance of its objective is measured on fresh samples
 (diagnostics.py). The summary gives, per method, the mean and standard deviation over seeds of
-the final metrics and the mean learning curve, as ``summary.json`` and ``summary.md``.
+the final metrics and the mean learning curve, as ``summary.json`` and ``summary.md``, and
+``report.html`` plots every run's curves together.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bayesalign.config import (
     closest,
     parse_config,
 )
+from bayesalign.report import build_report
 from bayesalign.training.run import RunFolder
 from bayesalign.training.session import train
 
@@ -140,6 +142,7 @@ def compare(
         results.append(RunResult(method, seed, folder, final, curve))
     summary = summarise(results, budget=describe_budget(plan[0][2]))
     write_summary(summary, out)
+    build_report([r.folder for r in results], out / "report.html", title=f"bayesalign compare: {out.name}")
     console.print(summary_table(summary))
     return summary
 

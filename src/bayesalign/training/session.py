@@ -13,6 +13,7 @@ from rich.table import Table
 from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
+from bayesalign.report import build_report
 from bayesalign.targets import Target, Tilt
 from bayesalign.training.run import RunFolder
 from bayesalign.training.trainer import Trainer
@@ -126,4 +127,5 @@ def train(
 
         trainer.fit(on_record=on_record, on_step=lambda step: progress.update(task, completed=step))
     policy.save_pretrained(run.final, merge_lora=config.checkpoint.merge_lora)
+    build_report([run.path], run.path / "report.html", title=f"bayesalign: {run.path.name}")
     return trainer

@@ -1,0 +1,73 @@
+"""`bayesalign report`: a self-contained page whose plots, samples and config come from the runs."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+
+import pytest
+import yaml
+
+from bayesalign.cli import main
+from bayesalign.config import apply_overrides, parse_config
+from bayesalign.report import ReportError, build_report, plotted_metrics
+from bayesalign.training.run import RunFolder
+from bayesalign.training.session import train
+
+RAW = {
+    "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
+    "sampling": {"max_new_tokens": 4},
+    "target": {"constraints": [{"type": "word", "words": ["b"], "name": "has_b"}]},
+    "training": {"steps": 4, "batch_size": 32, "lr": 3e-2},
+    "eval": {"every": 2, "samples": 16, "save_samples": 3},
+    "checkpoint": {"every": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for method in ("gdc++", "dpg"):
+        train(parse_config(apply_overrides(copy.deepcopy(RAW), [f"training.method={method}"])), root / method)
+    return root / "gdc++", root / "dpg"
+
+
+def test_training_writes_a_report_with_one_plot_per_metric(two_runs):
+    run = RunFolder(two_runs[0])
+    page = (run.path / "report.html").read_text()
+    records = run.read_metrics()
+    names = plotted_metrics(records)
+    assert names[:3] == ["satisfaction_pi", "kl_p_pi", "kl_pi_a"]
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
+    assert [alt for alt, _ in images] == names
+    assert all(base64.b64decode(data).startswith(b"\x89PNG") for _, data in images)
+    assert "lr: 0.03" in page  # the resolved config
+    first = json.loads((run.samples / "step_000000.jsonl").read_text().splitlines()[0])
+    assert first["text"] in page
+    assert f"{records[-1]['samples_seen']} samples seen" in page
+
+
+def test_runs_are_overlaid_and_texts_escaped(two_runs, tmp_path):
+    dpg = RunFolder(two_runs[1])
+    last = sorted(dpg.samples.glob("step_*.jsonl"))[-1]
+    last.write_text(json.dumps({"text": "<script>alert(1)</script>", "has_b": 1.0}) + "\n")
+    out = build_report(two_runs, tmp_path / "both.html", title="both")
+    page = out.read_text()
+    assert page.count("<h2>") == 2 and str(two_runs[0]) in page and str(two_runs[1]) in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_report_refuses_a_folder_without_a_run(tmp_path, capsys):
+    with pytest.raises(ReportError, match="holds no run"):
+        build_report([tmp_path], tmp_path / "r.html")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no run" in capsys.readouterr().err
+
+
+def test_cli_report_defaults_to_the_first_runs_folder(two_runs, tmp_path):
+    (two_runs[0] / "report.html").unlink()
+    assert main(["report", str(two_runs[0])]) == 0
+    assert (two_runs[0] / "report.html").read_text().startswith("<!doctype html>")
+    assert yaml.safe_load((two_runs[0] / "config.yaml").read_text())["training"]["method"] == "gdc++"
