@@ -71,3 +71,14 @@ def test_cli_report_defaults_to_the_first_runs_folder(two_runs, tmp_path):
     assert main(["report", str(two_runs[0])]) == 0
     assert (two_runs[0] / "report.html").read_text().startswith("<!doctype html>")
     assert yaml.safe_load((two_runs[0] / "config.yaml").read_text())["training"]["method"] == "gdc++"
+
+
+def test_final_gets_a_model_card_with_the_runs_numbers(two_runs):
+    run = RunFolder(two_runs[0])
+    card = (run.final / "README.md").read_text()
+    first, last = run.read_metrics()[0], run.read_metrics()[-1]
+    assert "Method: `gdc++`, 4 steps × 32 samples" in card
+    assert "Target (the posterior p ∝ …): `a(x) · b[has_b]`" in card
+    assert f"| satisfaction_pi | {first['satisfaction_pi']:.4g} | {last['satisfaction_pi']:.4g} |" in card
+    assert "AutoModelForCausalLM.from_pretrained(path)" in card  # merged: a plain HF folder
+    assert (run.final / "model.safetensors").is_file()

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target
+from bayesalign.model_card import write_model_card
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
 from bayesalign.report import build_report
@@ -126,6 +127,9 @@ def train(
                 console.print(f"step {record['step']}: {headline}")
 
         trainer.fit(on_record=on_record, on_step=lambda step: progress.update(task, completed=step))
-    policy.save_pretrained(run.final, merge_lora=config.checkpoint.merge_lora)
+    merged = config.checkpoint.merge_lora
+    policy.save_pretrained(run.final, merge_lora=merged)
+    records = run.read_metrics()
+    write_model_card(run.final, config, target, records, merged=merged, seq2seq=policy.is_seq2seq)
     build_report([run.path], run.path / "report.html", title=f"bayesalign: {run.path.name}")
     return trainer

@@ -1,0 +1,86 @@
+"""The model card written to a run's final/ folder: what was aligned to what, how, with what
+result, and how to load it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bayesalign.config import Config
+from bayesalign.targets import Target
+
+CARD_METRICS = (
+    "satisfaction_pi",
+    "kl_p_pi",
+    "kl_pi_p",
+    "kl_pi_a",
+    "kl_p_a",
+    "entropy_pi",
+    "distinct_2_pi",
+    "reference_nll_pi",
+)
+
+
+def model_card(
+    config: Config, target: Target, records: list[dict], *, merged: bool, seq2seq: bool = False
+) -> str:
+    """Markdown for final/README.md: base model, target, method, metrics before and after."""
+    first, last = records[0], records[-1]
+    fit = target.moment_fit
+    moments = ""
+    if fit is not None:
+        moments = "\n".join(
+            f"- E_p[{f.name}] = {f.moment:g} wanted, {f.achieved:.4g} achieved, λ = {f.lam:.4g}"
+            for f in fit.features
+        )
+        moments = f"\nDistributional constraints (λ fitted before training):\n\n{moments}\n"
+    scores = sorted(k for k in last if k.startswith("score_") and k.endswith("_pi"))
+    wanted = [m for m in (*CARD_METRICS, *scores) if m in last]
+    rows = "\n".join(f"| {m} | {_fmt(first.get(m))} | {_fmt(last.get(m))} |" for m in wanted)
+    training = config.training
+    auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
+    load = (
+        f"from transformers import {auto}, AutoTokenizer\nmodel = {auto}.from_pretrained(path)"
+        if merged
+        else f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n"
+        f"model = PeftModel.from_pretrained({auto}.from_pretrained({config.model.name!r}), path)"
+    )
+    return f"""---
+library_name: transformers
+tags: [bayesalign]
+---
+# Aligned with bayesalign
+
+- Base model (the prior a): `{config.model.name}`{" with LoRA" if config.model.lora else ""}
+- Prompt: {config.prompt!r}{" (contexts from " + str(config.contexts.train) + ")" if config.contexts else ""}
+- Target (the posterior p ∝ …): `{target.describe()}`
+- Method: `{training.method}`, {training.steps} steps × {training.batch_size} samples, lr {training.lr:g},
+  proposal `{training.proposal.update}`, seed {training.seed}
+{moments}
+## Metrics (step 0 → step {last.get("step")})
+
+| metric | before | after |
+|---|---|---|
+{rows}
+
+KL(p‖π) and KL(π‖a) are importance-sampling estimates (see bayesalign's docs); π's metrics are
+measured on π's own samples.
+
+## Load it
+
+```python
+path = "path/to/this/folder"
+{load}
+tokenizer = AutoTokenizer.from_pretrained(path)
+```
+"""
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def write_model_card(
+    folder: Path, config: Config, target: Target, records: list[dict], *, merged: bool, seq2seq: bool
+) -> None:
+    card = model_card(config, target, records, merged=merged, seq2seq=seq2seq)
+    (folder / "README.md").write_text(card, encoding="utf-8")
