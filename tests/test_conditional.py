@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ import torch
 from bayesalign.config import ConfigError, apply_overrides, build_models, build_objective, parse_config
 from bayesalign.contexts import ContextError, group_by_context, load_contexts, step_contexts
 from bayesalign.exact import ExactTarget, SequenceSpace
+from bayesalign.metrics import bleu
 from bayesalign.models import make_policy
 from bayesalign.objectives import CDPG, Batch, PolicyOutput
 from bayesalign.proposals import propose
@@ -24,7 +26,7 @@ from bayesalign.scorers import CallableScorer
 from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
 from bayesalign.targets import Target
 from bayesalign.toy import toy_model
-from bayesalign.training import Trainer
+from bayesalign.training import RunFolder, Trainer
 
 CONTEXTS = ["a", "b b", "c c c"]
 
@@ -53,11 +55,11 @@ BASE = {
 }
 
 
-def make_trainer(*overrides: str) -> Trainer:
+def make_trainer(*overrides: str, run: RunFolder | None = None) -> Trainer:
     cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
     policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
     target = Target.pointwise(prior, [ENOUGH])
-    return Trainer(policy, target, build_objective(cfg.training, target), cfg)
+    return Trainer(policy, target, build_objective(cfg.training, target), cfg, run)
 
 
 def test_the_contexts_normalisers_differ_by_more_than_ten_fold():
@@ -271,14 +273,22 @@ def test_reference_nll_is_the_per_token_loss_of_the_references(tmp_path):
     eval_file = tmp_path / "heldout.jsonl"
     rows = [{"context": "a", "reference": "b b"}, {"context": "c c c", "reference": "c c c a"}]
     eval_file.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    run = RunFolder(tmp_path / "run").create()
     trainer = make_trainer(
-        f"contexts={{train: [a, b b, c c c], eval: {eval_file}, per_step: 3, reference_field: reference}}",
+        f"contexts={{train: [a, b b, c c c], eval: {eval_file}, per_step: 3, reference_field: reference, "
+        "bleu: true}",
         "training.steps=2",
         "eval.every=2",
         "eval.samples=8",
         "eval.exact=false",
+        run=run,
     )
     records = trainer.fit()
+    # BLEU of π's samples (4 per eval context, saved in order) against their context's reference
+    texts = [
+        json.loads(line)["text"] for line in (run.samples / "step_000002.jsonl").read_text().splitlines()
+    ]
+    assert records[-1]["bleu_pi"] == pytest.approx(bleu(texts, ["b b"] * 4 + ["c c c a"] * 4))
     prior = toy_model(["a", "b", "c"], seed=1)
     references = prior.encode_continuations(["a", "c c c"], ["b b", "c c c a"])
     assert references.lengths.tolist() == [2, 4]
@@ -286,3 +296,11 @@ def test_reference_nll_is_the_per_token_loss_of_the_references(tmp_path):
     assert records[0]["reference_nll_pi"] == pytest.approx(expected, rel=1e-6)  # π = a at step 0
     assert records[-1]["reference_nll_a"] == pytest.approx(expected, rel=1e-6)
     assert records[-1]["reference_nll_pi"] != pytest.approx(expected, rel=1e-6)  # π has moved
+
+
+def test_bleu_names_its_extra_and_needs_references(monkeypatch):
+    with pytest.raises(ConfigError, match="contexts.bleu needs contexts.reference_field"):
+        parse_config(apply_overrides(copy.deepcopy(BASE), ["contexts.bleu=true"]))
+    monkeypatch.setitem(sys.modules, "sacrebleu", None)
+    with pytest.raises(ImportError, match=r"pip install 'bayesalign\[translation\]'"):
+        bleu(["a"], ["a"])

@@ -540,6 +540,15 @@ class ContextsSection(Section):
         description="key of a reference output in each .jsonl line of the eval contexts: evaluation "
         "then reports the per-token NLL of π and of a on the references (a task metric)",
     )
+    bleu: bool = Field(
+        False, description="also report BLEU of π's samples against the references (needs sacrebleu)"
+    )
+
+    @model_validator(mode="after")
+    def _bleu_needs_references(self) -> ContextsSection:
+        if self.bleu and self.reference_field is None:
+            raise ValueError("contexts.bleu needs contexts.reference_field (the references to compare with)")
+        return self
 
 
 class Config(Section):

@@ -17,3 +17,15 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
         raise ValueError(f"distinct-n needs n >= 1, got {n}")
     grams = [g for text in texts for g in ngrams(text.split(), n)]
     return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU (sacreBLEU's default 13a tokenisation), one reference per hypothesis: the
+    translation task metric of the CDPG paper. Needs the ``translation`` extra."""
+    try:
+        import sacrebleu
+    except ImportError as err:
+        raise ImportError("BLEU needs sacrebleu: pip install 'bayesalign[translation]'") from err
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    return sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score

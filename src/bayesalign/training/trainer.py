@@ -20,7 +20,7 @@ from bayesalign.contexts import group_by_context, load_contexts, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
-from bayesalign.metrics import distinct_n
+from bayesalign.metrics import bleu, distinct_n
 from bayesalign.models import LanguageModel, Samples
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
 from bayesalign.proposals import Scored, propose
@@ -108,6 +108,8 @@ class Trainer:
             if section.reference_field is not None:
                 references = load_contexts(held_out, section.reference_field)[: section.eval_contexts]
                 self.references = self.base.encode_continuations(self.eval_contexts, references)
+                if section.bleu:
+                    bleu(["check"], ["check"])  # a missing sacrebleu fails here, before any work
                 self.reference_nll_a = self._reference_nll(self.base)
             if self.eval_cfg.samples < 2 * len(self.eval_contexts):
                 raise ValueError(
@@ -330,6 +332,10 @@ class Trainer:
         if self.references is not None:  # a task metric: how likely π finds the real outputs
             metrics["reference_nll_pi"] = self._reference_nll(self.policy)
             metrics["reference_nll_a"] = self.reference_nll_a
+            if self.config.contexts.bleu:
+                reference_of = dict(zip(self.references.contexts, self.references.texts, strict=True))
+                texts, contexts = pi_draw.samples.texts, pi_draw.samples.contexts
+                metrics["bleu_pi"] = bleu(texts, [reference_of[c] for c in contexts])
         for feature in self.target.features:  # distributional constraints: E[φ] vs wanted moment
             name = feature.scorer.name
             put(f"moment_{name}_pi", est.mean(pi_draw.evidence.scores[name]))
