@@ -1,0 +1,1 @@
+"""Pretraining with human feedback: corpus segments, their scores, control tokens, packing."""
