@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,6 +27,7 @@ from bayesalign.config import (
     apply_overrides,
     build_models,
     build_target,
+    format_validation_error,
     load_config,
 )
 from bayesalign.contexts import ContextError
@@ -53,6 +55,31 @@ def _compare(args: argparse.Namespace, console: Console) -> None:
         raw, args.methods.split(","), args.seeds, args.out, grad_samples=args.grad_samples, console=console
     )
     console.print(f"comparison written to {args.out} (summary.md, summary.json, one folder per run)")
+
+
+def _pretrain(args: argparse.Namespace, console: Console) -> None:
+    from bayesalign.pretraining.config import PretrainConfig
+    from bayesalign.pretraining.trainer import Pretrainer
+
+    if not args.config.is_file():
+        raise ConfigError(f"config file {args.config} does not exist")
+    raw = apply_overrides(yaml.safe_load(args.config.read_text()) or {}, args.set)
+    try:
+        config = PretrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+    if RunFolder(args.out).metrics_file.exists():
+        raise ConfigError(f"{args.out} already holds a run; choose another --out")
+    with console.status("segmenting, scoring and packing the corpus; training the tokenizer"):
+        trainer = Pretrainer(config, args.out)
+    console.print(f"{len(trainer.blocks)} training blocks of {config.model.block_size} tokens")
+
+    def show(record: dict) -> None:
+        shown = ("tokens", "train_loss", "heldout_loss", "misalignment", "misaligned_fraction")
+        console.print("  ".join(f"{k}={record[k]:.4g}" for k in shown))
+
+    trainer.train(on_record=show)
+    console.print(f"run written to {args.out} (metrics.jsonl, samples/, final/)")
 
 
 def _report(args: argparse.Namespace, console: Console) -> None:
@@ -283,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--grad-samples", type=int, default=16, help="samples for the gradient variance")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
     c.set_defaults(handler=_compare)
+    t = sub.add_parser("pretrain", help="pretrain a small LM from scratch with human feedback (PHF)")
+    t.add_argument("config", type=Path)
+    t.add_argument("--out", type=Path, required=True, help="run folder")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    t.set_defaults(handler=_pretrain)
     r = sub.add_parser("report", help="an HTML page of one or more runs: curves, samples, configs")
     r.add_argument("runs", nargs="+", type=Path, help="run folders (their curves are overlaid)")
     r.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html of the first run)")

@@ -38,7 +38,10 @@ from bayesalign.scorers import (
     WordScorer,
     import_callable,
 )
+from bayesalign.scorers.code import CompilesScorer, Pep8Scorer
 from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
+from bayesalign.scorers.offensive import OffensiveScorer
+from bayesalign.scorers.pii import DEFAULT_KINDS, PIIKind, PIIScorer
 from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
 from bayesalign.tasks.code_completion import CompletionCompiles
 
@@ -144,6 +147,56 @@ class CompletionCompilesSpec(Section):
         return CompletionCompiles(self.name)
 
 
+class Pep8Spec(Section):
+    """pycodestyle violations per character (lower is better); boolean: b(x) = 1 iff none."""
+
+    type: Literal["pep8"]
+    boolean: bool = False
+    ignore_truncation: bool = Field(
+        False, description="do not count what only says the text was cut at its end (W292, W391, ...)"
+    )
+    name: str = "pep8"
+
+    def build(self) -> Scorer:
+        return Pep8Scorer(self.boolean, self.ignore_truncation, self.name)
+
+
+class CompilesSpec(Section):
+    """b(x) = 1 iff prefix + (context) + x compiles as Python; never executed."""
+
+    type: Literal["compiles"]
+    prefix: str = Field("", description="prepended before compiling, e.g. a function signature")
+    context_as_prefix: bool = Field(False, description="prepend each sample's context (after prefix)")
+    name: str = "compiles"
+
+    def build(self) -> Scorer:
+        return CompilesScorer(self.prefix, self.context_as_prefix, self.name)
+
+
+class PIISpec(Section):
+    """PII items (scrubadub) per character (lower is better); boolean: b(x) = 1 iff none."""
+
+    type: Literal["pii"]
+    kinds: list[PIIKind] = list(DEFAULT_KINDS)
+    boolean: bool = False
+    locale: str = Field("en_US", description="region of the phone numbers")
+    name: str = "pii"
+
+    def build(self) -> Scorer:
+        return PIIScorer(tuple(self.kinds), self.boolean, self.locale, self.name)
+
+
+class OffensiveSpec(Section):
+    """alt-profanity-check probability (lower is better); threshold: b(x) = 1 iff below it."""
+
+    type: Literal["offensive"]
+    threshold: float | None = Field(None, gt=0, le=1)
+    name: str = "offensive"
+
+    def build(self) -> Scorer:
+        return OffensiveScorer(self.threshold, self.name)
+
+
 SCORERS: dict[str, type[Section]] = {
     "word": WordSpec,
     "regex": RegexSpec,
@@ -152,6 +205,10 @@ SCORERS: dict[str, type[Section]] = {
     "numbers_as_digits": NumbersAsDigitsSpec,
     "names_subset": NamesSubsetSpec,
     "completion_compiles": CompletionCompilesSpec,
+    "pep8": Pep8Spec,
+    "compiles": CompilesSpec,
+    "pii": PIISpec,
+    "offensive": OffensiveSpec,
 }
 ScorerSpec = Annotated[
     WordSpec
@@ -160,12 +217,16 @@ ScorerSpec = Annotated[
     | CallableSpec
     | NumbersAsDigitsSpec
     | NamesSubsetSpec
-    | CompletionCompilesSpec,
+    | CompletionCompilesSpec
+    | Pep8Spec
+    | CompilesSpec
+    | PIISpec
+    | OffensiveSpec,
     Field(discriminator="type"),
 ]
 
 
-def _check_scorer_type(spec: Any) -> Any:
+def check_scorer_type(spec: Any) -> Any:
     if isinstance(spec, dict):
         kind = spec.get("type")
         if kind is None:
@@ -179,7 +240,7 @@ class RewardSpec(Section):
     scorer: ScorerSpec
     beta: float = Field(gt=0, description="temperature of the tilt a(x)·exp(r(x)/β)")
 
-    _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: _check_scorer_type(v))
+    _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
 
 
 class DistributionalSpec(Section):
@@ -188,7 +249,7 @@ class DistributionalSpec(Section):
     scorer: ScorerSpec
     moment: float = Field(description="the wanted expectation of the feature under the target p")
 
-    _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: _check_scorer_type(v))
+    _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
 
 
 class MomentFitSection(Section):
@@ -211,7 +272,7 @@ class TargetSection(Section):
     def _scorer_types(cls, value: Any) -> Any:
         if isinstance(value, list):
             for spec in value:
-                _check_scorer_type(spec)
+                check_scorer_type(spec)
         return value
 
     @model_validator(mode="after")
@@ -605,7 +666,7 @@ class Config(Section):
 
 
 # -- loading -----------------------------------------------------------------------------------
-def _format(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
@@ -638,7 +699,7 @@ def parse_config(raw: dict) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format(err)) from None
+        raise ConfigError(format_validation_error(err)) from None
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:

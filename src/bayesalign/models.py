@@ -26,6 +26,7 @@ from transformers import (
     LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -40,6 +41,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    banned_tokens: tuple[int, ...] = ()  # never sampled (e.g. control tokens at inference)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -48,10 +50,12 @@ class SamplingParams:
     @property
     def is_ancestral(self) -> bool:
         """True when the sampling distribution is the model's own distribution."""
-        return self.temperature == 1.0 and self.top_p >= 1.0 and self.top_k == 0
+        return self.temperature == 1.0 and self.top_p >= 1.0 and self.top_k == 0 and not self.banned_tokens
 
     def warpers(self) -> LogitsProcessorList:
         warpers = LogitsProcessorList()
+        if self.banned_tokens:
+            warpers.append(SuppressTokensLogitsProcessor(list(self.banned_tokens)))
         if self.temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(self.temperature))
         if self.top_k > 0:

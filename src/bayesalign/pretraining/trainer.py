@@ -1,0 +1,199 @@
+"""`bayesalign pretrain`: train a small GPT-2 from scratch on a scored corpus with one of the
+PHF objectives, reporting held-out LM loss and the misalignment of unconditional samples."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.objectives.pretraining import AWR, mle, rwr, unlikelihood
+from bayesalign.pretraining.config import PretrainConfig
+from bayesalign.pretraining.data import (
+    BAD,
+    GOOD,
+    TokenStream,
+    control_prefixes,
+    encode_segments,
+    kept_documents,
+    pack,
+    segments,
+)
+from bayesalign.scorers import checked_scores
+from bayesalign.training.run import RunFolder
+
+EOS = "<|endoftext|>"
+
+
+def train_tokenizer(documents: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on the corpus, with EOS and both control tokens."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, GOOD, BAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(documents, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS, additional_special_tokens=[GOOD, BAD]
+    )
+
+
+class Pretrainer:
+    def __init__(self, config: PretrainConfig, out: str | Path | None = None) -> None:
+        self.config = config
+        if config.training.threads:
+            torch.set_num_threads(config.training.threads)
+        self.generator = torch.Generator().manual_seed(config.training.seed)
+        documents = [Path(f).read_text(encoding="utf-8") for f in config.corpus.files]
+        if len(documents) < 2:
+            raise ValueError("the corpus needs at least 2 documents (one is held out)")
+        order = torch.randperm(len(documents), generator=self.generator).tolist()
+        n_heldout = max(1, round(config.corpus.heldout * len(documents)))
+        heldout, train = [documents[i] for i in order[:n_heldout]], [documents[i] for i in order[n_heldout:]]
+        self.scorer = config.scorer.build()
+        size = config.model
+        self.tokenizer = train_tokenizer(train, size.vocab_size)
+        self.eos = self.tokenizer.eos_token_id
+        self.good, self.bad = self.tokenizer.convert_tokens_to_ids([GOOD, BAD])
+        torch.manual_seed(config.training.seed)
+        self.module = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=len(self.tokenizer),
+                n_positions=size.block_size + config.eval.max_new_tokens + 1,
+                n_embd=size.n_embd,
+                n_layer=size.n_layer,
+                n_head=size.n_head,
+                bos_token_id=self.eos,
+                eos_token_id=self.eos,
+            )
+        )
+        self.blocks, self.scores = self._blocks(train, training=True)
+        self.heldout_blocks, _ = self._blocks(heldout, training=False)
+        objective = config.objective
+        self.awr = (
+            AWR(
+                size.n_embd,
+                beta=objective.beta,
+                alpha=objective.alpha,
+                value_trains_trunk=objective.value_trains_trunk,
+            )
+            if objective.type == "awr"
+            else None
+        )
+        params = list(self.module.parameters()) + (list(self.awr.parameters()) if self.awr else [])
+        self.optimizer = torch.optim.AdamW(params, lr=config.training.lr)
+        self.run = RunFolder(out).create() if out is not None else None
+        self.tokens_seen = 0
+
+    # -- data ------------------------------------------------------------------------------------
+    def _blocks(self, documents: list[str], *, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segment, score, (filter, tag) and pack. Held-out data is neither filtered nor tagged:
+        the LM loss is measured on the corpus as it is."""
+        objective = self.config.objective
+        parts = [segments(d, self.config.corpus.unit) for d in documents]
+        scores = [checked_scores(self.scorer, p, None).tolist() if p else [] for p in parts]
+        keep = range(len(parts))
+        if training and objective.type == "filtering":
+            keep = kept_documents(scores, objective.threshold)
+            if not keep:
+                raise ValueError(f"filtering at threshold {objective.threshold} drops every document")
+        stream = TokenStream([], [])
+        for i in keep:
+            prefixes = None
+            if training and objective.type == "conditional":
+                prefixes = control_prefixes(scores[i], objective.threshold, objective.drop, self.generator)
+            doc = encode_segments(parts[i], scores[i], self.tokenizer, prefixes)
+            stream.ids += doc.ids + [self.eos]
+            stream.scores += doc.scores + [0.0]  # the document separator is neutral
+        return pack(stream, self.config.model.block_size)
+
+    # -- training ----------------------------------------------------------------------------------
+    def loss(self, block: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The objective's loss on a batch of blocks: token t predicts token t + 1, whose
+        segment score it is weighted by."""
+        objective = self.config.objective
+        out = self.module(input_ids=block, output_hidden_states=self.awr is not None)
+        logits, labels, target_scores = out.logits[:, :-1], block[:, 1:], scores[:, 1:]
+        if objective.type in ("mle", "filtering", "conditional"):
+            return mle(logits, labels)
+        if objective.type == "unlikelihood":
+            return unlikelihood(
+                logits, labels, target_scores, threshold=objective.threshold, alpha=objective.alpha
+            )
+        if objective.type == "rwr":
+            return rwr(logits, labels, target_scores, beta=objective.beta)
+        return self.awr(logits, labels, target_scores, out.hidden_states[-1][:, :-1])
+
+    def train(self, on_record: Callable[[dict], None] | None = None) -> list[dict]:
+        cfg = self.config.training
+        per_step = cfg.batch_size * self.config.model.block_size
+        steps = max(1, cfg.tokens // per_step)
+        every = max(1, self.config.eval.every_tokens // per_step)
+        records, started = [], time.perf_counter()
+        order = torch.randperm(len(self.blocks), generator=self.generator)
+        position = 0
+        for step in range(1, steps + 1):
+            if position + cfg.batch_size > len(order):  # a new epoch over the blocks
+                order, position = torch.randperm(len(self.blocks), generator=self.generator), 0
+            idx = order[position : position + cfg.batch_size]
+            position += cfg.batch_size
+            self.module.train()
+            loss = self.loss(self.blocks[idx], self.scores[idx])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{self.config.objective.type} loss is {loss.item()} at step {step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.tokens_seen += per_step
+            if step % every == 0 or step == steps:
+                record = {"step": step, "tokens": self.tokens_seen, "train_loss": loss.item()}
+                record |= self.evaluate() | {"seconds": time.perf_counter() - started}
+                records.append(record)
+                if self.run is not None:
+                    self.run.log_metrics(record)
+                if on_record is not None:
+                    on_record(record)
+        if self.run is not None:
+            self.module.save_pretrained(self.run.final, safe_serialization=True)
+            self.tokenizer.save_pretrained(self.run.final)
+        return records
+
+    # -- evaluation --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.module.eval()
+        heldout = self.heldout_blocks
+        loss = mle(self.module(input_ids=heldout).logits[:, :-1], heldout[:, 1:]).item()
+        return {"heldout_loss": loss, **self.misalignment()}
+
+    @torch.no_grad()
+    def misalignment(self) -> dict[str, float]:
+        """Scores of unconditional samples (after <|good|>, both control tokens banned, for
+        conditional training): mean, expected max over k, and the fraction above threshold.
+        Samples start where documents start in training: after EOS."""
+        ev, objective = self.config.eval, self.config.objective
+        conditional = objective.type == "conditional"
+        # a document starts after EOS (as in training, where EOS separates documents)
+        model = LanguageModel(self.module, self.tokenizer, EOS + (GOOD if conditional else ""))
+        banned = (self.good, self.bad)
+        params = SamplingParams(max_new_tokens=ev.max_new_tokens, banned_tokens=banned)
+        samples = model.sample(ev.samples, params, generator=torch.Generator().manual_seed(0))
+        scores = checked_scores(self.scorer, samples.texts, None)
+        k = min(ev.max_k, len(scores))
+        groups = scores[: len(scores) // k * k].view(-1, k)
+        if self.run is not None:
+            rows = [{"text": t, "score": s} for t, s in zip(samples.texts, scores.tolist(), strict=True)]
+            self.run.write_samples(self.tokens_seen, rows[:20])
+        return {
+            "misalignment": scores.mean().item(),
+            f"expected_max_misalignment_{k}": groups.max(1).values.mean().item(),
+            "misaligned_fraction": (scores > objective.threshold).double().mean().item(),
+        }

@@ -1,0 +1,89 @@
+"""`bayesalign pretrain` on a synthetic corpus: half of its lines are "bad" (misaligned), and
+each document has its own rate of them. Conditional training must cut misalignment after
+<|good|> far below MLE's; filtering must train on exactly the documents it keeps."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import yaml
+
+from bayesalign.cli import main
+from bayesalign.pretraining.config import PretrainConfig
+from bayesalign.pretraining.trainer import Pretrainer
+
+SUBJECTS = ["the cat", "my dog", "this day", "the food", "our team", "that film", "the weather", "his code"]
+GOOD_WORDS, BAD_WORDS = ["good", "nice", "fine", "great"], ["bad", "awful"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> list[str]:
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("corpus")
+    files = []
+    for d in range(40):
+        rate = rng.random()
+        lines = [
+            f"{rng.choice(SUBJECTS)} is {rng.choice(BAD_WORDS if rng.random() < rate else GOOD_WORDS)}.\n"
+            for _ in range(30)
+        ]
+        path = root / f"doc{d}.txt"
+        path.write_text("".join(lines))
+        files.append(str(path))
+    return files
+
+
+def config(files: list[str], objective: dict, tokens: int = 250_000) -> dict:
+    return {
+        "corpus": {"files": files, "unit": "lines"},
+        "scorer": {"type": "regex", "pattern": r"\b(bad|awful)\b", "name": "misaligned"},
+        "model": {"n_layer": 2, "n_embd": 64, "n_head": 2, "block_size": 64, "vocab_size": 400},
+        "objective": objective,
+        "training": {"tokens": tokens, "batch_size": 16, "lr": 3e-3},
+        "eval": {"every_tokens": 10**9, "samples": 128, "max_new_tokens": 6},
+    }
+
+
+def test_conditional_training_cuts_misalignment_after_good(corpus):
+    mle = Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "mle"}))).train()[-1]
+    ct = Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "conditional"}))).train()[-1]
+    assert mle["misalignment"] > 0.35  # about the corpus's rate of bad lines
+    assert ct["misalignment"] < mle["misalignment"] / 5, (ct["misalignment"], mle["misalignment"])
+
+
+def test_filtering_trains_on_the_kept_documents_only(corpus):
+    kept = Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "filtering", "threshold": 0.3})))
+    every = Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "mle"})))
+    assert 0 < len(kept.blocks) < 0.7 * len(every.blocks)
+    bad_rate = kept.scores.mean().item()
+    assert bad_rate <= 0.3 < every.scores.mean().item()  # token scores: the kept data is cleaner
+    with pytest.raises(ValueError, match="drops every document"):
+        Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "filtering", "threshold": -1.0})))
+
+
+@pytest.mark.parametrize(
+    "objective", [{"type": "unlikelihood", "alpha": 1.0}, {"type": "rwr"}, {"type": "awr"}]
+)
+def test_every_feedback_objective_runs_the_same_loop_and_records_its_metrics(corpus, objective, tmp_path):
+    trainer = Pretrainer(PretrainConfig.model_validate(config(corpus, objective, tokens=4096)), tmp_path)
+    record = trainer.train()[-1]
+    assert record["tokens"] == 4096
+    assert set(record) >= {"train_loss", "heldout_loss", "misalignment", "misaligned_fraction"}
+    assert (tmp_path / "final" / "model.safetensors").is_file()
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1
+
+
+def test_cli_pretrain_validates_before_work(corpus, tmp_path, capsys):
+    raw = config(corpus, {"type": "conditional"}, tokens=2048)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["pretrain", str(path), "--out", str(tmp_path / "run")]) == 0
+    assert main(["pretrain", str(path), "--out", str(tmp_path / "run")]) == 2  # the run exists
+    bad = copy.deepcopy(raw)
+    bad["objective"]["type"] = "conditonal"
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["pretrain", str(path), "--out", str(tmp_path / "other")]) == 2
+    assert "conditonal" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
