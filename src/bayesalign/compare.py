@@ -1,11 +1,13 @@
 """Several methods on one target with one sample budget: what `bayesalign compare` runs.
 
 Each (method, seed) is an ordinary training run (training/session.py) in its own folder
-``OUT/<method>/seed<k>/``, from the same base config with only three changes: the method, the
-seed (base seed + k), and ``training.proposal.update: on_policy``, so that every method draws
-``training.batch_size`` samples per step from its own policy and all runs see the same number
-of samples. Options sections of other methods (``training.ppo`` in a config run with
-``gdc++``) are dropped per run, so one config can hold every method's options.
+``OUT/<method>/seed<s>/``, from the same base config with only three changes: the method, the
+seed s = base seed + k for the k-th run of a method (the folder names the seed the run used),
+and ``training.proposal.update: on_policy``, so that every method draws ``training.batch_size``
+samples per step from its own policy and all runs see the same number of samples. Folders keep
+the method's own name: its characters (``gdc++``, ``kl-reinforce``) are safe in file names.
+Options sections of other methods (``training.ppo`` in a config run with ``gdc++``) are dropped
+per run, so one config can hold every method's options.
 
 After each run the per-sample gradient variance of its objective is measured on fresh samples
 (diagnostics.py). The summary gives, per method, the mean and standard deviation over seeds of
@@ -55,6 +57,7 @@ FINAL = (
     "exact_kl_pi_a",
     "exact_entropy_pi",
     "grad_variance",
+    "grad_mean_sq_norm",
     "seconds",
 )
 
@@ -118,8 +121,8 @@ def compare(
     if grad_samples < 2:
         raise ConfigError(f"--grad-samples must be >= 2, got {grad_samples}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out} is not empty; choose a new --out for a comparison")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} is not an empty folder; choose a new --out for a comparison")
     base_seed = run_config(raw, methods[0]).training.seed
     plan = [
         (method, base_seed + k, run_config(raw, method, base_seed + k))
@@ -142,7 +145,10 @@ def compare(
         results.append(RunResult(method, seed, folder, final, curve))
     summary = summarise(results, budget=describe_budget(plan[0][2]))
     write_summary(summary, out)
-    build_report([r.folder for r in results], out / "report.html", title=f"bayesalign compare: {out.name}")
+    if plan[0][2].eval.report:
+        build_report(
+            [r.folder for r in results], out / "report.html", title=f"bayesalign compare: {out.name}"
+        )
     console.print(summary_table(summary))
     return summary
 

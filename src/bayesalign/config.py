@@ -540,6 +540,7 @@ class EvalSection(Section):
     exact: bool = Field(False, description="also enumerate the whole space (toy models only)")
     exact_limit: int = Field(200_000, gt=0)
     save_samples: int = Field(20, ge=0, description="texts of π written to samples/ per evaluation")
+    report: bool = Field(True, description="write report.html (plots of every metric) at the end")
 
 
 class CheckpointSection(Section):

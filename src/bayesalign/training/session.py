@@ -131,5 +131,6 @@ def train(
     policy.save_pretrained(run.final, merge_lora=merged)
     records = run.read_metrics()
     write_model_card(run.final, config, target, records, merged=merged, seq2seq=policy.is_seq2seq)
-    build_report([run.path], run.path / "report.html", title=f"bayesalign: {run.path.name}")
+    if config.eval.report:
+        build_report([run.path], run.path / "report.html", title=f"bayesalign: {run.path.name}")
     return trainer
