@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from bayesalign.scorers.code import compiles
+
 OPEN_FENCE = "```python\n"
 CLOSE_FENCE = "```"
 
@@ -94,17 +96,6 @@ def completed_function(context: str, sample: str) -> str:
     if not fence and not code.endswith("\n"):
         code = code[: code.rfind("\n") + 1]
     return context.removeprefix(OPEN_FENCE) + code
-
-
-def compiles(source: str) -> bool:
-    """True iff ``source`` compiles as a Python module; nothing is ever executed."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # SyntaxWarning for odd escapes is not an error
-            compile(source, "<sample>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-        return False
-    return True
 
 
 def completes_body(context: str, sample: str) -> bool:
