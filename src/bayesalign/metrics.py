@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -29,3 +30,31 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
     return sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score
+
+
+def ngram_entropy(texts: Sequence[str], n: int) -> float:
+    """Entropy (nats) of the distribution of n-grams over the set of texts: diversity that,
+    unlike Distinct-n, also weighs how evenly the n-grams are used. NaN without n-grams."""
+    counts: dict[tuple[str, ...], int] = {}
+    for text in texts:
+        for gram in ngrams(text.split(), n):
+            counts[gram] = counts.get(gram, 0) + 1
+    total = sum(counts.values())
+    if not total:
+        return float("nan")
+    return -sum(c / total * math.log(c / total) for c in counts.values())
+
+
+def self_bleu(texts: Sequence[str], max_texts: int = 64) -> float:
+    """Self-BLEU (Zhu et al. 2018): the mean BLEU of each text against all the others (sacreBLEU
+    sentence BLEU). High means the texts repeat each other. Uses the first ``max_texts`` texts:
+    the cost is quadratic."""
+    try:
+        import sacrebleu
+    except ImportError as err:
+        raise ImportError("Self-BLEU needs sacrebleu: pip install 'bayesalign[translation]'") from err
+    texts = list(texts)[:max_texts]
+    if len(texts) < 2:
+        raise ValueError("Self-BLEU needs at least 2 texts")
+    scores = [sacrebleu.sentence_bleu(text, texts[:i] + texts[i + 1 :]).score for i, text in enumerate(texts)]
+    return sum(scores) / len(scores)

@@ -20,7 +20,7 @@ from bayesalign.contexts import group_by_context, load_contexts, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
-from bayesalign.metrics import bleu, distinct_n
+from bayesalign.metrics import bleu, distinct_n, ngram_entropy
 from bayesalign.models import LanguageModel, Samples
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
 from bayesalign.proposals import Scored, propose
@@ -323,6 +323,8 @@ class Trainer:
         put("entropy_pi", est.mean(-pi_draw.log_q))  # H(π) = E_π[−log π]: collapse shows here
         for n_gram in (1, 2):
             metrics[f"distinct_{n_gram}_pi"] = distinct_n(pi_draw.samples.texts, n_gram)
+        metrics["ngram_entropy_2_pi"] = ngram_entropy(pi_draw.samples.texts, 2)
+        metrics["length_pi"] = pi_draw.samples.lengths.double().mean().item()  # tokens, EOS included
         for who, draw in (("pi", pi_draw), ("q", q_draw)):
             put(f"kl_{who}_a", est.kl_on_samples(draw.log_q, draw.log_a))
             if draw.evidence.satisfied is not None:
