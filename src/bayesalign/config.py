@@ -39,6 +39,7 @@ from bayesalign.scorers import (
     import_callable,
 )
 from bayesalign.scorers.code import CompilesScorer, Pep8Scorer
+from bayesalign.scorers.combinators import AllOf, AnyOf, Not, WeightedSum
 from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
 from bayesalign.scorers.offensive import OffensiveScorer
 from bayesalign.scorers.pii import DEFAULT_KINDS, PIIKind, PIIScorer
@@ -197,6 +198,64 @@ class OffensiveSpec(Section):
         return OffensiveScorer(self.threshold, self.name)
 
 
+class AllSpec(Section):
+    """b(x) = 1 iff every scorer in ``of`` holds (boolean scorers)."""
+
+    type: Literal["all"]
+    of: list[ScorerSpec]
+    name: str = "all"
+
+    _types = field_validator("of", mode="before")(lambda cls, v: [check_scorer_type(x) for x in v])
+
+    def build(self) -> Scorer:
+        return AllOf(tuple(spec.build() for spec in self.of), self.name)
+
+
+class AnySpec(Section):
+    """b(x) = 1 iff at least one scorer in ``of`` holds (boolean scorers)."""
+
+    type: Literal["any"]
+    of: list[ScorerSpec]
+    name: str = "any"
+
+    _types = field_validator("of", mode="before")(lambda cls, v: [check_scorer_type(x) for x in v])
+
+    def build(self) -> Scorer:
+        return AnyOf(tuple(spec.build() for spec in self.of), self.name)
+
+
+class NotSpec(Section):
+    """b(x) = 1 − scorer(x) (a boolean scorer)."""
+
+    type: Literal["not"]
+    scorer: ScorerSpec
+    name: str = "not"
+
+    _types = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
+
+    def build(self) -> Scorer:
+        return Not(self.scorer.build(), self.name)
+
+
+class WeightedTerm(Section):
+    weight: float
+    scorer: ScorerSpec
+
+    _types = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
+
+
+class SumSpec(Section):
+    """r(x) = Σ weight·scorer(x): a reward or feature from several scorers."""
+
+    type: Literal["sum"]
+    terms: list[WeightedTerm]
+    name: str = "sum"
+
+    def build(self) -> Scorer:
+        parts = tuple(t.scorer.build() for t in self.terms)
+        return WeightedSum(parts, tuple(t.weight for t in self.terms), self.name)
+
+
 SCORERS: dict[str, type[Section]] = {
     "word": WordSpec,
     "regex": RegexSpec,
@@ -209,6 +268,10 @@ SCORERS: dict[str, type[Section]] = {
     "compiles": CompilesSpec,
     "pii": PIISpec,
     "offensive": OffensiveSpec,
+    "all": AllSpec,
+    "any": AnySpec,
+    "not": NotSpec,
+    "sum": SumSpec,
 }
 ScorerSpec = Annotated[
     WordSpec
@@ -221,9 +284,15 @@ ScorerSpec = Annotated[
     | Pep8Spec
     | CompilesSpec
     | PIISpec
-    | OffensiveSpec,
+    | OffensiveSpec
+    | AllSpec
+    | AnySpec
+    | NotSpec
+    | SumSpec,
     Field(discriminator="type"),
 ]
+for _combinator in (AllSpec, AnySpec, NotSpec, WeightedTerm, SumSpec):  # they nest ScorerSpec
+    _combinator.model_rebuild()
 
 
 def check_scorer_type(spec: Any) -> Any:
