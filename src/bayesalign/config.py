@@ -38,6 +38,7 @@ from bayesalign.scorers import (
     WordScorer,
     import_callable,
 )
+from bayesalign.scorers.classifier import ClassifierScorer
 from bayesalign.scorers.code import CompilesScorer, Pep8Scorer
 from bayesalign.scorers.combinators import AllOf, AnyOf, Not, WeightedSum
 from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
@@ -198,6 +199,28 @@ class OffensiveSpec(Section):
         return OffensiveScorer(self.threshold, self.name)
 
 
+class ClassifierSpec(Section):
+    """p(label | x) of a local Hugging Face sequence classifier (a folder with safetensors)."""
+
+    type: Literal["classifier"]
+    path: str
+    label: str | int
+    threshold: float | None = Field(None, gt=0, le=1, description="boolean: p(label) >= threshold")
+    batch_size: int = Field(64, gt=0)
+    trust_remote_code: bool = False
+    name: str = "classifier"
+
+    def build(self) -> Scorer:
+        return ClassifierScorer(
+            self.path,
+            self.label,
+            self.threshold,
+            self.batch_size,
+            trust_remote_code=self.trust_remote_code,
+            name=self.name,
+        )
+
+
 class AllSpec(Section):
     """b(x) = 1 iff every scorer in ``of`` holds (boolean scorers)."""
 
@@ -268,6 +291,7 @@ SCORERS: dict[str, type[Section]] = {
     "compiles": CompilesSpec,
     "pii": PIISpec,
     "offensive": OffensiveSpec,
+    "classifier": ClassifierSpec,
     "all": AllSpec,
     "any": AnySpec,
     "not": NotSpec,
@@ -285,6 +309,7 @@ ScorerSpec = Annotated[
     | CompilesSpec
     | PIISpec
     | OffensiveSpec
+    | ClassifierSpec
     | AllSpec
     | AnySpec
     | NotSpec
