@@ -8,6 +8,7 @@ import copy
 import random
 
 import pytest
+import torch
 import yaml
 
 from bayesalign.cli import main
@@ -87,3 +88,37 @@ def test_cli_pretrain_validates_before_work(corpus, tmp_path, capsys):
     assert main(["pretrain", str(path), "--out", str(tmp_path / "other")]) == 2
     assert "conditonal" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_finetuning_with_feedback_continues_the_stream_where_the_mle_run_stopped(
+    corpus, tmp_path, monkeypatch
+):
+    """MLE for the first half of the budget, then conditional training on the rest: the second
+    run starts from the first's weights and tokenizer and trains on exactly the blocks an
+    uninterrupted run would have used after the skipped steps."""
+    seen: dict[str, list] = {"full": [], "continued": []}
+    original = Pretrainer.loss
+
+    def recording(key):
+        def loss(self, block, scores):
+            seen[key].append(block.clone())
+            return original(self, block, scores)
+
+        return loss
+
+    full = config(corpus, {"type": "mle"}, tokens=8192)
+    monkeypatch.setattr(Pretrainer, "loss", recording("full"))
+    Pretrainer(PretrainConfig.model_validate(full)).train()
+    first = config(corpus, {"type": "mle"}, tokens=4096)
+    monkeypatch.setattr(Pretrainer, "loss", lambda self, block, scores: original(self, block, scores))
+    Pretrainer(PretrainConfig.model_validate(first), tmp_path / "mle").train()
+    rest = config(corpus, {"type": "unlikelihood", "alpha": 1.0}, tokens=8192)
+    rest["training"] |= {"init_from": str(tmp_path / "mle" / "final"), "skip_tokens": 4096}
+    monkeypatch.setattr(Pretrainer, "loss", recording("continued"))
+    records = Pretrainer(PretrainConfig.model_validate(rest)).train()
+    assert records[-1]["tokens"] == 8192 and len(seen["continued"]) == 4  # 4 of 8 steps of 1024 tokens
+    for mine, theirs in zip(seen["continued"], seen["full"][4:], strict=True):
+        assert torch.equal(mine, theirs)
+    rest["training"]["skip_tokens"] = 8192
+    with pytest.raises(ValueError, match="leaves nothing of the budget"):
+        PretrainConfig.model_validate(rest)

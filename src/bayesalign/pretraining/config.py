@@ -37,6 +37,12 @@ class ObjectiveSection(Section):
 
 class PretrainTrainingSection(Section):
     tokens: int = Field(100_000, gt=0, description="token budget (blocks x block_size)")
+    init_from: str | None = Field(
+        None, description="a pretrain run's final/ folder: continue from its weights and tokenizer"
+    )
+    skip_tokens: int = Field(
+        0, ge=0, description="tokens of the stream already seen (by init_from's run): skipped, not retrained"
+    )
     batch_size: int = Field(16, gt=0, description="blocks per optimizer step")
     lr: float = Field(1e-3, gt=0)
     seed: int = 0
@@ -59,6 +65,15 @@ class PretrainConfig(Section):
     eval: PretrainEvalSection = PretrainEvalSection()
 
     _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
+
+    @model_validator(mode="after")
+    def _skip_within_budget(self) -> PretrainConfig:
+        if self.training.skip_tokens >= self.training.tokens:
+            raise ValueError(
+                f"training.skip_tokens {self.training.skip_tokens} leaves nothing of the budget "
+                f"training.tokens {self.training.tokens}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _heads_divide(self) -> PretrainConfig:

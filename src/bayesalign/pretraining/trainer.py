@@ -4,7 +4,7 @@ PHF objectives, reporting held-out LM loss and the misalignment of unconditional
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -60,23 +60,32 @@ class Pretrainer:
         heldout, train = [documents[i] for i in order[:n_heldout]], [documents[i] for i in order[n_heldout:]]
         self.scorer = config.scorer.build()
         size = config.model
-        self.tokenizer = train_tokenizer(train, size.vocab_size)
+        torch.manual_seed(config.training.seed)
+        if config.training.init_from is not None:  # "finetune with feedback" from an earlier run
+            self.tokenizer = PreTrainedTokenizerFast.from_pretrained(config.training.init_from)
+            self.module = GPT2LMHeadModel.from_pretrained(config.training.init_from, use_safetensors=True)
+        else:
+            self.tokenizer = train_tokenizer(train, size.vocab_size)
+            self.module = GPT2LMHeadModel(
+                GPT2Config(
+                    vocab_size=len(self.tokenizer),
+                    n_positions=size.block_size + config.eval.max_new_tokens + 1,
+                    n_embd=size.n_embd,
+                    n_layer=size.n_layer,
+                    n_head=size.n_head,
+                    bos_token_id=self.tokenizer.eos_token_id,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                )
+            )
         self.eos = self.tokenizer.eos_token_id
         self.good, self.bad = self.tokenizer.convert_tokens_to_ids([GOOD, BAD])
-        torch.manual_seed(config.training.seed)
-        self.module = GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=len(self.tokenizer),
-                n_positions=size.block_size + config.eval.max_new_tokens + 1,
-                n_embd=size.n_embd,
-                n_layer=size.n_layer,
-                n_head=size.n_head,
-                bos_token_id=self.eos,
-                eos_token_id=self.eos,
-            )
-        )
         self.blocks, self.scores = self._blocks(train, training=True)
         self.heldout_blocks, _ = self._blocks(heldout, training=False)
+        if len(self.blocks) < config.training.batch_size:
+            raise ValueError(
+                f"the corpus gives {len(self.blocks)} training blocks, fewer than one batch of "
+                f"{config.training.batch_size}: add text or lower training.batch_size/model.block_size"
+            )
         objective = config.objective
         self.awr = (
             AWR(
@@ -138,13 +147,13 @@ class Pretrainer:
         steps = max(1, cfg.tokens // per_step)
         every = max(1, self.config.eval.every_tokens // per_step)
         records, started = [], time.perf_counter()
-        order = torch.randperm(len(self.blocks), generator=self.generator)
-        position = 0
-        for step in range(1, steps + 1):
-            if position + cfg.batch_size > len(order):  # a new epoch over the blocks
-                order, position = torch.randperm(len(self.blocks), generator=self.generator), 0
-            idx = order[position : position + cfg.batch_size]
-            position += cfg.batch_size
+        batches = self.batches()
+        skipped = cfg.skip_tokens // per_step
+        for _ in range(skipped):  # the stream's first blocks were seen by the run we continue
+            next(batches)
+        self.tokens_seen = skipped * per_step
+        for step in range(skipped + 1, steps + 1):
+            idx = next(batches)
             self.module.train()
             loss = self.loss(self.blocks[idx], self.scores[idx])
             if not torch.isfinite(loss):
@@ -165,6 +174,17 @@ class Pretrainer:
             self.module.save_pretrained(self.run.final, safe_serialization=True)
             self.tokenizer.save_pretrained(self.run.final)
         return records
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """Block indices of each step: epochs of shuffled blocks, from a generator of their own
+        (seed + 1), so that the order depends only on the seed and the number of blocks, and a
+        continued run can skip exactly the steps its predecessor took."""
+        generator = torch.Generator().manual_seed(self.config.training.seed + 1)
+        size = self.config.training.batch_size
+        while True:
+            order = torch.randperm(len(self.blocks), generator=generator)
+            for start in range(0, len(order) - size + 1, size):
+                yield order[start : start + size]
 
     # -- evaluation --------------------------------------------------------------------------------
     @torch.no_grad()
