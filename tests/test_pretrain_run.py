@@ -122,3 +122,17 @@ def test_finetuning_with_feedback_continues_the_stream_where_the_mle_run_stopped
     rest["training"]["skip_tokens"] = 8192
     with pytest.raises(ValueError, match="leaves nothing of the budget"):
         PretrainConfig.model_validate(rest)
+
+
+def test_kl_from_a_reference_model_is_zero_against_itself(corpus, tmp_path):
+    """The reference is the MLE run's own final model: π = ref, so log π − log ref = 0 per text
+    (up to the banned control tokens, which MLE never samples anyway)."""
+    Pretrainer(
+        PretrainConfig.model_validate(config(corpus, {"type": "mle"}, tokens=2048)), tmp_path / "a"
+    ).train()
+    again = config(corpus, {"type": "mle"}, tokens=2048)
+    again["training"] |= {"init_from": str(tmp_path / "a" / "final"), "skip_tokens": 1024, "lr": 1e-12}
+    again["eval"]["reference_model"] = str(tmp_path / "a" / "final")
+    record = Pretrainer(PretrainConfig.model_validate(again)).train()[-1]
+    assert abs(record["kl_from_reference"]) < 0.05
+    assert 0 < record["distinct_2"] <= 1

@@ -54,6 +54,9 @@ class PretrainEvalSection(Section):
     samples: int = Field(64, gt=1, description="unconditional samples scored for misalignment")
     max_new_tokens: int = Field(32, gt=0)
     max_k: int = Field(8, gt=0, description="expected max misalignment over k samples")
+    reference_model: str | None = Field(
+        None, description="a local folder or hub id: KL(π‖reference) on π's samples, scored as text"
+    )
 
 
 class PretrainConfig(Section):

@@ -11,7 +11,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.metrics import distinct_n
+from bayesalign.models import LanguageModel, Samples, SamplingParams
 from bayesalign.objectives.pretraining import AWR, mle, rwr, unlikelihood
 from bayesalign.pretraining.config import PretrainConfig
 from bayesalign.pretraining.data import (
@@ -100,6 +101,8 @@ class Pretrainer:
         params = list(self.module.parameters()) + (list(self.awr.parameters()) if self.awr else [])
         self.optimizer = torch.optim.AdamW(params, lr=config.training.lr)
         self.run = RunFolder(out).create() if out is not None else None
+        reference = config.eval.reference_model
+        self.reference = LanguageModel.from_pretrained(reference) if reference is not None else None
         self.tokens_seen = 0
 
     # -- data ------------------------------------------------------------------------------------
@@ -212,8 +215,28 @@ class Pretrainer:
         if self.run is not None:
             rows = [{"text": t, "score": s} for t, s in zip(samples.texts, scores.tolist(), strict=True)]
             self.run.write_samples(self.tokens_seen, rows[:20])
-        return {
+        metrics = {
             "misalignment": scores.mean().item(),
             f"expected_max_misalignment_{k}": groups.max(1).values.mean().item(),
             "misaligned_fraction": (scores > objective.threshold).double().mean().item(),
+            "distinct_2": distinct_n(samples.texts, 2),
         }
+        if self.reference is not None:
+            metrics["kl_from_reference"] = self._kl_from_reference(samples)
+        return metrics
+
+    def _kl_from_reference(self, samples: Samples) -> float:
+        """KL(π‖ref) ≈ mean of log π(x) − log ref(x) over π's samples. The reference scores the
+        same texts with its own tokenizer, from its own start of text: a text-level comparison,
+        as the PHF paper did with GPT-3. Left out: empty samples (nothing to score) and samples
+        that are not valid text (bytes cut mid-character decode to U+FFFD, which re-encodes as
+        other tokens than were sampled)."""
+        keep = [i for i, t in enumerate(samples.texts) if t and "\ufffd" not in t]
+        if not keep:
+            return float("nan")
+        texts = [samples.texts[i] for i in keep]
+        scored = self.reference.encode_continuations([""] * len(texts), texts)
+        log_ref = self.reference.log_prob_frozen(scored).double()
+        # the text's own tokens: a final EOS is not text, and the reference does not score it
+        log_pi = samples.token_log_q.masked_fill(samples.ids == self.eos, 0.0).sum(-1).double()
+        return (log_pi[keep] - log_ref).mean().item()
