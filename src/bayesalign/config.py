@@ -707,6 +707,13 @@ class ContextsSection(Section):
         return self
 
 
+class TrackingSection(Section):
+    """Where evaluation records also go (training/tracking.py); the run folder always has them."""
+
+    backend: Literal["tensorboard", "wandb", "mlflow"]
+    project: str = Field("bayesalign", description="run name (TensorBoard, MLflow) or W&B project")
+
+
 class Config(Section):
     model: ModelSection
     prompt: str = ""
@@ -717,6 +724,7 @@ class Config(Section):
     eval: EvalSection = EvalSection()
     checkpoint: CheckpointSection = CheckpointSection()
     sample: SamplerSection | None = None  # None keeps configs of earlier runs resumable unchanged
+    tracking: TrackingSection | None = None
 
     @model_validator(mode="after")
     def _contexts_fit_the_batches(self) -> Config:

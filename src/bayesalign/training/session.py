@@ -17,6 +17,7 @@ from bayesalign.moments import MomentFit
 from bayesalign.report import build_report
 from bayesalign.targets import Target, Tilt
 from bayesalign.training.run import RunFolder
+from bayesalign.training.tracking import log_record, make_tracker
 from bayesalign.training.trainer import Trainer
 
 HEADLINE = ("satisfaction_pi", "kl_p_pi", "kl_pi_p", "kl_pi_a", "kl_p_a")
@@ -120,13 +121,21 @@ def train(
         moments = tuple(f"moment_{f.scorer.name}_pi" for f in target.features)
         moments += tuple(f"score_{t.scorer.name}_pi" for t in target.terms if isinstance(t, Tilt))
 
+        tracker = None
+        if config.tracking is not None:
+            tracker = make_tracker(config.tracking.backend, config.tracking.project, run)
+
         def on_record(record: dict) -> None:
+            if tracker is not None:
+                log_record(tracker, record, run)
             headline = "  ".join(f"{k}={record[k]:.3f}" for k in HEADLINE + moments if k in record)
             progress.update(task, completed=record["step"], headline=headline)
             if not console.is_terminal:
                 console.print(f"step {record['step']}: {headline}")
 
         trainer.fit(on_record=on_record, on_step=lambda step: progress.update(task, completed=step))
+        if tracker is not None:
+            tracker.finish()
     merged = config.checkpoint.merge_lora
     policy.save_pretrained(run.final, merge_lora=merged)
     records = run.read_metrics()

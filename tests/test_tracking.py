@@ -1,0 +1,54 @@
+"""Tracking: the TensorBoard events hold the run's own metrics, and its samples as text."""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import pytest
+
+from bayesalign.config import ConfigError, apply_overrides, parse_config
+from bayesalign.training.run import RunFolder
+from bayesalign.training.session import train
+from bayesalign.training.tracking import tensorboard_scalars
+
+RAW = {
+    "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
+    "sampling": {"max_new_tokens": 4},
+    "target": {"constraints": [{"type": "word", "words": ["b"], "name": "has_b"}]},
+    "training": {"steps": 4, "batch_size": 32, "lr": 3e-2},
+    "eval": {"every": 2, "samples": 16, "save_samples": 3, "report": False},
+    "checkpoint": {"every": 4},
+    "tracking": {"backend": "tensorboard", "project": "toy"},
+}
+
+
+def test_tensorboard_gets_every_record_at_its_step(tmp_path):
+    train(parse_config(copy.deepcopy(RAW)), tmp_path)
+    records = RunFolder(tmp_path).read_metrics()
+    scalars = tensorboard_scalars(tmp_path / "tensorboard")
+    for name in ("satisfaction_pi", "kl_p_pi", "kl_pi_a"):
+        assert [s for s, _ in scalars[name]] == [r["step"] for r in records]
+        assert [v for _, v in scalars[name]] == pytest.approx([r[name] for r in records], rel=1e-6)
+    assert "loss" in scalars and len(scalars["loss"]) == 2  # train metrics: only after a step
+
+
+def test_a_missing_tracker_package_is_named(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        train(parse_config(copy.deepcopy(RAW)), tmp_path)
+    with pytest.raises(ConfigError, match="did you mean 'tensorboard'"):
+        parse_config(apply_overrides(copy.deepcopy(RAW), ["tracking.backend=tensorbord"]))
+
+
+def test_tensorboard_gets_the_sampled_texts(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(parse_config(copy.deepcopy(RAW)), tmp_path)
+    (events,) = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events.parent))
+    accumulator.Reload()
+    (tag,) = [t for t in accumulator.Tags()["tensors"] if t.startswith("samples")]
+    texts = [e.tensor_proto.string_val[0].decode() for e in accumulator.Tensors(tag)]
+    first = RunFolder(tmp_path).samples / "step_000000.jsonl"
+    assert len(texts) == 3 and first.read_text().splitlines()[0].split('"text": "')[1].split('"')[0] in texts[0]
