@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from bayesalign.config import build_target, parse_config
+from bayesalign.scorers.code import Pep8Scorer
 from bayesalign.tasks.code_completion import (
     CompletionCompiles,
+    CompletionPep8,
     compiles,
     completed_function,
     stdlib_functions,
@@ -70,3 +72,20 @@ def test_the_constraint_builds_from_a_config():
     cfg = parse_config(raw)
     target = build_target(cfg.target, toy_model(["a"]))
     assert target.describe() == "a(x) · b[compiles]"
+
+
+def test_pep8_of_the_completed_function():
+    clean = "    return 2 * x\n```"
+    messy = "    return 2*x  ;y=1\n```"  # whitespace before ';', two statements on one line, y=1
+    scorer = CompletionPep8()
+    scores = scorer([clean, messy], [CONTEXT, CONTEXT])
+    assert scores[0].item() == 0.0
+    code = completed_function(CONTEXT, messy)
+    expected = len(Pep8Scorer().violations(code)) / len(code)
+    assert scores[1].item() == pytest.approx(expected) and expected > 0
+    assert CompletionPep8(boolean=True)([clean, messy], [CONTEXT, CONTEXT]).tolist() == [1.0, 0.0]
+    raw = {
+        "model": {"name": "toy"},
+        "target": {"constraints": [{"type": "completion_pep8", "boolean": True}]},
+    }
+    assert build_target(parse_config(raw).target, toy_model(["a"])).describe() == "a(x) · b[pep8]"

@@ -45,7 +45,7 @@ from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsSco
 from bayesalign.scorers.offensive import OffensiveScorer
 from bayesalign.scorers.pii import DEFAULT_KINDS, PIIKind, PIIScorer
 from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
-from bayesalign.tasks.code_completion import CompletionCompiles
+from bayesalign.tasks.code_completion import CompletionCompiles, CompletionPep8
 
 
 class ConfigError(ValueError):
@@ -147,6 +147,17 @@ class CompletionCompilesSpec(Section):
 
     def build(self) -> Scorer:
         return CompletionCompiles(self.name)
+
+
+class CompletionPep8Spec(Section):
+    """PEP8 violations per character of the function completed from a fenced signature (tasks/)."""
+
+    type: Literal["completion_pep8"]
+    boolean: bool = Field(False, description="b(x, c) = 1 iff no violation")
+    name: str = "pep8"
+
+    def build(self) -> Scorer:
+        return CompletionPep8(self.boolean, self.name)
 
 
 class Pep8Spec(Section):
@@ -287,6 +298,7 @@ SCORERS: dict[str, type[Section]] = {
     "numbers_as_digits": NumbersAsDigitsSpec,
     "names_subset": NamesSubsetSpec,
     "completion_compiles": CompletionCompilesSpec,
+    "completion_pep8": CompletionPep8Spec,
     "pep8": Pep8Spec,
     "compiles": CompilesSpec,
     "pii": PIISpec,
@@ -305,6 +317,7 @@ ScorerSpec = Annotated[
     | NumbersAsDigitsSpec
     | NamesSubsetSpec
     | CompletionCompilesSpec
+    | CompletionPep8Spec
     | Pep8Spec
     | CompilesSpec
     | PIISpec

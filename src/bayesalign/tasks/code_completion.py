@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bayesalign.scorers.code import compiles
+from bayesalign.scorers.code import Pep8Scorer, compiles
 
 OPEN_FENCE = "```python\n"
 CLOSE_FENCE = "```"
@@ -125,3 +125,22 @@ class CompletionCompiles:
             [float(completes_body(c, t)) for t, c in zip(texts, contexts, strict=True)],
             dtype=torch.float64,
         )
+
+
+@dataclass(frozen=True)
+class CompletionPep8:
+    """s(x, c) = pycodestyle violations per character of the function that sample x completes
+    from context c (signature + body; lower is better), or with ``boolean`` b(x, c) = 1 iff
+    there is none. Contexts ending in indentation cost E111/E117 on the first body line only
+    when the model indents again; a body cut by the length limit is judged on its whole lines."""
+
+    boolean: bool = False
+    name: str = "pep8"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_pep8", Pep8Scorer(self.boolean, ignore_truncation=True, name=self.name))
+
+    def __call__(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> torch.Tensor:
+        if contexts is None or len(contexts) != len(texts):
+            raise ValueError(f"scorer {self.name!r} needs the signature (context) of every sample")
+        return self._pep8([completed_function(c, t) for t, c in zip(texts, contexts, strict=True)])
