@@ -43,6 +43,7 @@ from bayesalign.scorers.code import CompilesScorer, Pep8Scorer
 from bayesalign.scorers.combinators import AllOf, AnyOf, Not, WeightedSum
 from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
 from bayesalign.scorers.offensive import OffensiveScorer
+from bayesalign.scorers.parallel import ParallelScorer
 from bayesalign.scorers.pii import DEFAULT_KINDS, PIIKind, PIIScorer
 from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
 from bayesalign.tasks.code_completion import CompletionCompiles, CompletionPep8
@@ -271,6 +272,21 @@ class NotSpec(Section):
         return Not(self.scorer.build(), self.name)
 
 
+class ParallelSpec(Section):
+    """Any scorer, run in worker processes behind a cache of scores keyed by text (for slow
+    pure-Python scorers such as pep8 or pii; scorers/parallel.py)."""
+
+    type: Literal["parallel"]
+    scorer: ScorerSpec
+    workers: int = Field(2, ge=0, description="processes; 0 = this process, cache only")
+    cache_size: int = Field(100_000, ge=0)
+
+    _types = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
+
+    def build(self) -> Scorer:
+        return ParallelScorer(self.scorer.build, self.workers, self.cache_size)
+
+
 class WeightedTerm(Section):
     weight: float
     scorer: ScorerSpec
@@ -308,6 +324,7 @@ SCORERS: dict[str, type[Section]] = {
     "any": AnySpec,
     "not": NotSpec,
     "sum": SumSpec,
+    "parallel": ParallelSpec,
 }
 ScorerSpec = Annotated[
     WordSpec
@@ -326,10 +343,11 @@ ScorerSpec = Annotated[
     | AllSpec
     | AnySpec
     | NotSpec
-    | SumSpec,
+    | SumSpec
+    | ParallelSpec,
     Field(discriminator="type"),
 ]
-for _combinator in (AllSpec, AnySpec, NotSpec, WeightedTerm, SumSpec):  # they nest ScorerSpec
+for _combinator in (AllSpec, AnySpec, NotSpec, WeightedTerm, SumSpec, ParallelSpec):  # they nest ScorerSpec
     _combinator.model_rebuild()
 
 
