@@ -23,12 +23,11 @@ from bayesalign.config import (
     parse_config,
 )
 from bayesalign.exact import ExactTarget, SequenceSpace, kl, tv
-from bayesalign.models import make_policy
 from bayesalign.objectives import DPG, FDPG, Batch, GDCPlusPlus, InfiniteDivergenceError, PolicyOutput
 from bayesalign.objectives.f_divergence import PSEUDO_REWARDS, MovingBaseline
 from bayesalign.scorers import CallableScorer
 from bayesalign.targets import Target
-from bayesalign.toy import toy_model
+from bayesalign.toy import perturbed_policy, toy_model
 from bayesalign.training import RunFolder, Trainer
 
 WORDS = ["a", "b", "c"]
@@ -106,16 +105,6 @@ def kl_regularised_rl_gradient(policy, exact: ExactTarget, reward: torch.Tensor,
     log_pi = policy.log_prob(exact.space.samples).double()
     objective = (log_pi.exp() * (reward - beta * (log_pi - exact.log_a))).sum()
     return flat_grad(objective, params), objective.item()
-
-
-def perturbed_policy(prior, seed: int, scale: float = 0.3):
-    """A policy π ≠ a (and ≠ p*): the prior's weights plus Gaussian noise."""
-    policy = make_policy(prior)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in policy.module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return policy
 
 
 def cosine(u: torch.Tensor, v: torch.Tensor) -> float:

@@ -15,12 +15,11 @@ import torch
 
 from bayesalign.config import ConfigError, apply_overrides, build_models, build_objective, parse_config
 from bayesalign.exact import ExactTarget, SequenceSpace, entropy, kl
-from bayesalign.models import make_policy
 from bayesalign.objectives import PPO, Batch, KLController, KLReinforce, PolicyOutput, policy_output
 from bayesalign.objectives.reward_maximisation import gae, token_kl, with_baseline
 from bayesalign.scorers import CallableScorer
 from bayesalign.targets import Target
-from bayesalign.toy import toy_model
+from bayesalign.toy import perturbed_policy, toy_model
 from bayesalign.training import RunFolder, Trainer
 
 WORDS = ["a", "b", "c"]
@@ -49,15 +48,6 @@ def make_trainer(*overrides: str, target=None, run: RunFolder | None = None) -> 
 def space_and_prior():
     prior = toy_model(WORDS, seed=1)
     return SequenceSpace(prior, 4), prior
-
-
-def perturbed_policy(prior, seed: int, scale: float = 0.3):
-    policy = make_policy(prior)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in policy.module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return policy
 
 
 def flat_grad(value: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:

@@ -6,18 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bayesalign.config import Config
+from bayesalign.report import LEADING
 from bayesalign.targets import Target
-
-CARD_METRICS = (
-    "satisfaction_pi",
-    "kl_p_pi",
-    "kl_pi_p",
-    "kl_pi_a",
-    "kl_p_a",
-    "entropy_pi",
-    "distinct_2_pi",
-    "reference_nll_pi",
-)
 
 
 def model_card(
@@ -34,7 +24,7 @@ def model_card(
         )
         moments = f"\nDistributional constraints (λ fitted before training):\n\n{moments}\n"
     scores = sorted(k for k in last if k.startswith("score_") and k.endswith("_pi"))
-    wanted = [m for m in (*CARD_METRICS, *scores) if m in last]
+    wanted = [m for m in (*LEADING, *scores) if m in last]
     rows = "\n".join(f"| {m} | {_fmt(first.get(m))} | {_fmt(last.get(m))} |" for m in wanted)
     training = config.training
     auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"

@@ -18,7 +18,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from bayesalign.models import LanguageModel
+from bayesalign.models import LanguageModel, make_policy
 
 EOS = "<eos>"
 
@@ -83,3 +83,14 @@ def toy_model(
         attn_pdrop=0.0,
     )
     return LanguageModel(GPT2LMHeadModel(config), toy_tokenizer(words), prompt)
+
+
+def perturbed_policy(prior: LanguageModel, seed: int, scale: float = 0.3) -> LanguageModel:
+    """A trainable copy of ``prior`` with Gaussian noise of std ``scale`` on every weight: a
+    policy π ≠ a for checking identities and gradients exactly (tests, notebooks)."""
+    policy = make_policy(prior)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in policy.module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=generator))
+    return policy
