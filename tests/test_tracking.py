@@ -51,5 +51,9 @@ def test_tensorboard_gets_the_sampled_texts(tmp_path):
     accumulator.Reload()
     (tag,) = [t for t in accumulator.Tags()["tensors"] if t.startswith("samples")]
     texts = [e.tensor_proto.string_val[0].decode() for e in accumulator.Tensors(tag)]
-    first = json.loads((RunFolder(tmp_path).samples / "step_000000.jsonl").read_text().splitlines()[0])
-    assert len(texts) == 3 and first["text"] in texts[0]  # one panel per evaluation
+    assert len(texts) == 3  # one panel per evaluation (steps 0, 2, 4)
+    saved = (RunFolder(tmp_path).samples / "step_000000.jsonl").read_text().splitlines()
+    rows = texts[0].strip().splitlines()
+    assert rows[0].startswith("| text |") and len(rows) == 2 + len(saved)  # header, rule, rows
+    for row, line in zip(rows[2:], saved, strict=True):
+        assert row.startswith(f"| {json.loads(line)['text']} |")
