@@ -52,10 +52,10 @@ class SamplingParams:
         """True when the sampling distribution is the model's own distribution."""
         return self.temperature == 1.0 and self.top_p >= 1.0 and self.top_k == 0 and not self.banned_tokens
 
-    def warpers(self) -> LogitsProcessorList:
+    def warpers(self, device: torch.device | str = "cpu") -> LogitsProcessorList:
         warpers = LogitsProcessorList()
-        if self.banned_tokens:
-            warpers.append(SuppressTokensLogitsProcessor(list(self.banned_tokens)))
+        if self.banned_tokens:  # its index tensor must live where the logits are
+            warpers.append(SuppressTokensLogitsProcessor(list(self.banned_tokens), device=str(device)))
         if self.temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(self.temperature))
         if self.top_k > 0:
@@ -324,7 +324,7 @@ class LanguageModel:
         attention = prompt_mask.to(device).long()
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         eos = self.tokenizer.eos_token_id
-        warpers = params.warpers()
+        warpers = params.warpers(device)
         steps = params.max_new_tokens
         ids = torch.zeros(n, steps, dtype=torch.long, device=device)
         mask = torch.zeros(n, steps, dtype=torch.bool, device=device)

@@ -207,12 +207,7 @@ class Target:
         constraints only, r = b(x) ∈ {0, 1}: REINFORCE on b. Constraints mixed with rewards or
         features define no single reward; that raises `ValueError`.
         """
-        if not self.defines_reward:
-            raise ValueError(
-                f"target {self.describe()} mixes constraints with reward or feature terms, so "
-                "it defines no single reward r(x) for reward maximisation; use constraints "
-                "only (r = b) or a reward tilt only"
-            )
+        self.check_defines_reward("reward maximisation")
         if not self.constraints:
             return self.reward_beta * evidence.log_factor
         return evidence.satisfied.double()
@@ -221,6 +216,15 @@ class Target:
     def defines_reward(self) -> bool:
         """False for constraints mixed with tilts or features, where :meth:`reward` raises."""
         return not self.constraints or len(self.constraints) == len(self.terms)
+
+    def check_defines_reward(self, who: str) -> None:
+        """Raise, naming ``who`` needs it, if this target defines no single reward."""
+        if not self.defines_reward:
+            raise ValueError(
+                f"{who}: target {self.describe()} mixes constraints with reward or feature terms, "
+                "so it defines no single reward r(x); use constraints only (r = b) or a reward "
+                "tilt only"
+            )
 
     def evidence(self, samples: Samples) -> Evidence:
         scores = {

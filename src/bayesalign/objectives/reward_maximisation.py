@@ -77,16 +77,6 @@ def with_baseline(returns: torch.Tensor, kind: Baseline) -> torch.Tensor:
     raise ValueError(f"unknown baseline {kind!r}; valid: none, mean, loo")
 
 
-def check_reward(target: Target, objective: str) -> None:
-    """Refuse, before sampling, a target that defines no reward (constraints mixed with tilts)."""
-    if not target.defines_reward:
-        raise ValueError(
-            f"{objective}: target {target.describe()} mixes constraints with reward or feature "
-            "terms, so it defines no single reward r(x); use constraints only (r = b) or a reward "
-            "tilt only"
-        )
-
-
 def _importance_ratio(batch: Batch, log_pi: torch.Tensor) -> torch.Tensor:
     """π/q, detached: 1 on the first pass over on-policy samples, corrects later epochs."""
     return torch.exp(log_pi.detach().double().cpu() - batch.log_q)
@@ -108,7 +98,7 @@ class Reinforce:
         return f"Reinforce(baseline={self.baseline!r})"
 
     def check_target(self, target: Target) -> None:
-        check_reward(target, self.name)
+        target.check_defines_reward(self.name)
 
     def prepare(self, batch: Batch, old: PolicyOutput) -> Batch:
         reward = batch.require_reward(self.name)
@@ -149,7 +139,7 @@ class KLReinforce:
         )
 
     def check_target(self, target: Target) -> None:
-        check_reward(target, self.name)
+        target.check_defines_reward(self.name)
 
     def prepare(self, batch: Batch, old: PolicyOutput) -> Batch:
         reward = batch.require_reward(self.name)
@@ -265,7 +255,7 @@ class PPO:
         )
 
     def check_target(self, target: Target) -> None:
-        check_reward(target, self.name)
+        target.check_defines_reward(self.name)
 
     def attach(self, policy: LanguageModel) -> list[torch.nn.Parameter]:
         """Create the value head V(h) = w·h + c on the policy's hidden size, starting at V = 0."""

@@ -44,3 +44,11 @@ def checked_scores(scorer: Scorer, texts: Sequence[str], contexts: Sequence[str]
             "a constraint b(x) must be 0 or 1"
         )
     return scores
+
+
+def per_character(counts: Sequence[int], texts: Sequence[str], boolean: bool) -> torch.Tensor:
+    """Misalignment as in the PHF paper: ``counts`` (violations, PII items) per character of
+    each text (0 for the empty text); with ``boolean``, b(x) = 1 iff the count is 0."""
+    if boolean:
+        return torch.tensor([float(c == 0) for c in counts], dtype=torch.float64)
+    return torch.tensor([c / max(len(t), 1) for c, t in zip(counts, texts, strict=True)], dtype=torch.float64)

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from bayesalign.scorers.base import per_character
+
 # End-of-file codes: a text cut by the length limit ends without a newline (W292) or after blank
 # lines (W391), so both only ever say where the text stopped.
 END_OF_TEXT_CODES = frozenset({"W292", "W391"})
@@ -110,12 +112,7 @@ class Pep8Scorer:
         return found
 
     def __call__(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> torch.Tensor:
-        counts = [len(self.violations(t)) for t in texts]
-        if self.boolean:
-            return torch.tensor([float(c == 0) for c in counts], dtype=torch.float64)
-        return torch.tensor(
-            [c / max(len(t), 1) for c, t in zip(counts, texts, strict=True)], dtype=torch.float64
-        )
+        return per_character([len(self.violations(t)) for t in texts], texts, self.boolean)
 
 
 def compiles(source: str) -> bool:

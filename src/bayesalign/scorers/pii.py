@@ -26,6 +26,8 @@ from typing import Any, Literal, get_args
 
 import torch
 
+from bayesalign.scorers.base import per_character
+
 PIIKind = Literal["email", "phone", "url", "credit_card", "credential", "social_security_number", "twitter"]
 DEFAULT_KINDS: tuple[PIIKind, ...] = ("email", "phone", "url", "credit_card")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
@@ -87,9 +89,4 @@ class PIIScorer:
         return [(f.type, f.text) for f in self._scrubber.iter_filth(text)]
 
     def __call__(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> torch.Tensor:
-        counts = [len(self.found(t)) for t in texts]
-        if self.boolean:
-            return torch.tensor([float(c == 0) for c in counts], dtype=torch.float64)
-        return torch.tensor(
-            [c / max(len(t), 1) for c, t in zip(counts, texts, strict=True)], dtype=torch.float64
-        )
+        return per_character([len(self.found(t)) for t in texts], texts, self.boolean)

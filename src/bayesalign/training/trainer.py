@@ -311,13 +311,11 @@ class Trainer:
         pi_draw = q_draw if policy_is_q else self.draw(self.policy, n, gen, evaluation=True)
         if q_draw.samples.contexts is None:
             estimates = self._target_estimates(q_draw, log_pi_on_q, pi_draw)
+            metrics["ess"] = est.effective_sample_size(q_draw.log_target, q_draw.log_q)
         else:  # one target per context: estimate each against its own Z_c, then average over c
             estimates = self._per_context_estimates(q_draw, log_pi_on_q, pi_draw, metrics)
         for name, estimate in estimates.items():
-            if name == "ess":  # a diagnostic of the weights, not an estimate of anything
-                metrics[name] = estimate.value
-            else:
-                put(name, estimate)
+            put(name, estimate)
         metrics["minus_log_z"] = -metrics["log_z"]
         metrics["z"] = math.exp(metrics["log_z"])
         put("entropy_pi", est.mean(-pi_draw.log_q))  # H(π) = E_π[−log π]: collapse shows here
@@ -364,7 +362,6 @@ class Trainer:
         log_z = est.log_partition(t, lq)
         out = {
             "log_z": log_z,
-            "ess": est.Estimate(est.effective_sample_size(t, lq), float("nan")),
             "kl_p_pi": est.kl_target_model(t, lq, log_pi_on_q),
             "kl_p_q": est.kl_target_model(t, lq, lq),
             # KL(p‖a): the divergence the target itself costs (−log Z for pointwise targets)
@@ -384,20 +381,23 @@ class Trainer:
         self, q_draw: Scored, log_pi_on_q: torch.Tensor, pi_draw: Scored, metrics: dict[str, float]
     ) -> dict[str, est.Estimate]:
         """Mean over evaluation contexts of each context's estimates (standard errors combined
-        as for a mean of independent estimates). Contexts none of whose samples satisfies the
-        target are left out and counted in ``metrics['eval_contexts_without_support']``."""
+        as for a mean of independent estimates) and of its ESS. Contexts none of whose samples
+        satisfies the target are left out and counted in
+        ``metrics['eval_contexts_without_support']``."""
         pi_rows = group_by_context(pi_draw.samples.contexts)
-        per_context, unsupported = [], 0
+        per_context, ess, unsupported = [], [], 0
         for context, rows in group_by_context(q_draw.samples.contexts).items():
+            part = q_draw.select(rows)
             try:
                 per_context.append(
-                    self._target_estimates(
-                        q_draw.select(rows), log_pi_on_q[rows], pi_draw.select(pi_rows[context])
-                    )
+                    self._target_estimates(part, log_pi_on_q[rows], pi_draw.select(pi_rows[context]))
                 )
             except ZeroPartitionError:
                 unsupported += 1
+                continue
+            ess.append(est.effective_sample_size(part.log_target, part.log_q))
         metrics["eval_contexts_without_support"] = float(unsupported)
+        metrics["ess"] = sum(ess) / len(ess)  # per context, averaged
         k = len(per_context)
         return {
             name: est.Estimate(
