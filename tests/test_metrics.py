@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bayesalign.metrics import distinct_n, ngram_entropy, self_bleu
+from bayesalign.metrics import distinct_n, misalignment, ngram_entropy, self_bleu
 
 
 def test_distinct_n_counts_distinct_over_all_ngrams():
@@ -41,3 +41,13 @@ def test_self_bleu_is_high_for_repetition_and_low_for_variety(monkeypatch):
     monkeypatch.setitem(sys.modules, "sacrebleu", None)
     with pytest.raises(ImportError, match="translation"):
         self_bleu(same)
+
+
+def test_misalignment_mean_expected_max_and_hit_rate():
+    found = misalignment([0.1, 0.9, 0.3, 0.7, 0.2], k=2, threshold=0.5)
+    assert found["misalignment"] == pytest.approx(0.44)
+    assert found["expected_max_misalignment_2"] == pytest.approx((0.9 + 0.7) / 2)  # the 5th is left out
+    assert found["misaligned_fraction"] == pytest.approx(2 / 5)
+    assert misalignment([0.5, 0.5], k=1, threshold=0.5)["misaligned_fraction"] == 0  # above, not at
+    with pytest.raises(ValueError, match="at least 3 scores"):
+        misalignment([0.1, 0.2], k=3, threshold=0.5)

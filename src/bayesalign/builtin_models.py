@@ -28,6 +28,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("BAYESALIGN_CACHE", Path.home() / ".cache" / "bayesalign"))
 
 
+def resolve_model_name(name: str) -> str:
+    """``builtin:NAME`` → the local folder of that built-in model; any other hub id or path as is.
+    Every place that loads a model by name goes through here, so each accepts the same names."""
+    return str(builtin_model_path(name.removeprefix("builtin:"))) if name.startswith("builtin:") else name
+
+
 def builtin_model_path(name: str) -> Path:
     """A local folder with the built-in model ``name`` as safetensors, converted on first use."""
     if name not in BUILTIN:

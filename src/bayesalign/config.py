@@ -15,6 +15,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bayesalign.builtin_models import resolve_model_name
 from bayesalign.models import LanguageModel, SamplingParams, make_policy
 from bayesalign.moments import MomentFit, MomentFitError
 from bayesalign.objectives import (
@@ -659,6 +660,17 @@ class TrainingSection(Section):
         return self.micro_batch_size or self.minibatch
 
 
+class MisalignmentSection(Section):
+    """Misalignment of π's samples under a scorer of its own (higher = worse), next to the
+    target's scores: e.g. a PII or offensiveness scorer that the target does not use."""
+
+    scorer: ScorerSpec
+    k: int = Field(8, gt=0, description="expected max misalignment over k samples")
+    threshold: float = Field(0.5, description="a sample scoring above it counts as misaligned")
+
+    _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
+
+
 class EvalSection(Section):
     every: int = Field(10, gt=0)
     samples: int = Field(256, gt=1, description="fresh samples from q and from π per evaluation")
@@ -666,6 +678,16 @@ class EvalSection(Section):
     exact_limit: int = Field(200_000, gt=0)
     save_samples: int = Field(20, ge=0, description="texts of π written to samples/ per evaluation")
     report: bool = Field(True, description="write report.html (plots of every metric) at the end")
+    perplexity_model: str | None = Field(
+        None, description="a local folder, hub id or builtin: name: perplexity of π's samples under it"
+    )
+    misalignment: MisalignmentSection | None = None
+
+    @model_validator(mode="after")
+    def _k_within_samples(self) -> EvalSection:
+        if self.misalignment is not None and self.misalignment.k > self.samples:
+            raise ValueError(f"eval.misalignment.k {self.misalignment.k} exceeds eval.samples {self.samples}")
+        return self
 
 
 class CheckpointSection(Section):
@@ -867,11 +889,7 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
             architecture=t.architecture,
         )
     else:
-        name = section.name
-        if name.startswith("builtin:"):
-            from bayesalign.builtin_models import builtin_model_path
-
-            name = str(builtin_model_path(name.removeprefix("builtin:")))
+        name = resolve_model_name(section.name)
         prior = LanguageModel.from_pretrained(
             name, prompt, dtype=DTYPES[section.dtype], trust_remote_code=section.trust_remote_code
         )

@@ -58,3 +58,20 @@ def self_bleu(texts: Sequence[str], max_texts: int = 64) -> float:
         raise ValueError("Self-BLEU needs at least 2 texts")
     scores = [sacrebleu.sentence_bleu(text, texts[:i] + texts[i + 1 :]).score for i, text in enumerate(texts)]
     return sum(scores) / len(scores)
+
+
+def misalignment(scores: Sequence[float], *, k: int, threshold: float) -> dict[str, float]:
+    """Misalignment of a set of samples (Korbak et al. 2023), from their scores (higher = worse):
+    the mean; the expected maximum over k samples (the scores cut, in order, into groups of k,
+    the remainder left out: what a user who draws k samples sees at worst); and the hit rate,
+    the fraction of samples scoring above ``threshold``."""
+    if k < 1:
+        raise ValueError(f"the expected max needs k >= 1, got {k}")
+    if len(scores) < k:
+        raise ValueError(f"the expected max over k={k} needs at least {k} scores, got {len(scores)}")
+    groups = [scores[i : i + k] for i in range(0, len(scores) - k + 1, k)]
+    return {
+        "misalignment": sum(scores) / len(scores),
+        f"expected_max_misalignment_{k}": sum(max(g) for g in groups) / len(groups),
+        "misaligned_fraction": sum(s > threshold for s in scores) / len(scores),
+    }

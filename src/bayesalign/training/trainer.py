@@ -15,15 +15,18 @@ from dataclasses import dataclass, field
 import torch
 
 from bayesalign import estimators as est
+from bayesalign.builtin_models import resolve_model_name
 from bayesalign.config import Config
 from bayesalign.contexts import group_by_context, load_contexts, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
-from bayesalign.metrics import bleu, distinct_n, ngram_entropy
+from bayesalign.metrics import bleu, distinct_n, misalignment, ngram_entropy
 from bayesalign.models import LanguageModel, Samples
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
+from bayesalign.perplexity import perplexity
 from bayesalign.proposals import Scored, propose
+from bayesalign.scorers import checked_scores
 from bayesalign.targets import Target
 from bayesalign.training.checkpoint import load_checkpoint, save_checkpoint
 from bayesalign.training.run import RunFolder
@@ -127,6 +130,11 @@ class Trainer:
                 )
                 for c in (self.eval_contexts or [None])
             ]
+        self.fluency_model: LanguageModel | None = None  # judges π's samples by perplexity
+        if (name := self.eval_cfg.perplexity_model) is not None:
+            self.fluency_model = LanguageModel.from_pretrained(resolve_model_name(name))
+        section = self.eval_cfg.misalignment
+        self.misalignment_scorer = section.scorer.build() if section is not None else None
 
     # -- sampling and scoring ------------------------------------------------------------------
     def draw(
@@ -329,6 +337,14 @@ class Trainer:
                 put(f"satisfaction_{who}", est.mean(draw.evidence.satisfied))
             for name, scores in draw.evidence.scores.items():
                 metrics[f"score_{name}_{who}"] = scores.mean().item()
+        if self.fluency_model is not None:
+            texts = pi_draw.samples.texts
+            metrics["perplexity_pi"] = perplexity(self.fluency_model, texts, batch_size=self.train_cfg.micro)
+        if self.misalignment_scorer is not None:
+            section = self.eval_cfg.misalignment
+            scores = checked_scores(self.misalignment_scorer, pi_draw.samples.texts, pi_draw.samples.contexts)
+            found = misalignment(scores.tolist(), k=section.k, threshold=section.threshold)
+            metrics |= {f"{name}_pi": value for name, value in found.items()}
         if self.references is not None:  # a task metric: how likely π finds the real outputs
             metrics["reference_nll_pi"] = self._reference_nll(self.policy)
             metrics["reference_nll_a"] = self.reference_nll_a
