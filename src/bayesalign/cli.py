@@ -17,7 +17,6 @@ import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bayesalign.compare import CompareRunError, compare
@@ -34,6 +33,7 @@ from bayesalign.contexts import ContextError
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import SpaceTooLargeError
 from bayesalign.objectives import InfiniteDivergenceError
+from bayesalign.progress import headline, progress_bar, show_record
 from bayesalign.proposals import NonFiniteLogProbError
 from bayesalign.report import ReportError, build_report
 from bayesalign.samplers import SamplingError
@@ -59,6 +59,7 @@ def _compare(args: argparse.Namespace, console: Console) -> None:
 
 def _pretrain(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.pretraining.config import PretrainConfig
+    from bayesalign.pretraining.corpus import CorpusError
     from bayesalign.pretraining.trainer import Pretrainer
 
     if not args.config.is_file():
@@ -70,15 +71,21 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
         raise ConfigError(format_validation_error(err)) from None
     if RunFolder(args.out).metrics_file.exists():
         raise ConfigError(f"{args.out} already holds a run; choose another --out")
-    with console.status("segmenting, scoring and packing the corpus; training the tokenizer"):
-        trainer = Pretrainer(config, args.out)
+    try:
+        with console.status("segmenting, scoring and packing the corpus; training the tokenizer"):
+            trainer = Pretrainer(config, args.out)
+    except CorpusError as err:
+        raise ConfigError(str(err)) from None
     console.print(f"{len(trainer.blocks)} training blocks of {config.model.block_size} tokens")
+    shown = ("train_loss", "heldout_loss", "misalignment", "misaligned_fraction")
+    with progress_bar(console, f"pretrain {config.objective.type}") as progress:
+        task = progress.add_task("pretrain", total=config.training.tokens, phase="tokens", info="")
 
-    def show(record: dict) -> None:
-        shown = ("tokens", "train_loss", "heldout_loss", "misalignment", "misaligned_fraction")
-        console.print("  ".join(f"{k}={record[k]:.4g}" for k in shown))
+        def show(record: dict) -> None:
+            progress.update(task, completed=record["tokens"], info=headline(record, shown))
+            show_record(console, f"tokens {record['tokens']:,}", record, shown)
 
-    trainer.train(on_record=show)
+        trainer.train(on_record=show)
     console.print(f"run written to {args.out} (metrics.jsonl, samples/, final/)")
 
 
@@ -223,17 +230,10 @@ def _sample(args: argparse.Namespace, console: Console) -> None:
     elif spec.method == "qrs":
         rule = samplers.QuasiRejection(spec.beta)
 
-    columns = (
-        TextColumn(f"[bold]sample[/] {spec.method}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+    with progress_bar(console, f"sample {spec.method}") as progress:
         if spec.method == "importance":
             pool = spec.pool or 10 * args.n
-            task = progress.add_task("sample", total=pool, info="drawing the pool")
+            task = progress.add_task("sample", total=pool, phase="drawing the pool", info="")
             resampler = samplers.ImportanceResampler(
                 target, proposal, pool, params, proposals_per_round=spec.proposals_per_round, batch_size=batch
             )
@@ -244,7 +244,7 @@ def _sample(args: argparse.Namespace, console: Console) -> None:
             )
             out = result.resampled
         else:
-            task = progress.add_task("sample", total=args.n, info="")
+            task = progress.add_task("sample", total=args.n, phase="accepted", info="")
 
             def on_round(st: samplers.SamplerStats) -> None:
                 info = f"proposed {st.proposed:,}  acceptance {st.acceptance_rate:.3f}"

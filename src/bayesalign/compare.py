@@ -21,6 +21,7 @@ import copy
 import json
 import math
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,10 +130,15 @@ def compare(
         for method in methods
         for k in range(seeds)
     ]
-    results = []
+    results, started = [], time.perf_counter()
     for i, (method, seed, config) in enumerate(plan, 1):
         folder = out / method / f"seed{seed}"
-        console.print(f"[bold]compare[/] run {i}/{len(plan)}: {method}, seed {seed} -> {folder}")
+        elapsed = time.perf_counter() - started
+        eta = f", ETA {elapsed / (i - 1) * (len(plan) - i + 1):.0f} s" if i > 1 else ""
+        console.print(
+            f"[bold]compare[/] run {i}/{len(plan)}: {method}, seed {seed} -> {folder} "
+            f"({elapsed:.0f} s elapsed{eta})"
+        )
         try:
             trainer = train(config, folder, console=console)
             stats = trainer.gradient_stats(grad_samples)
