@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,3 +23,19 @@ def test_docs_build_strict(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     page = (tmp_path / "api" / "objectives" / "index.html").read_text()
     assert "KLController" in page and "GDCPlusPlus" in page  # the API reference came from the code
+
+
+def test_method_pages_quote_what_their_configs_give():
+    """Each example config parses, and the page that runs it quotes the final exact KL(p‖π) that
+    experiments/methods/run.py recorded for it: a page cannot drift from its numbers unnoticed."""
+    from bayesalign.config import load_config
+
+    results = json.loads((ROOT / "docs" / "results" / "methods.json").read_text())
+    pages = {p: p.read_text() for p in (ROOT / "docs" / "methods").glob("*.md") if p.name != "index.md"}
+    configs = sorted((ROOT / "configs" / "methods").glob("*.yaml"))
+    assert sorted(results) == sorted(c.stem for c in configs)
+    for config in configs:
+        load_config(config)
+        quoting = [text for text in pages.values() if f"configs/methods/{config.name}" in text]
+        assert quoting, f"no method page runs {config.name}"
+        assert f"{results[config.stem]['end']['exact_kl_p_pi']:.3f}" in quoting[0], config.name
