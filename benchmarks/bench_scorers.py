@@ -6,13 +6,20 @@ Code scorers read 12-line windows of standard-library modules (real code, about 
 characters); text scorers read templated English sentences (about 60 characters), a third of
 them carrying an e-mail address, a phone number, a URL or a card number. Each row is the best
 of ``--repeats`` timed passes over the whole batch, after one untimed pass (imports, caches).
+
+The HF classifier row is a randomly initialised GPT-2 sequence classifier of DistilBERT's size
+(6 layers, width 768) with SmolLM2's 49k-token tokenizer (cached by the library): its speed is
+that of a local classifier of that size; its scores mean nothing. The parallel rows run the
+PEP8 scorer in 2 worker processes, first on texts it has not seen, then again (all cache hits).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,10 +27,14 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_limits  # comes with scikit-learn
 
+from bayesalign.builtin_models import cache_root
+from bayesalign.scorers.classifier import ClassifierScorer
 from bayesalign.scorers.code import CompilesScorer, Pep8Scorer
 from bayesalign.scorers.offensive import OffensiveScorer
+from bayesalign.scorers.parallel import ParallelScorer
 from bayesalign.scorers.pii import PIIScorer
 from bayesalign.scorers.sentiment import SentimentScorer
+from bayesalign.scorers.text import RegexScorer, WordScorer
 
 SUBJECTS = ["The committee", "My neighbour", "Our new intern", "That referee", "The support team"]
 VERBS = ["said the report was", "thought the match was", "called the idea", "found the movie"]
@@ -56,6 +67,30 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     return out
 
 
+def distilbert_sized_classifier(folder: Path) -> ClassifierScorer | None:
+    """A random GPT-2 classifier of DistilBERT's size with SmolLM2's tokenizer, saved to
+    ``folder``; None when the built-in model has not been cached yet (make demo caches it)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    tokenizer_folder = cache_root() / "models" / "smollm2-135m-instruct"
+    if not (tokenizer_folder / "tokenizer.json").exists():
+        return None
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=768,
+        n_layer=6,
+        n_head=12,
+        num_labels=2,
+        pad_token_id=tokenizer.pad_token_id,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    GPT2ForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return ClassifierScorer(str(folder), "positive")
+
+
 def best_rates(
     score: Callable[[Sequence[str]], object], texts: list[str], repeats: int
 ) -> tuple[float, float]:
@@ -80,7 +115,16 @@ def main() -> None:
     threadpool_limits(1)  # numpy's and scikit-learn's BLAS/OpenMP pools
     code, text = code_windows(args.texts), sentences(args.texts)
     offensive = OffensiveScorer()
+    parallel = ParallelScorer(Pep8Scorer, workers=2)
+    calls = itertools.count()
+
+    def unseen(texts: list[str]) -> list[str]:  # new texts on every call: no cache hit
+        n = next(calls)
+        return [f"{t}# call {n}\n" for t in texts]
+
     rows = [
+        ("word (3 words)", WordScorer(("brilliant", "awful", "waste")), text),
+        ("regex (e-mail)", RegexScorer(r"[\w.]+@[\w.]+"), text),
         ("pep8", Pep8Scorer(), code),
         ("pep8 ignore_truncation", Pep8Scorer(ignore_truncation=True), code),
         ("compiles", CompilesScorer(), code),
@@ -91,13 +135,20 @@ def main() -> None:
             lambda ts: [offensive([t]) for t in ts],
             text[: max(1, len(text) // 10)],
         ),
-        ("sentiment (VADER, for scale)", SentimentScorer(), text),
+        ("sentiment (VADER)", SentimentScorer(), text),
+        ("pep8, 2 workers, cold cache", lambda ts: parallel(unseen(ts)), code),
+        ("pep8, 2 workers, cache hits", parallel, code),
     ]
+    with tempfile.TemporaryDirectory() as folder:
+        classifier = distilbert_sized_classifier(Path(folder))
+    if classifier is not None:
+        rows.append(("HF classifier, DistilBERT size", classifier, text))
     print(f"{'scorer':<30} {'texts':>6} {'chars/text':>10} {'texts/s':>10} {'texts/CPU s':>12}")
     for label, scorer, texts in rows:
         wall, cpu = best_rates(scorer, texts, args.repeats)
         chars = sum(map(len, texts)) / len(texts)
         print(f"{label:<30} {len(texts):>6} {chars:>10.0f} {wall:>10,.0f} {cpu:>12,.0f}")
+    parallel.close()
 
 
 if __name__ == "__main__":

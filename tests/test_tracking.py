@@ -57,3 +57,28 @@ def test_tensorboard_gets_the_sampled_texts(tmp_path):
     assert rows[0].startswith("| text |") and len(rows) == 2 + len(saved)  # header, rule, rows
     for row, line in zip(rows[2:], saved, strict=True):
         assert row.startswith(f"| {json.loads(line)['text']} |")
+
+
+def test_mlflow_gets_every_record_and_the_samples_as_tables(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from bayesalign.training.tracking import mlflow_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    raw = apply_overrides(copy.deepcopy(RAW), ["tracking.backend=mlflow"])
+    train(parse_config(raw), tmp_path)
+    records = RunFolder(tmp_path).read_metrics()
+    client = MlflowClient(mlflow_uri(RunFolder(tmp_path)))
+    (run,) = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    for name in ("satisfaction_pi", "kl_p_pi"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [r["step"] for r in records]
+        assert [m.value for m in history] == pytest.approx([r[name] for r in records], rel=1e-6)
+    tables = [f.path for f in client.list_artifacts(run.info.run_id, "samples")]
+    assert tables == [f"samples/step_{r['step']:06d}.json" for r in records]
+    table = json.loads(
+        (tmp_path / "mlflow-artifacts" / run.info.run_id / "artifacts" / tables[0]).read_text()
+    )
+    saved = (RunFolder(tmp_path).samples / "step_000000.jsonl").read_text().splitlines()
+    texts = [row[table["columns"].index("text")] for row in table["data"]]
+    assert texts == [json.loads(line)["text"] for line in saved]
