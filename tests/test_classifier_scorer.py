@@ -73,3 +73,53 @@ def test_bad_classifier_specs_are_named(classifier, tmp_path):
     raw["target"]["constraints"][0]["threshold"] = 2.0
     with pytest.raises(ConfigError, match="threshold"):
         parse_config(raw)
+
+
+@pytest.fixture(scope="module")
+def multi_label(tmp_path_factory):
+    """A tiny multi-label classifier laid out like unitary/toxic-bert (Detoxify's model)."""
+    folder = tmp_path_factory.mktemp("toxic")
+    torch.manual_seed(1)
+    labels = ["toxic", "insult", "threat"]
+    config = GPT2Config(
+        vocab_size=4,
+        n_embd=8,
+        n_layer=1,
+        n_head=2,
+        num_labels=3,
+        pad_token_id=0,
+        problem_type="multi_label_classification",
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    model = GPT2ForSequenceClassification(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer = toy_tokenizer(["a", "b", "c"])
+    tokenizer.save_pretrained(folder)
+    return folder, model, tokenizer
+
+
+def logits_of(model, tokenizer) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(**tokenizer(t, return_tensors="pt")).logits for t in TEXTS])
+
+
+def test_a_multi_label_model_scores_each_label_by_a_sigmoid(multi_label):
+    folder, model, tokenizer = multi_label
+    logits = logits_of(model, tokenizer)
+    expected = torch.sigmoid(logits[:, 1]).double()
+    torch.testing.assert_close(ClassifierScorer(str(folder), "insult")(TEXTS), expected, rtol=1e-5, atol=1e-6)
+    softmax = ClassifierScorer(str(folder), "insult", activation="softmax")(TEXTS)
+    torch.testing.assert_close(softmax, torch.softmax(logits, -1)[:, 1].double(), rtol=1e-5, atol=1e-6)
+
+
+def test_toxicity_spec_reads_detoxifys_model_from_disk_or_says_how_to_get_it(multi_label, tmp_path):
+    folder, model, tokenizer = multi_label
+    spec = {"type": "toxicity", "path": str(folder)}
+    raw = {"model": {"name": "toy"}, "target": {"constraints": [spec | {"threshold": 0.5}]}}
+    scorer = parse_config(raw).target.constraints[0].build()
+    expected = torch.sigmoid(logits_of(model, tokenizer)[:, 0]) >= 0.5  # label "toxic" by default
+    assert scorer.name == "toxicity" and scorer(TEXTS).tolist() == expected.double().tolist()
+    missing = {"model": {"name": "toy"}, "target": {"constraints": [spec | {"path": str(tmp_path / "none")}]}}
+    with pytest.raises(ValueError, match=r"unitary/toxic-bert.*save_pretrained"):
+        parse_config(missing).target.constraints[0].build()

@@ -43,7 +43,7 @@ from bayesalign.scorers.classifier import ClassifierScorer
 from bayesalign.scorers.code import CompilesScorer, Pep8Scorer
 from bayesalign.scorers.combinators import AllOf, AnyOf, Not, WeightedSum
 from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
-from bayesalign.scorers.offensive import OffensiveScorer
+from bayesalign.scorers.offensive import OffensiveScorer, toxicity_scorer
 from bayesalign.scorers.parallel import ParallelScorer
 from bayesalign.scorers.pii import DEFAULT_KINDS, PIIKind, PIIScorer
 from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
@@ -234,6 +234,20 @@ class ClassifierSpec(Section):
         )
 
 
+class ToxicitySpec(Section):
+    """Detoxify's toxicity: p(label | x) of unitary/toxic-bert from a local folder (sigmoid)."""
+
+    type: Literal["toxicity"]
+    path: str = Field(description="a local folder holding unitary/toxic-bert (safetensors)")
+    label: str = Field("toxic", description="toxic, severe_toxic, obscene, threat, insult, identity_hate")
+    threshold: float | None = Field(None, gt=0, le=1, description="boolean: p(label) >= threshold")
+    batch_size: int = Field(64, gt=0)
+    name: str = "toxicity"
+
+    def build(self) -> Scorer:
+        return toxicity_scorer(self.path, self.label, self.threshold, self.batch_size, self.name)
+
+
 class AllSpec(Section):
     """b(x) = 1 iff every scorer in ``of`` holds (boolean scorers)."""
 
@@ -321,6 +335,7 @@ SCORERS: dict[str, type[Section]] = {
     "pii": PIISpec,
     "offensive": OffensiveSpec,
     "classifier": ClassifierSpec,
+    "toxicity": ToxicitySpec,
     "all": AllSpec,
     "any": AnySpec,
     "not": NotSpec,
@@ -341,6 +356,7 @@ ScorerSpec = Annotated[
     | PIISpec
     | OffensiveSpec
     | ClassifierSpec
+    | ToxicitySpec
     | AllSpec
     | AnySpec
     | NotSpec

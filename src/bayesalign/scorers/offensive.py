@@ -3,17 +3,20 @@ fitted and shipped inside the package (under 1 MB), so it works offline and scor
 thousands of texts a second when batched (one text per call is hundreds of times slower).
 
 It is lexical: "That was a fucking brilliant goal!" scores 1.0. Detoxify, the toxicity scorer
-of the PHF paper, is not offered: it downloads its checkpoint and the bert-base-uncased config
-at run time. With both on disk, ``Detoxify(checkpoint=..., huggingface_config_path=...)`` can be
-wrapped in a ``callable`` scorer.
+of the PHF paper, downloads a pickled checkpoint at run time; its "original" model is also
+published as the Hugging Face classifier ``unitary/toxic-bert``, which :func:`toxicity_scorer`
+reads from a local folder (safetensors) and scores as Detoxify does, with a sigmoid per label.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from bayesalign.scorers.classifier import ClassifierScorer
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,26 @@ class OffensiveScorer:
             return torch.zeros(0, dtype=torch.float64)
         prob = torch.as_tensor(self._predict_prob(list(texts)), dtype=torch.float64)
         return prob if self.threshold is None else (prob < self.threshold).double()
+
+
+DETOXIFY_MODEL = "unitary/toxic-bert"
+
+
+def toxicity_scorer(
+    path: str,
+    label: str = "toxic",
+    threshold: float | None = None,
+    batch_size: int = 64,
+    name: str = "toxicity",
+):
+    """Detoxify's toxicity p(label | x) from ``unitary/toxic-bert`` saved in the folder ``path``;
+    its labels are toxic, severe_toxic, obscene, threat, insult and identity_hate. No network is
+    used: a missing folder is an error that says how to fetch the model where a hub is reachable."""
+    if not (Path(path) / "config.json").exists():
+        raise ValueError(
+            f"scorer {name!r}: no model at {path}. Detoxify's model is {DETOXIFY_MODEL}; on a machine with "
+            'a hub, save it with: python -c "from transformers import AutoModelForSequenceClassification '
+            f"as M, AutoTokenizer as T; M.from_pretrained('{DETOXIFY_MODEL}').save_pretrained('{path}'); "
+            f"T.from_pretrained('{DETOXIFY_MODEL}').save_pretrained('{path}')\" and copy {path} here"
+        )
+    return ClassifierScorer(path, label, threshold, batch_size, activation="sigmoid", name=name)
