@@ -1,7 +1,8 @@
 """Command line: ``bayesalign train CONFIG --out DIR [--set k=v ...] [--resume]``, ``bayesalign demo``,
 ``bayesalign sample CONFIG --out FILE.jsonl --n N [--method rejection|qrs|importance] ...`` and
 ``bayesalign compare CONFIG --methods gdc++,ppo,... --seeds 3 --out DIR`` and
-``bayesalign report RUN [RUN ...] [--out FILE.html]``."""
+``bayesalign report RUN [RUN ...] [--out FILE.html]`` and
+``bayesalign eval CONFIG [--policy RUN] [--out FILE.json]``."""
 
 from __future__ import annotations
 
@@ -87,6 +88,24 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
 
         trainer.train(on_record=show)
     console.print(f"run written to {args.out} (metrics.jsonl, samples/, final/)")
+
+
+def _eval(args: argparse.Namespace, console: Console) -> None:
+    from bayesalign.evaluation import evaluate_policy
+
+    config = load_config(args.config, args.set)
+    metrics = evaluate_policy(config, args.policy, console)
+    table = Table(title=f"{args.policy or 'the prior'} against the target of {args.config}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        if not name.endswith("_stderr"):
+            stderr = metrics.get(f"{name}_stderr")
+            table.add_row(name, f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else ""))
+    console.print(table)
+    if args.out is not None:
+        args.out.write_text(json.dumps(metrics, indent=2) + "\n")
+        console.print(f"metrics written to {args.out}")
 
 
 def _report(args: argparse.Namespace, console: Console) -> None:
@@ -315,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, help="run folder")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
     t.set_defaults(handler=_pretrain)
+    e = sub.add_parser("eval", help="measure a trained policy (or the prior) against a config's target")
+    e.add_argument("config", type=Path)
+    e.add_argument("--policy", type=Path, help="a run folder or its final/ (default: the prior itself)")
+    e.add_argument("--out", type=Path, help="JSON file of the metrics")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    e.set_defaults(handler=_eval)
     r = sub.add_parser("report", help="an HTML page of one or more runs: curves, samples, configs")
     r.add_argument("runs", nargs="+", type=Path, help="run folders (their curves are overlaid)")
     r.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html of the first run)")
