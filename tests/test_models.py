@@ -138,6 +138,23 @@ def test_log_q_matches_log_prob_across_batches():
     torch.testing.assert_close(lm.log_prob_frozen(s, batch_size=3), lm.log_prob_frozen(s), atol=ATOL, rtol=0)
 
 
+def test_chunks_by_length_cut_padding_and_leave_the_numbers_unchanged():
+    lm = model(seed=3)
+    contexts = ["a", "", "b c a b", "c", "a b", "b", "", "c a"] * 2
+    s = lm.sample(len(contexts), SamplingParams(max_new_tokens=7), contexts=contexts, generator=gen(3))
+    assert s.lengths.unique().numel() > 2  # the samples do differ in length
+    chunks = list(s.chunks_by_length(3))
+    assert sorted(torch.cat([i for i, _ in chunks]).tolist()) == list(range(len(s)))
+    for index, chunk in chunks:
+        assert chunk.ids.shape[1] == s.lengths[index].max()  # each chunk as wide as its longest
+        assert chunk.prompt_ids.shape[1] == max(s.prompt_mask[index].sum(-1).max(), 1)
+    assert [int(s.lengths[i].max()) for i, _ in chunks] == sorted(int(s.lengths[i].max()) for i, _ in chunks)
+    with torch.no_grad():
+        whole = lm.token_log_probs(s)
+    torch.testing.assert_close(lm.token_log_probs_frozen(s, batch_size=3), whole, atol=ATOL, rtol=0)
+    torch.testing.assert_close(lm.log_prob_frozen(s, batch_size=3), whole.sum(-1), atol=ATOL, rtol=0)
+
+
 def test_concat_repads_and_preserves_rows():
     lm = model(seed=3)
     short = lm.sample(3, SamplingParams(max_new_tokens=2), contexts=["a"] * 3, generator=gen(0))

@@ -121,6 +121,30 @@ class Samples:
         for start in range(0, len(self), size):
             yield self.select(range(start, min(start + size, len(self))))
 
+    def chunks_by_length(self, size: int) -> Iterator[tuple[torch.Tensor, Samples]]:
+        """Chunks of at most ``size`` samples of similar length, each cut to its own widest
+        prompt and generation, with the indices they hold: a chunk of short samples does not
+        pay for the longest sample of the batch. Padding columns carry no information (prompts
+        are left-padded, positions count only real tokens), so results do not change."""
+        order = torch.argsort(self.lengths, stable=True)
+        for start in range(0, len(self), size):
+            index = order[start : start + size]
+            chunk = self.select(index)
+            gen_width = max(int(chunk.lengths.max()), 1)
+            prompt_width = max(int(chunk.prompt_mask.sum(-1).max()), 1)
+            yield (
+                index,
+                Samples(
+                    prompt_ids=chunk.prompt_ids[:, -prompt_width:],
+                    prompt_mask=chunk.prompt_mask[:, -prompt_width:],
+                    ids=chunk.ids[:, :gen_width],
+                    mask=chunk.mask[:, :gen_width],
+                    token_log_q=chunk.token_log_q[:, :gen_width],
+                    texts=chunk.texts,
+                    contexts=chunk.contexts,
+                ),
+            )
+
     @staticmethod
     def concat(parts: Sequence[Samples]) -> Samples:
         """Join batches, re-padding prompts (left) and generations (right) to common widths."""
@@ -442,7 +466,13 @@ class LanguageModel:
         """Sequence log-probabilities log m(x), shape [B] (generated tokens only)."""
         if batch_size is None or batch_size >= len(samples):
             return self.token_log_probs(samples).sum(-1)
-        return torch.cat([self.token_log_probs(c).sum(-1) for c in samples.chunks(batch_size)])
+        parts = [
+            (index, self.token_log_probs(c).sum(-1)) for index, c in samples.chunks_by_length(batch_size)
+        ]
+        out = torch.empty(len(samples), dtype=parts[0][1].dtype, device=parts[0][1].device)
+        for index, values in parts:
+            out[index.to(out.device)] = values
+        return out
 
     @torch.no_grad()
     def log_prob_frozen(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
@@ -453,7 +483,11 @@ class LanguageModel:
     def token_log_probs_frozen(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
         """:meth:`token_log_probs` [B, T] without building a graph, in chunks of ``batch_size``."""
         size = batch_size or len(samples)
-        return torch.cat([self.token_log_probs(c).cpu() for c in samples.chunks(size)])
+        out = torch.zeros(samples.ids.shape)
+        for index, chunk in samples.chunks_by_length(size):
+            values = self.token_log_probs(chunk).cpu()
+            out[index, : values.shape[1]] = values.to(out.dtype)
+        return out
 
 
 def make_policy(prior: LanguageModel, lora: dict | None = None) -> LanguageModel:
