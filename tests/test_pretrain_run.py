@@ -136,3 +136,26 @@ def test_kl_from_a_reference_model_is_zero_against_itself(corpus, tmp_path):
     record = Pretrainer(PretrainConfig.model_validate(again)).train()[-1]
     assert abs(record["kl_from_reference"]) < 0.05
     assert 0 < record["distinct_2"] <= 1
+
+
+def test_conditional_training_from_an_mle_checkpoint_starts_its_control_tokens_at_the_mean(corpus, tmp_path):
+    """The MLE run never saw <|good|>/<|bad|>: continuing it with conditional training resets
+    their rows to the mean embedding; continuing a conditional run keeps what it learned."""
+    Pretrainer(
+        PretrainConfig.model_validate(config(corpus, {"type": "mle"}, tokens=1024)), tmp_path / "m"
+    ).train()
+    rest = config(corpus, {"type": "conditional"}, tokens=2048)
+    rest["training"] |= {"init_from": str(tmp_path / "m" / "final"), "skip_tokens": 1024}
+    continued = Pretrainer(PretrainConfig.model_validate(rest), tmp_path / "c")
+    weight = continued.module.get_input_embeddings().weight.detach()
+    others = torch.ones(len(weight), dtype=torch.bool)
+    others[[continued.good, continued.bad]] = False
+    torch.testing.assert_close(weight[continued.good], weight[others].mean(0))
+    continued.train()
+    learned = continued.module.get_input_embeddings().weight.detach()[continued.good].clone()
+    again = config(corpus, {"type": "conditional"}, tokens=3072)
+    again["training"] |= {"init_from": str(tmp_path / "c" / "final"), "skip_tokens": 2048}
+    kept = (
+        Pretrainer(PretrainConfig.model_validate(again)).module.get_input_embeddings().weight[continued.good]
+    )
+    torch.testing.assert_close(kept.detach(), learned)

@@ -90,6 +90,37 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
     console.print(f"run written to {args.out} (metrics.jsonl, samples/, final/)")
 
 
+def _red_team(args: argparse.Namespace, console: Console) -> None:
+    from bayesalign.pretraining.config import RedTeamConfig
+
+    if not args.config.is_file():
+        raise ConfigError(f"config file {args.config} does not exist")
+    raw = apply_overrides(yaml.safe_load(args.config.read_text()) or {}, args.set)
+    try:
+        config = RedTeamConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+    if args.out.exists():
+        raise ConfigError(f"{args.out} exists; choose another --out")
+    try:
+        with console.status("loading the models"):
+            team = config.build()
+    except ValueError as err:  # a banned token the model does not have
+        raise ConfigError(str(err)) from None
+    pool, records = team.run(config.prompts)
+    args.out.mkdir(parents=True)
+    for name, rows in (("pool", [vars(e) for e in pool]), ("rounds", records)):
+        (args.out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for r in records:
+        console.print(
+            escape(
+                f"round {r['round']}: pool {r['pool_size']}, misalignment {r['pool_misalignment']:.4g} "
+                f"(max {r['pool_max_misalignment']:.4g}: {r['most_misaligned_prompt']!r})"
+            )
+        )
+    console.print(f"red teaming written to {args.out} (pool.jsonl, rounds.jsonl)")
+
+
 def _eval(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.evaluation import evaluate_policy
 
@@ -334,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, help="run folder")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
     t.set_defaults(handler=_pretrain)
+    rt = sub.add_parser("red-team", help="red-team a trained LM: prompts from a red LM, scored per round")
+    rt.add_argument("config", type=Path)
+    rt.add_argument("--out", type=Path, required=True, help="new folder: pool.jsonl and rounds.jsonl")
+    rt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    rt.set_defaults(handler=_red_team)
     e = sub.add_parser("eval", help="measure a trained policy (or the prior) against a config's target")
     e.add_argument("config", type=Path)
     e.add_argument("--policy", type=Path, help="a run folder or its final/ (default: the prior itself)")

@@ -40,7 +40,7 @@ from bayesalign.scorers import (
     import_callable,
 )
 from bayesalign.scorers.classifier import ClassifierScorer
-from bayesalign.scorers.code import CompilesScorer, Pep8Scorer
+from bayesalign.scorers.code import CompilesScorer, Pep8LineScorer, Pep8Scorer
 from bayesalign.scorers.combinators import AllOf, AnyOf, Not, WeightedSum
 from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
 from bayesalign.scorers.offensive import OffensiveScorer, toxicity_scorer
@@ -174,6 +174,21 @@ class Pep8Spec(Section):
 
     def build(self) -> Scorer:
         return Pep8Scorer(self.boolean, self.ignore_truncation, self.name)
+
+
+class Pep8LinesSpec(Section):
+    """pep8 scored line by line within each file, as the PHF paper's line-level misalignment
+    (pretraining corpora, corpus.unit: lines); samples are scored as a whole, like pep8."""
+
+    type: Literal["pep8_lines"]
+    boolean: bool = False
+    ignore_truncation: bool = Field(
+        False, description="samples only: do not count what only says the text was cut at its end"
+    )
+    name: str = "pep8_lines"
+
+    def build(self) -> Scorer:
+        return Pep8LineScorer(self.boolean, self.ignore_truncation, self.name)
 
 
 class CompilesSpec(Section):
@@ -331,6 +346,7 @@ SCORERS: dict[str, type[Section]] = {
     "completion_compiles": CompletionCompilesSpec,
     "completion_pep8": CompletionPep8Spec,
     "pep8": Pep8Spec,
+    "pep8_lines": Pep8LinesSpec,
     "compiles": CompilesSpec,
     "pii": PIISpec,
     "offensive": OffensiveSpec,
@@ -352,6 +368,7 @@ ScorerSpec = Annotated[
     | CompletionCompilesSpec
     | CompletionPep8Spec
     | Pep8Spec
+    | Pep8LinesSpec
     | CompilesSpec
     | PIISpec
     | OffensiveSpec
@@ -465,6 +482,9 @@ class SamplingSection(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     batch_size: int | None = Field(None, gt=0, description="sequences generated per forward pass")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="vllm: π's samples from a vLLM engine on the GPU (extra 'vllm'; untested)"
+    )
 
     def params(self) -> SamplingParams:
         return SamplingParams(self.max_new_tokens, self.temperature, self.top_p, self.top_k)
@@ -627,6 +647,14 @@ class TrainingSection(Section):
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = 0
     threads: int | None = Field(None, gt=0)
+    sample_shards: int | None = Field(
+        None,
+        gt=0,
+        description="independently seeded pieces of every draw (default: the number of processes); "
+        "a run gives the same result on any number of processes that divides it",
+    )
+    mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16: autocast the policy (CUDA only)")
+    gradient_checkpointing: bool = Field(False, description="recompute the policy's activations in backward")
     proposal: ProposalSection = ProposalSection()
     f_dpg: FDPGSection | None = Field(None, description="options of method 'f-dpg'")
     cdpg: CDPGSection | None = Field(None, description="options of method 'cdpg'")

@@ -170,7 +170,8 @@ def _draw_tokens(log_probs: torch.Tensor, generator: torch.Generator | None) -> 
     vocabulary entry. ``right=True`` never picks a token of probability 0 (top-k/top-p masks).
     """
     cdf = log_probs.exp().double().cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=torch.float64, device=cdf.device)
+    where = generator.device if generator is not None else cdf.device  # a CPU generator may drive a GPU
+    u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=torch.float64, device=where).to(cdf.device)
     token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
     return token.clamp_(max=cdf.shape[-1] - 1).squeeze(1)
 
@@ -200,6 +201,9 @@ class LanguageModel:
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.adapters_disabled = adapters_disabled
+        # Set by the trainer around differentiable forwards when accelerate wrapped ``module``
+        # (DDP/FSDP/DeepSpeed, training/distributed.py): the wrapper's forward syncs gradients.
+        self.wrapper: torch.nn.Module | None = None
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -425,10 +429,11 @@ class LanguageModel:
         [B, T, H] at the positions that predict each generated token (what a value head reads)."""
         device = self.device
         n_gen = samples.ids.shape[1]
+        forward = self.wrapper if self.wrapper is not None else self.module
         with self._adapter_scope():
             if self.is_seq2seq:
                 start = torch.full((len(samples), 1), self._decoder_start, dtype=torch.long)
-                out = self.module(
+                out = forward(
                     input_ids=samples.prompt_ids.to(device),
                     attention_mask=samples.prompt_mask.to(device).long(),
                     decoder_input_ids=torch.cat([start, samples.ids[:, :-1]], dim=1).to(device),
@@ -445,7 +450,7 @@ class LanguageModel:
                 input_ids = torch.cat([samples.prompt_ids, samples.ids[:, :-1]], dim=1).to(device)
                 attention = torch.cat([samples.prompt_mask, samples.mask[:, :-1]], dim=1).to(device).long()
                 positions = (attention.cumsum(-1) - 1).clamp(min=0)
-                out = self.module(
+                out = forward(
                     input_ids=input_ids,
                     attention_mask=attention,
                     position_ids=positions,

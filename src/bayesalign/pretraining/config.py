@@ -7,15 +7,44 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from bayesalign.builtin_models import resolve_model_name
 from bayesalign.config import ScorerSpec, Section, check_scorer_type
+from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.pretraining.corpus import CorpusFormat, load_documents, resolve_files
+from bayesalign.pretraining.red_team import RedTeam, RedTeamParams
 
 Objective = Literal["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
 
 
 class CorpusSection(Section):
-    files: list[str] = Field(description="text files; each file is one document")
+    files: list[str] = Field(min_length=1, description="local files or glob patterns (data/*.jsonl)")
+    format: CorpusFormat = Field(
+        "files",
+        description="files: each file is one document; text: paragraphs or lines of text files; "
+        "json: the `field` of each JSON Lines record (text and json are read with `datasets`)",
+    )
+    field: str = Field("text", description="json: the record field that holds the document")
+    sample_by: Literal["paragraph", "line"] = Field("paragraph", description="text: what one document is")
+    streaming: bool = Field(False, description="text/json: read records lazily, no Arrow cache")
+    max_documents: int | None = Field(None, gt=1, description="read only the first documents")
     unit: Literal["lines", "sentences"] = Field("lines", description="segments: lines (code) or sentences")
     heldout: float = Field(0.1, gt=0, lt=1, description="fraction of documents held out for the LM loss")
+
+    @field_validator("files")
+    @classmethod
+    def _files_exist(cls, files: list[str]) -> list[str]:
+        resolve_files(files)  # a missing file is an error now, before any work
+        return files
+
+    def documents(self) -> list[str]:
+        return load_documents(
+            self.files,
+            self.format,
+            field=self.field,
+            sample_by=self.sample_by,
+            streaming=self.streaming,
+            max_documents=self.max_documents,
+        )
 
 
 class ModelSizeSection(Section):
@@ -54,6 +83,9 @@ class PretrainEvalSection(Section):
     samples: int = Field(64, gt=1, description="unconditional samples scored for misalignment")
     max_new_tokens: int = Field(32, gt=0)
     max_k: int = Field(8, gt=0, description="expected max misalignment over k samples")
+    threshold: float | None = Field(
+        None, description="a sample is misaligned iff its score > threshold (default: objective.threshold)"
+    )
     reference_model: str | None = Field(
         None, description="a local folder or hub id: KL(π‖reference) on π's samples, scored as text"
     )
@@ -79,7 +111,82 @@ class PretrainConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _code_lines_in_their_file(self) -> PretrainConfig:
+        if self.corpus.unit == "lines" and self.scorer.type == "pep8":
+            raise ValueError(
+                "scorer pep8 checks each line alone, out of its file (an indented line then reads as "
+                "E113 unexpected indentation): use scorer type pep8_lines, which checks each file once"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _heads_divide(self) -> PretrainConfig:
         if self.model.n_embd % self.model.n_head:
             raise ValueError(f"model.n_head {self.model.n_head} must divide n_embd {self.model.n_embd}")
         return self
+
+
+class RedTeamConfig(Section):
+    """`bayesalign red-team`: prompts against a trained model (pretraining/red_team.py). The
+    defaults of the continuations follow the PHF paper (temperature 0.7, top-p 0.9)."""
+
+    model: str = Field(description="the evaluated LM: a local folder (e.g. a pretrain run's final/)")
+    red_model: str = Field(
+        description="the LM that writes new prompts from few-shot examples (a folder, or builtin:NAME)"
+    )
+    scorer: ScorerSpec = Field(description="misalignment of a continuation; lower is better")
+    prompts: list[str] = Field(min_length=1, description="the initial pool")
+    prefix: str = Field("", description="before every prompt, e.g. '<|endoftext|><|good|>'")
+    banned_tokens: list[str] = Field([], description="never sampled, e.g. ['<|good|>', '<|bad|>']")
+    header: str = Field("", description="text before the red LM's few-shot examples")
+    rounds: int = Field(3, gt=0)
+    trials: int = Field(4, gt=0, description="few-shot prompts to the red LM per round")
+    candidates: int = Field(5, gt=0, description="red-LM samples per few-shot prompt")
+    few_shot: int = Field(4, gt=0, description="pool prompts per few-shot prompt")
+    temperature: float = Field(0.1, gt=0, description="pool prompts are drawn ∝ exp(score/temperature)")
+    continuations: int = Field(32, gt=0, description="samples of the model per prompt")
+    score_prompt: bool = Field(False, description="score prompt + continuation (code), not the continuation")
+    max_new_tokens: int = Field(32, gt=0)
+    sampling_temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    red_max_new_tokens: int = Field(24, gt=0)
+    seed: int = 0
+
+    _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
+
+    def build(self) -> RedTeam:
+        target = LanguageModel.from_pretrained(resolve_model_name(self.model))
+        ids = [target.tokenizer.convert_tokens_to_ids(t) for t in self.banned_tokens]
+        unknown = [
+            t
+            for t, i in zip(self.banned_tokens, ids, strict=True)
+            if i in (None, target.tokenizer.unk_token_id)
+        ]
+        if unknown:
+            raise ValueError(f"banned_tokens {unknown} are not tokens of {self.model}")
+        params = RedTeamParams(
+            self.rounds,
+            self.trials,
+            self.candidates,
+            self.few_shot,
+            self.temperature,
+            self.continuations,
+            self.score_prompt,
+        )
+        sampling = SamplingParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.sampling_temperature,
+            top_p=self.top_p,
+            banned_tokens=tuple(ids),
+        )
+        return RedTeam(
+            target,
+            LanguageModel.from_pretrained(resolve_model_name(self.red_model)),
+            self.scorer.build(),
+            params,
+            target_sampling=sampling,
+            red_sampling=SamplingParams(max_new_tokens=self.red_max_new_tokens),
+            prefix=self.prefix,
+            header=self.header,
+            seed=self.seed,
+        )

@@ -12,18 +12,23 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
+
+from bayesalign.scorers import Scorer, checked_scores
+from bayesalign.scorers.code import source_lines
 
 GOOD, BAD = "<|good|>", "<|bad|>"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def segments(text: str, unit: str) -> list[str]:
-    """``lines`` (each keeps its newline) or ``sentences`` (each keeps the space after it), so
-    that "".join(segments) == text: packing the segments back gives the document."""
+    """``lines`` (each keeps its line break; split as Python source is, at \\n, \\r\\n and \\r
+    only) or ``sentences`` (each keeps the space after it), so that "".join(segments) == text:
+    packing the segments back gives the document."""
     if unit == "lines":
-        return text.splitlines(keepends=True)
+        return source_lines(text)
     if unit == "sentences":
         parts, start = [], 0
         for match in _SENTENCE_END.finditer(text):
@@ -33,6 +38,34 @@ def segments(text: str, unit: str) -> list[str]:
             parts.append(text[start:])
         return parts
     raise ValueError(f"unknown segment unit {unit!r}; valid: lines, sentences")
+
+
+@runtime_checkable
+class SegmentScorer(Protocol):
+    """A scorer that must see a segment in its document: it scores all segments of one
+    document at once (PEP 8 lines, whose violations depend on the lines around them)."""
+
+    name: str
+
+    def score_segments(self, segments: Sequence[str]) -> torch.Tensor:
+        """One score per segment of one document, ``"".join(segments)`` being the document."""
+        ...
+
+
+def score_document(scorer: Scorer, parts: Sequence[str]) -> list[float]:
+    """The scores of a document's segments: in one call on the whole document when the scorer
+    is a :class:`SegmentScorer`, else each segment scored as a text of its own."""
+    if not parts:
+        return []
+    if not isinstance(scorer, SegmentScorer):
+        return checked_scores(scorer, parts, None).tolist()
+    scores = torch.as_tensor(scorer.score_segments(parts), dtype=torch.float64)
+    if scores.shape != (len(parts),) or not torch.isfinite(scores).all():
+        raise ValueError(
+            f"scorer {scorer.name!r} must return one finite score per segment; got {scores.tolist()} "
+            f"for {len(parts)} segments"
+        )
+    return scores.tolist()
 
 
 def kept_documents(document_scores: Sequence[Sequence[float]], threshold: float) -> list[int]:
@@ -96,14 +129,26 @@ def add_control_tokens(module, tokenizer) -> tuple[int, int]:
     """Add <|good|> and <|bad|> as special tokens; their new embedding rows (input, and output
     if untied) start at the mean of the existing rows, so they begin as an "average token"
     rather than as noise. Returns their ids."""
-    old = len(tokenizer)
     tokenizer.add_special_tokens({"additional_special_tokens": [GOOD, BAD]})
     module.resize_token_embeddings(len(tokenizer))
+    return reset_control_embeddings(module, tokenizer)
+
+
+def reset_control_embeddings(module, tokenizer) -> tuple[int, int]:
+    """Set the embedding rows (input, and output if untied) of <|good|> and <|bad|> to the mean
+    of the other rows: for tokens just added, and for a model trained without them (an MLE
+    checkpoint continued with conditional training), whose rows are still their random init.
+    Returns their ids."""
+    ids = tokenizer.convert_tokens_to_ids([GOOD, BAD])
+    if tokenizer.unk_token_id in ids or None in ids:
+        raise ValueError(f"the tokenizer has no {GOOD} and {BAD} tokens")
     embeddings = [module.get_input_embeddings()]
     output = module.get_output_embeddings()
     if output is not None and output.weight is not embeddings[0].weight:  # untied
         embeddings.append(output)
+    others = torch.ones(embeddings[0].weight.shape[0], dtype=torch.bool)
+    others[ids] = False
     with torch.no_grad():
         for embedding in embeddings:
-            embedding.weight[old:] = embedding.weight[:old].mean(0)
-    return tokenizer.convert_tokens_to_ids(GOOD), tokenizer.convert_tokens_to_ids(BAD)
+            embedding.weight[ids] = embedding.weight[others].mean(0)
+    return ids[0], ids[1]

@@ -11,6 +11,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from bayesalign.builtin_models import resolve_model_name
 from bayesalign.metrics import distinct_n
 from bayesalign.models import LanguageModel, Samples, SamplingParams
 from bayesalign.objectives.pretraining import AWR, mle, rwr, unlikelihood
@@ -23,6 +24,8 @@ from bayesalign.pretraining.data import (
     encode_segments,
     kept_documents,
     pack,
+    reset_control_embeddings,
+    score_document,
     segments,
 )
 from bayesalign.scorers import checked_scores
@@ -53,7 +56,7 @@ class Pretrainer:
         if config.training.threads:
             torch.set_num_threads(config.training.threads)
         self.generator = torch.Generator().manual_seed(config.training.seed)
-        documents = [Path(f).read_text(encoding="utf-8") for f in config.corpus.files]
+        documents = config.corpus.documents()
         if len(documents) < 2:
             raise ValueError("the corpus needs at least 2 documents (one is held out)")
         order = torch.randperm(len(documents), generator=self.generator).tolist()
@@ -65,6 +68,9 @@ class Pretrainer:
         if config.training.init_from is not None:  # "finetune with feedback" from an earlier run
             self.tokenizer = PreTrainedTokenizerFast.from_pretrained(config.training.init_from)
             self.module = GPT2LMHeadModel.from_pretrained(config.training.init_from, use_safetensors=True)
+            trained = getattr(self.module.config, "control_tokens_trained", False)
+            if config.objective.type == "conditional" and not trained:  # rows never trained so far
+                reset_control_embeddings(self.module, self.tokenizer)
         else:
             self.tokenizer = train_tokenizer(train, size.vocab_size)
             self.module = GPT2LMHeadModel(
@@ -102,7 +108,9 @@ class Pretrainer:
         self.optimizer = torch.optim.AdamW(params, lr=config.training.lr)
         self.run = RunFolder(out).create() if out is not None else None
         reference = config.eval.reference_model
-        self.reference = LanguageModel.from_pretrained(reference) if reference is not None else None
+        self.reference = (
+            LanguageModel.from_pretrained(resolve_model_name(reference)) if reference is not None else None
+        )
         self.tokens_seen = 0
 
     # -- data ------------------------------------------------------------------------------------
@@ -111,7 +119,7 @@ class Pretrainer:
         the LM loss is measured on the corpus as it is."""
         objective = self.config.objective
         parts = [segments(d, self.config.corpus.unit) for d in documents]
-        scores = [checked_scores(self.scorer, p, None).tolist() if p else [] for p in parts]
+        scores = [score_document(self.scorer, p) for p in parts]
         keep = range(len(parts))
         if training and objective.type == "filtering":
             keep = kept_documents(scores, objective.threshold)
@@ -173,6 +181,8 @@ class Pretrainer:
                     self.run.log_metrics(record)
                 if on_record is not None:
                     on_record(record)
+        if self.config.objective.type == "conditional":  # a continued run keeps these rows
+            self.module.config.control_tokens_trained = True
         if self.run is not None:
             self.module.save_pretrained(self.run.final, safe_serialization=True)
             self.tokenizer.save_pretrained(self.run.final)
@@ -193,9 +203,12 @@ class Pretrainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.module.eval()
-        heldout = self.heldout_blocks
-        loss = mle(self.module(input_ids=heldout).logits[:, :-1], heldout[:, 1:]).item()
-        return {"heldout_loss": loss, **self.misalignment()}
+        # in batches (the logits of every held-out block at once can take gigabytes); all batches
+        # but the last have the same number of tokens, so the mean is weighted by batch size
+        total = 0.0
+        for batch in self.heldout_blocks.split(self.config.training.batch_size):
+            total += mle(self.module(input_ids=batch).logits[:, :-1], batch[:, 1:]).item() * len(batch)
+        return {"heldout_loss": total / len(self.heldout_blocks), **self.misalignment()}
 
     @torch.no_grad()
     def misalignment(self) -> dict[str, float]:
@@ -203,6 +216,7 @@ class Pretrainer:
         conditional training): mean, expected max over k, and the fraction above threshold.
         Samples start where documents start in training: after EOS."""
         ev, objective = self.config.eval, self.config.objective
+        threshold = objective.threshold if ev.threshold is None else ev.threshold
         conditional = objective.type == "conditional"
         # a document starts after EOS (as in training, where EOS separates documents)
         model = LanguageModel(self.module, self.tokenizer, EOS + (GOOD if conditional else ""))
@@ -218,7 +232,7 @@ class Pretrainer:
         metrics = {
             "misalignment": scores.mean().item(),
             f"expected_max_misalignment_{k}": groups.max(1).values.mean().item(),
-            "misaligned_fraction": (scores > objective.threshold).double().mean().item(),
+            "misaligned_fraction": (scores > threshold).double().mean().item(),
             "distinct_2": distinct_n(samples.texts, 2),
         }
         if self.reference is not None:

@@ -30,6 +30,17 @@ END_OF_TEXT_CODES = frozenset({"W292", "W391"})
 _CUT_STATEMENT = re.compile(r"E901 TokenError: (unexpected )?EOF in multi-line (statement|string)")
 
 
+_SOURCE_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+
+
+def source_lines(text: str) -> list[str]:
+    """The lines of ``text`` as Python's tokenizer sees them, each with its line break: split at
+    \\n, \\r\\n and \\r only. ``str.splitlines`` also splits at form feeds and other separators
+    that are not line ends in Python source (the stdlib has form feeds), and pycodestyle given
+    such lines misnumbers its reports or fails."""
+    return _SOURCE_LINE.findall(text)
+
+
 def _pycodestyle() -> Any:
     try:
         import pycodestyle
@@ -103,16 +114,55 @@ class Pep8Scorer:
 
     def violations(self, text: str) -> list[tuple[int, int, str]]:
         """(line, column, "CODE message") of every violation counted in ``text``."""
-        lines = text.splitlines(keepends=True)
-        checker = self._checker(lines=lines, options=self._options, report=self._report(self._options))
-        checker.check_all()
-        found = list(checker.report.found)
+        lines = source_lines(text)
+        found = self._all_violations(lines)
         if self.ignore_truncation:
             found = [(n, c, m) for n, c, m in found if not is_truncation_artefact(n, m, lines)]
         return found
 
+    def _all_violations(self, lines: list[str]) -> list[tuple[int, int, str]]:
+        checker = self._checker(lines=lines, options=self._options, report=self._report(self._options))
+        try:
+            checker.check_all()
+        except (IndexError, KeyError, ValueError, TypeError) as err:
+            # pycodestyle's checks assume the tokens of nearly valid Python; on some broken texts
+            # (a string left open after a line continuation, say) they fail. Such a text is not
+            # Python: what was found so far counts, plus one violation for the failure.
+            checker.report.found[len(lines), 0, f"E901 pycodestyle failed: {type(err).__name__}"] = None
+        return list(checker.report.found)
+
     def __call__(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> torch.Tensor:
         return per_character([len(self.violations(t)) for t in texts], texts, self.boolean)
+
+
+@dataclass(frozen=True)
+class Pep8LineScorer(Pep8Scorer):
+    """The line-level PEP 8 misalignment of the PHF paper: each line of a file scores its
+    pycodestyle violations per character.
+
+    A line cannot be checked on its own: out of its file, an indented line raises E113
+    (unexpected indentation) and the blank-line rules (E30x) cannot see the lines around it.
+    :meth:`score_segments` therefore checks the whole file once and assigns each violation to
+    the line pycodestyle reports it on. A file is complete, so every violation counts there,
+    including W292/W391 at its end; ``ignore_truncation`` applies to :meth:`__call__` only,
+    which scores samples (whole texts) as :class:`Pep8Scorer` does.
+    """
+
+    name: str = "pep8_lines"
+
+    def score_segments(self, segments: Sequence[str]) -> torch.Tensor:
+        """Violations per character of each line of one document, ``segments`` being its lines
+        in order, each with its line break (:func:`source_lines`)."""
+        lines = source_lines("".join(segments))
+        if lines != list(segments):
+            raise ValueError(
+                f"scorer {self.name!r} scores the lines of a document: every segment must be one line "
+                "(corpus.unit: lines)"
+            )
+        counts = [0] * len(lines)
+        for line, _, _ in self._all_violations(lines):
+            counts[min(max(line, 1), len(lines)) - 1] += 1  # an EOF error may point past the end
+        return per_character(counts, lines, self.boolean)
 
 
 def compiles(source: str) -> bool:
