@@ -10,12 +10,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target
+from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target, parse_config
 from bayesalign.model_card import write_model_card
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
 from bayesalign.report import build_report
+from bayesalign.sampling_backends import require_vllm
 from bayesalign.targets import Target, Tilt
+from bayesalign.training.distributed import Distributed
 from bayesalign.training.run import RunFolder
 from bayesalign.training.tracking import log_record, make_tracker
 from bayesalign.training.trainer import Trainer
@@ -43,7 +45,8 @@ def prepare_run(config: Config, out: str | Path, resume: bool) -> RunFolder:
     if resume:
         if not run.config_file.exists():
             raise ConfigError(f"--resume: {run.path} holds no run (no config.yaml)")
-        old = run.read_config()
+        # parsed again, so that options added since the run was written compare at their defaults
+        old = parse_config(run.read_config()).model_dump(mode="json")
         old["training"]["steps"] = resolved["training"]["steps"]
         changed = _differences(old, resolved)
         if changed:
@@ -94,15 +97,23 @@ def print_fit(fit: MomentFit, console: Console, note: str = "") -> None:
 def train(
     config: Config, out: str | Path, *, resume: bool = False, console: Console | None = None
 ) -> Trainer:
-    """Train as the config says, writing everything to the run folder ``out``."""
-    console = console or Console(stderr=True)
-    run = prepare_run(config, out, resume)
+    """Train as the config says, writing everything to the run folder ``out``. Under
+    ``accelerate launch`` every process runs this; the main one alone writes and prints."""
+    dist = Distributed(config.training.sample_shards, config.training.mixed_precision)
+    if config.sampling.backend == "vllm":
+        require_vllm()
+    console = (console or Console(stderr=True)) if dist.is_main else Console(quiet=True)
+    dist.main_first(lambda: prepare_run(config, out, resume))
+    run = RunFolder(out, writable=dist.is_main)
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
     with console.status("loading models"):
         policy, prior = build_models(config.model, config.prompt, config.training.seed)
-    target = prepare_target(config, prior, run, resume, console)
-    trainer = Trainer(policy, target, build_objective(config.training, target), config, run)
+    # the main process fits λ (if any) and writes target.json; the others read it back
+    target = dist.main_first(lambda: prepare_target(config, prior, run, resume, console))
+    if not dist.is_main:
+        target = prepare_target(config, prior, run, True, console)
+    trainer = Trainer(policy, target, build_objective(config.training, target), config, run, dist)
     if resume and trainer.resume():
         console.print(f"resumed at step {trainer.state.step}")
     columns = (
@@ -122,7 +133,7 @@ def train(
         moments += tuple(f"score_{t.scorer.name}_pi" for t in target.terms if isinstance(t, Tilt))
 
         tracker = None
-        if config.tracking is not None:
+        if config.tracking is not None and dist.is_main:
             tracker = make_tracker(config.tracking.backend, config.tracking.project, run)
 
         def on_record(record: dict) -> None:
@@ -136,10 +147,12 @@ def train(
         trainer.fit(on_record=on_record, on_step=lambda step: progress.update(task, completed=step))
         if tracker is not None:
             tracker.finish()
-    merged = config.checkpoint.merge_lora
-    policy.save_pretrained(run.final, merge_lora=merged)
-    records = run.read_metrics()
-    write_model_card(run.final, config, target, records, merged=merged, seq2seq=policy.is_seq2seq)
-    if config.eval.report:
-        build_report([run.path], run.path / "report.html", title=f"bayesalign: {run.path.name}")
+    if dist.is_main:
+        merged = config.checkpoint.merge_lora
+        policy.save_pretrained(run.final, merge_lora=merged)
+        records = run.read_metrics()
+        write_model_card(run.final, config, target, records, merged=merged, seq2seq=policy.is_seq2seq)
+        if config.eval.report:
+            build_report([run.path], run.path / "report.html", title=f"bayesalign: {run.path.name}")
+    dist.close()
     return trainer

@@ -26,9 +26,11 @@ from bayesalign.models import LanguageModel, Samples
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
 from bayesalign.perplexity import perplexity
 from bayesalign.proposals import Scored, propose
+from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.scorers import checked_scores
 from bayesalign.targets import Target
 from bayesalign.training.checkpoint import load_checkpoint, save_checkpoint
+from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.run import RunFolder
 
 
@@ -66,7 +68,10 @@ class Trainer:
         objective: Objective,
         config: Config,
         run: RunFolder | None = None,
+        distributed: Distributed | None = None,
     ) -> None:
+        """``distributed``: this process's place among the processes of an ``accelerate launch``
+        (built from the config when omitted; one process without a launcher)."""
         self.policy, self.target, self.objective = policy, target, objective
         if (check_target := getattr(objective, "check_target", None)) is not None:
             check_target(target)  # an objective that cannot work with this target says so now
@@ -86,17 +91,34 @@ class Trainer:
         self.status: Callable[[str], None] = lambda phase: None  # what the loop is doing now
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
+        self.dist = distributed or Distributed(self.train_cfg.sample_shards, self.train_cfg.mixed_precision)
+        self.dist.check_batches(self.train_cfg.minibatch, self.train_cfg.micro)
+        if self.dist.world > 1 and hasattr(objective, "after_update"):
+            raise ValueError(
+                f"{objective.name} updates running statistics from the samples each process trains "
+                "on, which differ between processes; train it on one process"
+            )
+        for model in (policy, self.base):
+            model.module.to(self.dist.device)
+        if self.train_cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(policy.module)
         self.params = [p for p in policy.module.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the policy has no trainable parameters")
-        if (attach := getattr(objective, "attach", None)) is not None:
-            self.params += attach(policy)  # the objective's own weights (a value head)
+        # the objective's own weights (a value head): outside the policy, so no wrapper syncs them
+        attach = getattr(objective, "attach", None)
+        self.own_params: list[torch.nn.Parameter] = attach(policy) if attach is not None else []
+        self.params += self.own_params
         opt = torch.optim.AdamW if self.train_cfg.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt(self.params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
+        optimizer = opt(self.params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
         warmup = self.train_cfg.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0
+            optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0
         )
+        # accelerate wraps the policy's module (DDP, FSDP, DeepSpeed; itself on one process) and
+        # the optimizer; forwards that train go through the wrapper (Distributed.training_forward)
+        self.wrapper, self.optimizer = self.dist.accelerator.prepare(policy.module, optimizer)
+        self.vllm = VLLMSampler(policy) if config.sampling.backend == "vllm" else None
         seed = self.train_cfg.seed
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_generator = torch.Generator().manual_seed(seed + 1)
@@ -142,7 +164,8 @@ class Trainer:
     ) -> Scored:
         """n samples from ``model`` scored under the target. With contexts: for training,
         contexts.per_step contexts drawn at random, n/per_step samples each; for evaluation,
-        the fixed evaluation contexts, n // len(them) samples each."""
+        the fixed evaluation contexts, n // len(them) samples each. The draw is sharded over
+        processes (training/distributed.py); every process gets all n samples."""
         who = "π" if model is self.policy else "a" if model is self.base else "q"
         self.status(f"sampling {n} from {who}")
         contexts = None
@@ -150,15 +173,20 @@ class Trainer:
             contexts = [c for c in self.eval_contexts for _ in range(n // len(self.eval_contexts))]
         elif self.contexts is not None:
             contexts = step_contexts(self.contexts, self.config.contexts.per_step, n, generator)
-        return propose(
-            self.target,
-            model,
-            len(contexts) if contexts is not None else n,
-            self.sampling,
-            generator=generator,
-            batch_size=self.sample_batch,
-            contexts=contexts,
-        )
+        sampler = self.vllm if model is self.policy and self.vllm is not None else model
+
+        def draw_rows(rows: slice, shard_generator: torch.Generator) -> Scored:
+            return propose(
+                self.target,
+                sampler,
+                rows.stop - rows.start,
+                self.sampling,
+                generator=shard_generator,
+                batch_size=self.sample_batch,
+                contexts=None if contexts is None else contexts[rows],
+            )
+
+        return self.dist.draw(len(contexts) if contexts is not None else n, generator, draw_rows)
 
     def _policy_log_prob(self, draw: Scored) -> torch.Tensor:
         """log π on samples drawn from the proposal (free when the proposal is π)."""
@@ -201,29 +229,33 @@ class Trainer:
             for minibatch in order.split(cfg.minibatch):
                 self.status(f"update {len(losses) + 1}/{updates}")
                 self.optimizer.zero_grad(set_to_none=True)
+                mine = self.dist.my_rows(minibatch)  # this process's share; gradients are averaged
+                micros = mine.split(cfg.micro)
                 total = 0.0
-                for micro in minibatch.split(cfg.micro):
+                for i, micro in enumerate(micros):
                     part = batch.select(micro)
-                    out = policy_output(self.policy, part.samples, hidden=self.needs_hidden)
-                    loss = self.objective.per_sample_loss(part, out).sum() / len(minibatch)
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(self._non_finite_message(part, out.log_prob, loss))
-                    loss.backward()
+                    with self.dist.training_forward(self.policy, self.wrapper, sync=i == len(micros) - 1):
+                        out = policy_output(self.policy, part.samples, hidden=self.needs_hidden)
+                        loss = self.objective.per_sample_loss(part, out).sum() / len(mine)
+                        if not torch.isfinite(loss):
+                            raise NonFiniteLossError(self._non_finite_message(part, out.log_prob, loss))
+                        self.dist.accelerator.backward(loss)
                     total += loss.item()
+                self.dist.average_gradients(self.own_params)
                 clip = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-                norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, clip)))
+                norm = self.dist.accelerator.clip_grad_norm_(self.params, clip)
+                norms.append(float("nan") if norm is None else float(norm))  # None: DeepSpeed clips itself
                 self.optimizer.step()
                 self.scheduler.step()
                 if (after_update := getattr(self.objective, "after_update", None)) is not None:
                     after_update()  # running statistics advance once per update (objectives/base.py)
                 losses.append(total)
+        if self.vllm is not None:
+            self.vllm.sync()  # the engine samples the next step with the updated weights
         self.state.step += 1
         self.state.samples_seen += len(batch)
-        metrics = {
-            "loss": sum(losses) / len(losses),
-            "grad_norm": sum(norms) / len(norms),
-            "lr": self.scheduler.get_last_lr()[0],
-        }
+        metrics = self.dist.mean({"loss": sum(losses) / len(losses)})  # each process: its share's mean
+        metrics |= {"grad_norm": sum(norms) / len(norms), "lr": self.scheduler.get_last_lr()[0]}
         if (step_metrics := getattr(self.objective, "step_metrics", None)) is not None:
             metrics |= step_metrics()
         return metrics
@@ -455,6 +487,7 @@ class Trainer:
                 "step": self.state.step,
                 "samples_seen": self.state.samples_seen,
                 "proposal_updates": self.state.proposal_updates,
+                "processes": self.dist.world,
                 "running_log_z": self.state.log_z,
                 **train,
                 **self.state.last_check,
@@ -479,6 +512,7 @@ class Trainer:
                 self.state.last_check = self.check_proposal()
             if step % self.eval_cfg.every == 0 or step == steps:
                 record(train)
-            if self.run is not None and (step % self.config.checkpoint.every == 0 or step == steps):
+            at_checkpoint = step % self.config.checkpoint.every == 0 or step == steps
+            if self.run is not None and self.dist.is_main and at_checkpoint:
                 save_checkpoint(self, self.run.checkpoint_dir(step), self.config.checkpoint.keep)
         return records
