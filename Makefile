@@ -36,6 +36,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_step.py
+	$(BIN)/python benchmarks/bench_flops.py
+	bash benchmarks/setup_trl_venv.sh
+	$(BIN)/python benchmarks/bench_trl.py
 
 docs: setup
 	$(BIN)/mkdocs build --strict
