@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target, parse_config
 from bayesalign.model_card import write_model_card
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
+from bayesalign.progress import headline, progress_bar, show_record
 from bayesalign.report import build_report
 from bayesalign.sampling_backends import require_vllm
 from bayesalign.targets import Target, Tilt
@@ -116,16 +116,9 @@ def train(
     trainer = Trainer(policy, target, build_objective(config.training, target), config, run, dist)
     if resume and trainer.resume():
         console.print(f"resumed at step {trainer.state.step}")
-    columns = (
-        TextColumn("[bold]train[/] {task.fields[phase]:<22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[headline]}"),
-    )
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+    with progress_bar(console, "train") as progress:
         task = progress.add_task(
-            "train", total=config.training.steps, completed=trainer.state.step, headline="", phase=""
+            "train", total=config.training.steps, completed=trainer.state.step, phase="", info=""
         )
         trainer.status = lambda phase: progress.update(task, phase=phase)
 
@@ -139,10 +132,8 @@ def train(
         def on_record(record: dict) -> None:
             if tracker is not None:
                 log_record(tracker, record, run)
-            headline = "  ".join(f"{k}={record[k]:.3f}" for k in HEADLINE + moments if k in record)
-            progress.update(task, completed=record["step"], headline=headline)
-            if not console.is_terminal:
-                console.print(f"step {record['step']}: {headline}")
+            progress.update(task, completed=record["step"], info=headline(record, HEADLINE + moments))
+            show_record(console, f"step {record['step']}", record, HEADLINE + moments)
 
         trainer.fit(on_record=on_record, on_step=lambda step: progress.update(task, completed=step))
         if tracker is not None:
