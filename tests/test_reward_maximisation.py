@@ -221,6 +221,31 @@ def test_plain_reinforce_on_b_collapses(space_and_prior):
     assert records[-1]["exact_entropy_pi"] < 0.3 * base_entropy
 
 
+def test_plain_reinforce_skips_the_prior_pass_and_trains_the_same(monkeypatch):
+    """REINFORCE reads only the reward: its training draws never run the prior's forward, and
+    skipping it changes nothing (same seed, same weights as a loop forced to score the prior)."""
+    overrides = ("training.method=reinforce", "training.steps=3", "eval.every=100", "eval.exact=false")
+    has_b = lambda prior: Target.pointwise(prior, [HAS_B])  # noqa: E731
+    skipping, scoring = make_trainer(*overrides, target=has_b), make_trainer(*overrides, target=has_b)
+    scoring.reads_prior = True
+    prior_passes = []
+    for trainer in (skipping, scoring):
+        forward = trainer.base.token_log_probs_frozen
+        monkeypatch.setattr(
+            trainer.base,
+            "token_log_probs_frozen",
+            lambda samples, *a, _f=forward, _t=trainer, **k: prior_passes.append(_t) or _f(samples, *a, **k),
+        )
+        for _ in range(3):
+            trainer.train_step()
+    assert skipping.reads_prior is False
+    assert prior_passes.count(skipping) == 0 and prior_passes.count(scoring) == 3
+    assert math.isnan(skipping.state.log_z) and math.isfinite(scoring.state.log_z)
+    weights = zip(skipping.policy.module.parameters(), scoring.policy.module.parameters(), strict=True)
+    for mine, theirs in weights:
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
 # -- 4. PPO's pieces by hand ------------------------------------------------------------------------
 def test_gae_matches_the_recursion_by_hand():
     rewards = torch.tensor([[0.1, -0.2, 1.0, 0.0], [0.5, 2.0, 0.0, 0.0]])

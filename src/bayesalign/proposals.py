@@ -21,25 +21,39 @@ class NonFiniteLogProbError(FloatingPointError):
 
 @dataclass
 class Scored:
-    """Samples drawn from a proposal q with log q, log a, the scorers' evidence and log P."""
+    """Samples drawn from a proposal q with log q, log a, the scorers' evidence and log P.
+
+    ``token_log_a`` and ``log_target`` are None when the draw skipped the prior's pass
+    (``propose(..., prior=False)``); reading log a or log w of such a draw is an error.
+    """
 
     samples: Samples
     log_q: torch.Tensor  # [B] float64, under the sampling distribution
-    token_log_a: torch.Tensor  # [B, T] float, per generated token under the prior, 0 at padding
+    token_log_a: torch.Tensor | None  # [B, T] float, per generated token under the prior, 0 at padding
     evidence: Evidence
-    log_target: torch.Tensor  # [B] float64, log P(x)
+    log_target: torch.Tensor | None  # [B] float64, log P(x)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     @property
+    def scored_prior(self) -> bool:
+        return self.log_target is not None
+
+    def _require_prior(self) -> None:
+        if not self.scored_prior:
+            raise ValueError("this draw skipped the prior's pass (prior=False): it has no log a or log P")
+
+    @property
     def log_a(self) -> torch.Tensor:
         """log a(x), [B] float64."""
+        self._require_prior()
         return self.token_log_a.sum(-1).double()
 
     @property
     def log_weight(self) -> torch.Tensor:
         """log w = log P − log q."""
+        self._require_prior()
         return self.log_target - self.log_q
 
     def select(self, index: torch.Tensor | Sequence[int]) -> Scored:
@@ -47,9 +61,9 @@ class Scored:
         return Scored(
             samples=self.samples.select(idx),
             log_q=self.log_q[idx],
-            token_log_a=self.token_log_a[idx],
+            token_log_a=None if self.token_log_a is None else self.token_log_a[idx],
             evidence=self.evidence.select(idx),
-            log_target=self.log_target[idx],
+            log_target=None if self.log_target is None else self.log_target[idx],
         )
 
     @staticmethod
@@ -58,12 +72,19 @@ class Scored:
             return parts[0]
         samples = Samples.concat([p.samples for p in parts])
         width = samples.ids.shape[1]
+        prior = parts[0].scored_prior
+        if any(p.scored_prior != prior for p in parts):
+            raise ValueError("cannot concatenate draws with and without the prior's pass")
+        token_log_a = log_target = None
+        if prior:
+            token_log_a = torch.cat([pad(p.token_log_a, width, left=False, value=0.0) for p in parts])
+            log_target = torch.cat([p.log_target for p in parts])
         return Scored(
             samples=samples,
             log_q=torch.cat([p.log_q for p in parts]),
-            token_log_a=torch.cat([pad(p.token_log_a, width, left=False, value=0.0) for p in parts]),
+            token_log_a=token_log_a,
             evidence=Evidence.concat([p.evidence for p in parts]),
-            log_target=torch.cat([p.log_target for p in parts]),
+            log_target=log_target,
         )
 
     def rows(self) -> list[dict]:
@@ -72,11 +93,9 @@ class Scored:
         for i, text in enumerate(self.samples.texts):
             row: dict = {"text": text}
             row |= {name: s[i].item() for name, s in self.evidence.scores.items()}
-            row |= {
-                "log_a": self.log_a[i].item(),
-                "log_q": self.log_q[i].item(),
-                "log_target": self.log_target[i].item(),
-            }
+            row["log_q"] = self.log_q[i].item()
+            if self.scored_prior:
+                row |= {"log_a": self.log_a[i].item(), "log_target": self.log_target[i].item()}
             out.append(row)
         return out
 
@@ -90,20 +109,27 @@ def propose(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     contexts: Sequence[str] | None = None,
+    prior: bool = True,
 ) -> Scored:
     """Draw n samples from ``proposal`` and score them under ``target``.
 
     log q comes from the sampling pass itself; log a needs a second pass unless the proposal is
-    the target's prior sampled ancestrally (then q = a exactly). With ``contexts`` (one per
-    sample), sample i continues contexts[i] and is scored by b(x, c) under a(x|c).
+    the target's prior sampled ancestrally (then q = a exactly). ``prior=False`` skips that
+    pass, and log P with it, for callers that read only the evidence (plain REINFORCE). With
+    ``contexts`` (one per sample), sample i continues contexts[i] and is scored by b(x, c)
+    under a(x|c).
     """
     samples = proposal.sample(n, params, contexts=contexts, generator=generator, batch_size=batch_size)
     log_q = samples.log_q.double()
+    evidence = target.evidence(samples)
+    if not prior:
+        if torch.isnan(log_q).any():
+            raise NonFiniteLogProbError("log-probabilities of the proposal q are NaN: its weights are broken")
+        return Scored(samples, log_q, None, evidence, None)
     if proposal is target.base and params.is_ancestral:
         token_log_a = samples.token_log_q
     else:
         token_log_a = target.base.token_log_probs_frozen(samples, batch_size=batch_size)
-    evidence = target.evidence(samples)
     log_target = target.log_prob(token_log_a.sum(-1), evidence)
     if torch.isnan(log_target).any() or torch.isnan(log_q).any():
         raise NonFiniteLogProbError(

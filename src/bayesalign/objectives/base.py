@@ -18,14 +18,15 @@ class Batch:
     current estimate of log Z. All detached, float64 per sample.
 
     ``token_log_a`` (per-token log a, [B, T]) and ``reward`` (the target's r(x),
-    `Target.reward`) are there when the loop has them; ``extras`` holds per-sample tensors an
-    objective computed once per step in its ``prepare`` hook (advantages, old values), so that
-    minibatches slice them with the samples.
+    `Target.reward`) are there when the loop has them; ``log_target`` is None when the
+    objective said it does not read the prior (``reads_prior = False``); ``extras`` holds
+    per-sample tensors an objective computed once per step in its ``prepare`` hook
+    (advantages, old values), so that minibatches slice them with the samples.
     """
 
     samples: Samples
     log_q: torch.Tensor
-    log_target: torch.Tensor
+    log_target: torch.Tensor | None
     evidence: Evidence
     log_z: float
     token_log_a: torch.Tensor | None = None
@@ -39,7 +40,7 @@ class Batch:
         return Batch(
             samples=self.samples.select(index),
             log_q=self.log_q[index],
-            log_target=self.log_target[index],
+            log_target=None if self.log_target is None else self.log_target[index],
             evidence=self.evidence.select(index),
             log_z=self.log_z,
             token_log_a=None if self.token_log_a is None else self.token_log_a[index],
@@ -56,6 +57,8 @@ class Batch:
     @property
     def normalised_weights(self) -> torch.Tensor:
         """p(x)/q(x) = P(x)/(Z·q(x)) with the running Z; exactly 0 where P(x) = 0."""
+        if self.log_target is None:
+            raise ValueError("this batch has no log P (drawn without the prior's pass): no weights p/q")
         return torch.exp(self.log_target - self.log_q - self.log_z)
 
     def require_reward(self, objective: str) -> torch.Tensor:
@@ -108,6 +111,9 @@ class Objective(Protocol):
     - ``requires_on_policy = True``: the objective's math assumes q is the policy that drew the
       samples (PPO's ratio π/π_old); the loop refuses a fixed or adaptive proposal.
     - ``needs_hidden = True``: `PolicyOutput.hidden` is filled (costs memory).
+    - ``reads_prior = False``: the objective reads neither log a nor log P (plain REINFORCE
+      reads the reward only), so training draws skip the prior's forward pass and leave
+      ``Batch.log_target``/``token_log_a`` None; they then do not add to the running Z.
     - ``attach(policy) -> list[Parameter]``: called once before the optimizer is built; returns
       the objective's own trainable parameters (a value head), optimised with the policy's.
     - ``prepare(batch, old) -> Batch``: called once per step before the updates, with ``old``,

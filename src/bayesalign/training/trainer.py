@@ -82,6 +82,7 @@ class Trainer:
                 f"training.proposal.update: on_policy (it is {config.training.proposal.update!r})"
             )
         self.needs_hidden = getattr(objective, "needs_hidden", False)
+        self.reads_prior = getattr(objective, "reads_prior", True)
         self.base = target.base
         self.config = config
         self.train_cfg, self.eval_cfg = config.training, config.eval
@@ -160,12 +161,19 @@ class Trainer:
 
     # -- sampling and scoring ------------------------------------------------------------------
     def draw(
-        self, model: LanguageModel, n: int, generator: torch.Generator, *, evaluation: bool = False
+        self,
+        model: LanguageModel,
+        n: int,
+        generator: torch.Generator,
+        *,
+        evaluation: bool = False,
+        prior: bool = True,
     ) -> Scored:
-        """n samples from ``model`` scored under the target. With contexts: for training,
-        contexts.per_step contexts drawn at random, n/per_step samples each; for evaluation,
-        the fixed evaluation contexts, n // len(them) samples each. The draw is sharded over
-        processes (training/distributed.py); every process gets all n samples."""
+        """n samples from ``model`` scored under the target (without log a and log P when not
+        ``prior``). With contexts: for training, contexts.per_step contexts drawn at random,
+        n/per_step samples each; for evaluation, the fixed evaluation contexts, n // len(them)
+        samples each. The draw is sharded over processes (training/distributed.py); every
+        process gets all n samples."""
         who = "π" if model is self.policy else "a" if model is self.base else "q"
         self.status(f"sampling {n} from {who}")
         contexts = None
@@ -184,6 +192,7 @@ class Trainer:
                 generator=shard_generator,
                 batch_size=self.sample_batch,
                 contexts=None if contexts is None else contexts[rows],
+                prior=prior,
             )
 
         return self.dist.draw(len(contexts) if contexts is not None else n, generator, draw_rows)
@@ -219,8 +228,9 @@ class Trainer:
     # -- training ------------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         cfg = self.train_cfg
-        draw = self.draw(self.proposal, cfg.batch_size, self.generator)
-        self._accumulate_z(draw)
+        draw = self.draw(self.proposal, cfg.batch_size, self.generator, prior=self.reads_prior)
+        if draw.scored_prior:
+            self._accumulate_z(draw)
         batch = self._batch(draw)
         losses, norms = [], []
         updates = cfg.epochs * (len(batch) // cfg.minibatch)
@@ -280,7 +290,7 @@ class Trainer:
     def gradient_stats(self, n: int) -> GradientStats:
         """Per-sample gradient statistics of the objective on ``n`` fresh samples from q (drawn
         with the evaluation generator, so training's random stream is untouched)."""
-        draw = self.draw(self.proposal, n, self.eval_generator)
+        draw = self.draw(self.proposal, n, self.eval_generator, prior=self.reads_prior)
         return gradient_variance(self.policy, self.objective, self._batch(draw), hidden=self.needs_hidden)
 
     @torch.no_grad()
@@ -299,10 +309,13 @@ class Trainer:
         )
 
     def _non_finite_message(self, part: Batch, log_pi: torch.Tensor, loss: torch.Tensor) -> str:
-        weights = part.normalised_weights
+        weights = (
+            f"max weight p/q = {part.normalised_weights.max().item():.4g}, log Z = {part.log_z:.4g}, "
+            if part.log_target is not None
+            else ""
+        )
         return (
-            f"{self.objective.name} loss is {loss.item()} at step {self.state.step + 1}: "
-            f"max weight p/q = {weights.max().item():.4g}, log Z = {part.log_z:.4g}, "
+            f"{self.objective.name} loss is {loss.item()} at step {self.state.step + 1}: {weights}"
             f"min log π = {log_pi.min().item():.4g}. Lower training.lr or check the scorers."
         )
 
