@@ -20,7 +20,7 @@ def make_tracker(backend: str, project: str, run: RunFolder):
     named project (W&B). A missing package is an ImportError that names it."""
     from accelerate import tracking
 
-    needs = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "'bayesalign[mlflow]'"}
+    needs = {"tensorboard": "tensorboard", "wandb": "'bayesalign[wandb]'", "mlflow": "'bayesalign[mlflow]'"}
     try:
         __import__(backend)
         if backend == "mlflow":
