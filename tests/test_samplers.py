@@ -510,3 +510,27 @@ def test_cli_refuses_to_overwrite_and_reports_no_acceptance(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert "0 of" in err and "none of them has P(x) > 0" in err
     assert out.read_text() == "keep me\n"  # nothing written on failure
+
+
+def test_a_draw_without_the_prior_pass_keeps_the_samples_and_refuses_weights(cases):
+    """propose(prior=False) (plain REINFORCE's training draws) gives the same samples, log q and
+    evidence as a full draw, no log a or log P, and cannot be mixed with full draws."""
+    case = cases["pointwise/π"]
+
+    def draw(seed: int, prior: bool) -> S.Scored:
+        generator = torch.Generator().manual_seed(seed)
+        return S.propose(case.target, case.proposal, 16, PARAMS, generator=generator, prior=prior)
+
+    full, bare = draw(0, True), draw(0, False)
+    assert bare.samples.texts == full.samples.texts
+    torch.testing.assert_close(bare.log_q, full.log_q, rtol=0, atol=0)
+    torch.testing.assert_close(bare.evidence.scores["has_b"], full.evidence.scores["has_b"])
+    assert bare.log_target is None and bare.token_log_a is None
+    with pytest.raises(ValueError, match="skipped the prior's pass"):
+        _ = bare.log_weight
+    joined = S.Scored.concat([bare, draw(1, False)])
+    assert len(joined) == 32 and joined.log_target is None
+    assert joined.select([0, 31]).samples.texts == [bare.samples.texts[0], joined.samples.texts[31]]
+    assert "log_target" not in joined.rows()[0] and "log_target" in full.rows()[0]
+    with pytest.raises(ValueError, match="with and without the prior's pass"):
+        S.Scored.concat([full, bare])
