@@ -6,6 +6,13 @@ pii:  English text: the documentation topics shipped in pydoc_data, the docstrin
       classes and functions, the comment blocks of the source, and the e-mail messages of the
       email package's tests (which hold real-looking addresses), shuffled into data/pii.jsonl
       (one {"text": ...} record per document).
+pii_dense: 4 MB, half of it documents from the same English sources as pii, half entries of the
+      Debian changelogs installed on this machine (/usr/share/doc/*/changelog.Debian.gz: release
+      notes that each end with the maintainer's name and e-mail), shuffled into
+      data/pii_dense.jsonl. About 12 % of its sentences hold PII against 1.9 % in pii, so that
+      small models write PII often enough for the objectives to differ measurably. The
+      changelogs present depend on the installed packages: the list used goes to
+      data/pii_dense_sources.txt.
 
 Prints each corpus's size and the fraction of segments the task's scorer flags.
 
@@ -15,10 +22,12 @@ Prints each corpus's size and the fraction of segments the task's scorer flags.
 from __future__ import annotations
 
 import ast
+import gzip
 import io
 import json
 import pydoc_data.topics
 import random
+import re
 import sysconfig
 import tokenize
 import warnings
@@ -32,6 +41,7 @@ DATA = Path(__file__).parent / "data"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 PEP8_BYTES = 1_200_000  # about 350k tokens: more than one run's budget, so no epoch repeats
 PII_BYTES = 1_200_000
+PII_DENSE_BYTES = 4_000_000  # about 1.2M tokens: its runs train on 1M tokens without repeats
 MAX_FILE_BYTES = 40_000  # no single file dominates the sample
 
 
@@ -81,7 +91,9 @@ def comment_blocks(source: str) -> list[str]:
     return [b for b in blocks if len(b) >= 150]
 
 
-def build_pii(rng: random.Random) -> list[str]:
+def english_documents() -> list[str]:
+    """pydoc_data's topics, the email package's test messages, and the stdlib's docstrings and
+    comment blocks, in a fixed order."""
     documents = list(pydoc_data.topics.topics.values())
     mail = sorted((STDLIB / "test" / "test_email" / "data").glob("*.txt"))
     documents += [p.read_text(encoding="utf-8", errors="replace") for p in mail]
@@ -94,18 +106,57 @@ def build_pii(rng: random.Random) -> list[str]:
             documents += comment_blocks(source)
         except (SyntaxError, ValueError, tokenize.TokenError, IndentationError):
             continue  # the deliberately broken test files
-    rng.shuffle(documents)
+    return documents
+
+
+def take(documents: list[str], size: int) -> list[str]:
+    """The first documents whose total reaches ``size`` bytes."""
     kept, total = [], 0
     for doc in documents:
+        if total >= size:
+            break
         kept.append(doc)
         total += len(doc.encode())
-        if total >= PII_BYTES:
-            break
-    DATA.mkdir(parents=True, exist_ok=True)
-    with (DATA / "pii.jsonl").open("w", encoding="utf-8") as f:
-        for doc in kept:
-            f.write(json.dumps({"text": doc}) + "\n")
     return kept
+
+
+def write_jsonl(path: Path, documents: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": doc}) + "\n" for doc in documents)
+
+
+def build_pii(rng: random.Random) -> list[str]:
+    documents = english_documents()
+    rng.shuffle(documents)
+    kept = take(documents, PII_BYTES)
+    write_jsonl(DATA / "pii.jsonl", kept)
+    return kept
+
+
+def debian_changelog_entries() -> tuple[list[str], list[Path]]:
+    """Every entry (a version's notes and its " -- Name <e-mail>  date" sign-off) of the
+    installed packages' Debian changelogs, with the files read."""
+    files = sorted(Path("/usr/share/doc").glob("*/changelog.Debian.gz"))
+    entries = []
+    for path in files:
+        text = gzip.decompress(path.read_bytes()).decode("utf-8", errors="replace")
+        entries += [e.strip() for e in re.split(r"\n(?=\S)", text) if " -- " in e and len(e) > 150]
+    return entries, files
+
+
+def build_pii_dense(rng: random.Random) -> list[str]:
+    entries, files = debian_changelog_entries()
+    if not entries:
+        raise SystemExit("no /usr/share/doc/*/changelog.Debian.gz here: pii_dense needs a Debian system")
+    english = english_documents()
+    rng.shuffle(english)
+    rng.shuffle(entries)
+    documents = take(english, PII_DENSE_BYTES // 2) + take(entries, PII_DENSE_BYTES // 2)
+    rng.shuffle(documents)
+    write_jsonl(DATA / "pii_dense.jsonl", documents)
+    (DATA / "pii_dense_sources.txt").write_text("".join(f"{p}\n" for p in files))
+    return documents
 
 
 def describe(task: str, documents: list[str], scorer, unit: str) -> dict:
@@ -127,9 +178,11 @@ def describe(task: str, documents: list[str], scorer, unit: str) -> dict:
 
 
 def main() -> None:
+    pii = build_pii(random.Random(0))
     stats = [
         describe("pep8", build_pep8(random.Random(0)), Pep8LineScorer(), "lines"),
-        describe("pii", build_pii(random.Random(0)), PIIScorer(), "sentences"),
+        describe("pii", pii, PIIScorer(), "sentences"),
+        describe("pii_dense", build_pii_dense(random.Random(0)), PIIScorer(), "sentences"),
     ]
     (DATA / "corpus_stats.json").write_text(json.dumps(stats, indent=1))
 

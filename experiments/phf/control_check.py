@@ -3,6 +3,9 @@
 misalignment of the two sets of samples: the model learned the tokens' meaning iff <|bad|>
 samples are clearly worse.
 
+Every conditional-training run of each task is checked: conditional, finetune, and
+conditional_seed<s> where run.py --seeds made them.
+
     python experiments/phf/control_check.py   (after run.py; prints one JSON line per task)
 """
 
@@ -26,11 +29,12 @@ HERE, RUNS = Path(__file__).parent, Path("runs/phf")
 
 def main() -> None:
     torch.set_num_threads(1)
-    for task in ("pep8", "pii"):
+    for task in ("pep8", "pii", "pii_dense"):
         config = PretrainConfig.model_validate(yaml.safe_load((HERE / f"{task}.yaml").read_text()))
         scorer = config.scorer.build()
         result: dict = {"task": task}
-        for run in ("conditional", "finetune"):
+        runs = ["conditional", "finetune"] + sorted(p.name for p in (RUNS / task).glob("conditional_seed*"))
+        for run in runs:
             model = LanguageModel.from_pretrained(RUNS / task / run / "final")
             banned = tuple(model.tokenizer.convert_tokens_to_ids([GOOD, BAD]))
             params = SamplingParams(max_new_tokens=config.eval.max_new_tokens, banned_tokens=banned)

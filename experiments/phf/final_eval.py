@@ -5,11 +5,14 @@ Samples start as documents start in training, after <|endoftext|> (and <|good|> 
 conditional and finetune runs, both control tokens banned), 64 new tokens, ancestral sampling,
 the same seed for every run; scored by the task's scorer as in run.py's evaluation.
 
-    python experiments/phf/final_eval.py   (after run.py; writes docs/results/phf_final_eval.jsonl)
+    python experiments/phf/final_eval.py [--redo]
+(after run.py; every finished run under runs/phf/<task>/; rows already in
+docs/results/phf_final_eval.jsonl are kept unless --redo, so new runs add to it)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -25,22 +28,13 @@ from bayesalign.scorers import checked_scores
 
 HERE, RUNS, OUT = Path(__file__).parent, Path("runs/phf"), Path("docs/results")
 SAMPLES, K = 1024, 8
-RUN_NAMES = [
-    "mle",
-    "filtering",
-    "conditional",
-    "unlikelihood",
-    "rwr",
-    "awr",
-    "mle_half",
-    "finetune",
-    "mle_seed1",
-]
+TASKS = ("pep8", "pii", "pii_dense")
+CONDITIONAL = ("conditional", "finetune")  # sampled after <|good|>, with or without a _seed suffix
 
 
 def evaluate(task: str, run: str, scorer, max_new_tokens: int) -> dict:
     model = LanguageModel.from_pretrained(RUNS / task / run / "final")
-    conditional = run in ("conditional", "finetune")
+    conditional = run.split("_seed")[0] in CONDITIONAL
     model.prompt = EOS + (GOOD if conditional else "")
     banned = tuple(model.tokenizer.convert_tokens_to_ids([GOOD, BAD]))
     params = SamplingParams(max_new_tokens=max_new_tokens, banned_tokens=banned)
@@ -59,20 +53,25 @@ def evaluate(task: str, run: str, scorer, max_new_tokens: int) -> dict:
     }
 
 
-def main() -> None:
+def main(redo: bool) -> None:
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for task in ("pep8", "pii"):
+    path = OUT / "phf_final_eval.jsonl"
+    rows = [] if redo or not path.is_file() else [json.loads(line) for line in path.open()]
+    done = {(r["task"], r["run"]) for r in rows}
+    for task in TASKS:
         config = PretrainConfig.model_validate(yaml.safe_load((HERE / f"{task}.yaml").read_text()))
         scorer = config.scorer.build()
-        for run in RUN_NAMES:
-            if (RUNS / task / run / "final" / "model.safetensors").is_file():
+        for final in sorted((RUNS / task).glob("*/final/model.safetensors")):
+            run = final.parent.parent.name
+            if (task, run) not in done:
                 rows.append(evaluate(task, run, scorer, config.eval.max_new_tokens))
                 print(json.dumps(rows[-1]), flush=True)
-    with (OUT / "phf_final_eval.jsonl").open("w") as f:
+    with path.open("w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redo", action="store_true", help="evaluate every run again")
+    main(parser.parse_args().redo)

@@ -1,4 +1,4 @@
-"""Run every PHF objective at an equal token budget on both tasks, plus "MLE then finetune with
+"""Run every PHF objective at an equal token budget on each task, plus "MLE then finetune with
 feedback", one run after another through `bayesalign pretrain` (1 thread each).
 
 Per task, in order (run folders under runs/phf/<task>/):
@@ -7,14 +7,17 @@ Per task, in order (run folders under runs/phf/<task>/):
   mle_half       MLE on the first half of the budget (the same blocks as mle's first half)
   finetune       conditional training from mle_half's weights on the second half of the stream
   mle_seed1      MLE with seed 1: how far two MLE runs are from each other (the KL noise floor)
+  <objective>_seed<s>   with --seeds: the six objectives again with seed s (init and data order)
 
-    nohup nice python experiments/phf/run.py > runs/phf/log.txt 2>&1 &
+    nohup nice python experiments/phf/run.py pep8 --seeds 1 2 > runs/phf/log_pep8.txt 2>&1 &
+    python experiments/phf/run.py pii_dense --only rwr awr   # a subset (its mle must exist)
 (experiments/phf/reproduce.sh runs the whole experiment, this included.)
 Then `python experiments/phf/summarize.py` writes the tables and plots to docs/.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -24,26 +27,28 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 RUNS = Path("runs/phf")
-TOKENS = 200_000
+# training tokens per run; pii_dense's models need more before they write e-mail addresses at all
+TOKENS = {"pep8": 200_000, "pii": 200_000, "pii_dense": 1_000_000}
 # filtering drops documents whose mean line/sentence score exceeds this; the other objectives
 # use threshold 0 (any violation or PII item makes a segment misaligned). PEP8: the corpus's
-# median document mean (about half the files dropped); PII: 0 (the 6 % of documents with PII).
-FILTER_THRESHOLD = {"pep8": 0.0013, "pii": 0.0}
+# median document mean (about half the files dropped); PII: 0 (the documents with any PII).
+FILTER_THRESHOLD = {"pep8": 0.0013, "pii": 0.0, "pii_dense": 0.0}
+OBJECTIVES = ["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
 
 
-def runs(task: str) -> list[tuple[str, list[str]]]:
+def runs(task: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
     reference = f"eval.reference_model={RUNS / task / 'mle' / 'final'}"
-    half = TOKENS // 2
-    return [
-        ("mle", []),
-        (
-            "filtering",
-            ["objective.type=filtering", f"objective.threshold={FILTER_THRESHOLD[task]}", reference],
-        ),
-        ("conditional", ["objective.type=conditional", reference]),
-        ("unlikelihood", ["objective.type=unlikelihood", reference]),
-        ("rwr", ["objective.type=rwr", reference]),
-        ("awr", ["objective.type=awr", "objective.alpha=0.5", reference]),
+    half = TOKENS[task] // 2
+    objectives = {
+        "mle": [],
+        "filtering": ["objective.type=filtering", f"objective.threshold={FILTER_THRESHOLD[task]}"],
+        "conditional": ["objective.type=conditional"],
+        "unlikelihood": ["objective.type=unlikelihood"],
+        "rwr": ["objective.type=rwr"],
+        "awr": ["objective.type=awr", "objective.alpha=0.5"],
+    }
+    out = [(name, sets + [reference] if sets else []) for name, sets in objectives.items()]
+    out += [
         ("mle_half", [f"training.tokens={half}"]),
         (
             "finetune",
@@ -56,17 +61,26 @@ def runs(task: str) -> list[tuple[str, list[str]]]:
         ),
         ("mle_seed1", ["training.seed=1", reference]),
     ]
+    for seed in seeds:
+        out += [
+            (f"{name}_seed{seed}", [*sets, f"training.seed={seed}", reference])
+            for name, sets in objectives.items()
+            if f"{name}_seed{seed}" != "mle_seed1"
+        ]
+    return out
 
 
-def main(tasks: list[str]) -> None:
+def main(tasks: list[str], seeds: list[int], only: list[str] | None) -> None:
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     for task in tasks:
-        for name, overrides in runs(task):
+        for name, overrides in runs(task, seeds):
+            if only and name not in only:
+                continue
             out = RUNS / task / name
             if (out / "final" / "model.safetensors").is_file():
                 print(f"{task}/{name}: done already", flush=True)
                 continue
-            sets = [f"training.tokens={TOKENS}", *overrides]
+            sets = [f"training.tokens={TOKENS[task]}", *overrides]
             command = [sys.executable, "-m", "bayesalign.cli", "pretrain", str(HERE / f"{task}.yaml")]
             command += ["--out", str(out)] + [a for s in sets for a in ("--set", s)]
             started = time.perf_counter()
@@ -76,4 +90,9 @@ def main(tasks: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["pep8", "pii"])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tasks", nargs="*", default=["pep8", "pii", "pii_dense"])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[], help="extra seeds of the six objectives")
+    parser.add_argument("--only", nargs="*", help="these runs only (e.g. to spread them over processes)")
+    args = parser.parse_args()
+    main(args.tasks, args.seeds, args.only)

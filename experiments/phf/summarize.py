@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -21,9 +22,12 @@ from safetensors import safe_open  # noqa: E402
 
 RUNS = Path("runs/phf")
 OUT = Path("docs/results")
-TASKS = {"pep8": "PEP8 (stdlib source)", "pii": "PII (stdlib docs, docstrings, comments, e-mails)"}
+TASKS = {
+    "pep8": "PEP8 (stdlib source)",
+    "pii": "PII (stdlib docs, docstrings, comments, e-mails)",
+    "pii_dense": "PII, dense (half stdlib English texts, half Debian changelog entries)",
+}
 OBJECTIVES = ["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
-EXTRA = ["mle_seed1", "mle_half", "finetune"]
 # (key, header, format): misalignment from final_eval.py (1,024 samples, ± standard error), the
 # rest from the run's last in-training evaluation
 COLUMNS = [
@@ -70,6 +74,37 @@ def table(task: str, runs: list[str], finals: dict, evals: dict) -> str:
     return "\n".join(lines)
 
 
+def seed_name(objective: str, seed: int) -> str:
+    return objective if seed == 0 else f"{objective}_seed{seed}"
+
+
+def seed_table(task: str, finals: dict, evals: dict) -> str:
+    """Per objective, over the seeds that ran: mean ± standard deviation across seeds of the final
+    misalignment (1,024 samples each) and held-out loss, and each seed's misalignment."""
+    seeds = sorted({0} | {int(r.rsplit("_seed", 1)[1]) for t, r in finals if t == task and "_seed" in r})
+    lines = [
+        "| objective | seeds | misalignment, mean ± sd over seeds | per seed | held-out LM loss, mean ± sd |",
+        "|---|---|---|---|---|",
+    ]
+    for objective in OBJECTIVES:
+        runs = [seed_name(objective, s) for s in seeds if (task, seed_name(objective, s)) in evals]
+        if not runs:
+            continue
+        mis = [evals[task, r]["misalignment"] for r in runs]
+        loss = [finals[task, r]["heldout_loss"] for r in runs]
+
+        def spread(values: list[float], fmt: str) -> str:
+            sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+            return f"{fmt.format(statistics.fmean(values))} ± {fmt.format(sd)}"
+
+        lines.append(
+            f"| {objective} | {len(runs)} | {spread(mis, '{:.3g}')} | "
+            + ", ".join(f"{m:.3g}" for m in mis)
+            + f" | {spread(loss, '{:.3f}')} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(task: str, histories: dict, evals: dict) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for run in OBJECTIVES + ["finetune"]:
@@ -102,7 +137,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     histories, finals, rows = {}, {}, []
     for task in TASKS:
-        for run in OBJECTIVES + EXTRA:
+        for run in sorted(p.name for p in (RUNS / task).glob("*") if (p / "metrics.jsonl").is_file()):
             history = read(task, run)
             if history:
                 histories[task, run] = history
@@ -118,11 +153,12 @@ def main() -> None:
     size = parameters(RUNS / "pep8" / "mle" / "final")
     summary = {"parameters": size, "runs": [{"task": t, "run": r, **v} for (t, r), v in finals.items()]}
     red = {}
-    for target in ("mle", "conditional"):
-        path = RUNS / "red_team" / f"pii_{target}" / "rounds.jsonl"
-        if path.is_file():
-            red[target] = [json.loads(line) for line in path.open()]
-    summary["red_team_pii"] = red
+    for task in ("pii",):  # red_team.sh red-teams the sparse PII task's models
+        for target in ("mle", "conditional"):
+            path = RUNS / "red_team" / f"{task}_{target}" / "rounds.jsonl"
+            if path.is_file():
+                red[f"{task}/{target}"] = [json.loads(line) for line in path.open()]
+    summary["red_team"] = red
     stats = Path("experiments/phf/data/corpus_stats.json")  # written by build_corpora.py
     summary["corpora"] = json.loads(stats.read_text()) if stats.is_file() else None
     (OUT / "phf_summary.json").write_text(json.dumps(summary, indent=1))
@@ -130,12 +166,14 @@ def main() -> None:
     for task in TASKS:
         print(f"\n### {TASKS[task]}\n")
         print(table(task, OBJECTIVES + ["mle_seed1"], finals, evals))
+        print("\nacross seeds\n")
+        print(seed_table(task, finals, evals))
         print("\nfinetune comparison\n")
         print(table(task, ["mle_half", "finetune", "conditional"], finals, evals))
         print(f"\nplot: {plot(task, histories, evals)}")
     for target, records in red.items():
         print(
-            f"\nred teaming PII, target {target}: "
+            f"\nred teaming {target}: "
             + ", ".join(
                 f"round {r['round']} pool {r['pool_size']} mean {r['pool_misalignment']:.5f} "
                 f"max {r['pool_max_misalignment']:.5f}"
