@@ -78,6 +78,12 @@ def seed_name(objective: str, seed: int) -> str:
     return objective if seed == 0 else f"{objective}_seed{seed}"
 
 
+def spread(values: list[float], fmt: str) -> str:
+    """Mean ± standard deviation (nan for a single value), both formatted with ``fmt``."""
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{fmt.format(statistics.fmean(values))} ± {fmt.format(sd)}"
+
+
 def seed_table(task: str, finals: dict, evals: dict) -> str:
     """Per objective, over the seeds that ran: mean ± standard deviation across seeds of the final
     misalignment (1,024 samples each) and held-out loss, and each seed's misalignment."""
@@ -92,11 +98,6 @@ def seed_table(task: str, finals: dict, evals: dict) -> str:
             continue
         mis = [evals[task, r]["misalignment"] for r in runs]
         loss = [finals[task, r]["heldout_loss"] for r in runs]
-
-        def spread(values: list[float], fmt: str) -> str:
-            sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-            return f"{fmt.format(statistics.fmean(values))} ± {fmt.format(sd)}"
-
         lines.append(
             f"| {objective} | {len(runs)} | {spread(mis, '{:.3g}')} | "
             + ", ".join(f"{m:.3g}" for m in mis)

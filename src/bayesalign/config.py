@@ -176,15 +176,12 @@ class Pep8Spec(Section):
         return Pep8Scorer(self.boolean, self.ignore_truncation, self.name)
 
 
-class Pep8LinesSpec(Section):
+class Pep8LinesSpec(Pep8Spec):
     """pep8 scored line by line within each file, as the PHF paper's line-level misalignment
-    (pretraining corpora, corpus.unit: lines); samples are scored as a whole, like pep8."""
+    (pretraining corpora, corpus.unit: lines); samples are scored as a whole, like pep8, and
+    ``ignore_truncation`` applies to them only."""
 
     type: Literal["pep8_lines"]
-    boolean: bool = False
-    ignore_truncation: bool = Field(
-        False, description="samples only: do not count what only says the text was cut at its end"
-    )
     name: str = "pep8_lines"
 
     def build(self) -> Scorer:
