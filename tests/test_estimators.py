@@ -232,7 +232,6 @@ def test_weights_never_overflow_with_a_very_peaked_tilt(prior, policy):
         assert math.isfinite(e.value) and math.isfinite(e.stderr), e
     moment = est.target_expectation(t, lq, n_a)
     assert moment.value == pytest.approx(expectation(exact.log_p, n_a_space), abs=1e-3)
-    assert est.kl_target_model(t, lq, lq).value >= 0
     assert 1 <= est.effective_sample_size(t, lq) <= len(samples)
 
 
@@ -276,3 +275,44 @@ def test_plain_means_need_samples():
         est.mean(torch.tensor([]))
     with pytest.raises(ValueError, match="zero samples"):
         est.kl_on_samples(torch.tensor([]), torch.tensor([]))
+
+
+# -- KL(π‖p) with an estimated Z ------------------------------------------------------------------
+def test_kl_policy_target_with_estimated_log_z_is_within_3_stderr_over_10_seeds(prior, policy):
+    """KL(π‖p) = E_π[log π − log P] + log Z, Z from other samples (of q = a). Its stderr must
+    include log Ẑ's: without it the estimate misses by many s.e. on some seeds (measured: 10.57
+    exact vs 9.97 ± 0.11 before), and with log Z's sign flipped it misses on every seed."""
+    target = make_target("tilt", prior)
+    exact = ExactTarget.build(target, SequenceSpace(prior, MAX_NEW_TOKENS))
+    exact_value = kl(SequenceSpace(prior, MAX_NEW_TOKENS).log_prob(policy), exact.log_p)
+    params = SamplingParams(max_new_tokens=MAX_NEW_TOKENS)
+    misses, flipped_misses, estimates = [], 0, []
+    for seed in range(10):
+        gen = torch.Generator().manual_seed(100 + seed)
+        q = prior.sample(500, params, generator=gen)
+        log_z = est.log_partition(target.log_prob(q.log_q, target.evidence(q)), q.log_q)
+        pi = policy.sample(500, params, generator=gen)
+        log_target_pi = target.log_prob(prior.log_prob_frozen(pi), target.evidence(pi))
+        e = est.kl_model_target(pi.log_q, log_target_pi, log_z)
+        estimates.append(e.value)
+        misses.append(abs(e.value - exact_value) / e.stderr)
+        flipped = est.kl_model_target(pi.log_q, log_target_pi, est.Estimate(-log_z.value, log_z.stderr))
+        flipped_misses += abs(flipped.value - exact_value) > 3 * flipped.stderr
+    misses.sort()
+    assert misses[-2] < 3 and misses[-1] < 4, misses
+    assert flipped_misses == 10
+    spread = torch.tensor(estimates).std().item()
+    assert 0.5 < spread / e.stderr < 2  # the stderr is the size of the seed-to-seed spread
+
+
+def test_quasi_rejection_acceptance_probability_is_at_most_one():
+    from bayesalign.samplers import QuasiRejection
+
+    rule = QuasiRejection(beta=2.0)
+    log_target = torch.tensor([0.0, 5.0, -1.0, float("-inf")], dtype=torch.float64)
+    log_q = torch.zeros(4, dtype=torch.float64)
+    log_accept = rule.log_accept_probability(log_target, log_q)
+    assert (log_accept <= 0).all()
+    assert log_accept[1] == 0.0  # w/β = e^5/2 > 1: accepted for sure, not "with probability 74"
+    assert log_accept[0].item() == pytest.approx(-math.log(2.0))
+    assert log_accept[3] == float("-inf")

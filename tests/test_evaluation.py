@@ -59,3 +59,112 @@ def test_cli_writes_the_metrics_and_names_a_missing_policy(run, tmp_path, capsys
     capsys.readouterr()
     assert main(["eval", str(config), "--policy", str(tmp_path / "nowhere")]) == 2
     assert f"{tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err.replace("\n", "")
+
+
+# -- posterior-pool metrics in runs and in `bayesalign eval` ---------------------------------------
+POOLED = {**RAW, "eval": {**RAW["eval"], "pool": {"samples": 1024}}}
+
+
+@pytest.fixture(scope="module")
+def pooled_run(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BAYESALIGN_CACHE", str(cache))
+        folder = tmp_path_factory.mktemp("pooled")
+        train(parse_config(copy.deepcopy(POOLED)), folder)
+        again = evaluate_policy(parse_config(copy.deepcopy(POOLED)), folder, Console(quiet=True))
+    return folder, again
+
+
+def test_pool_estimates_in_run_records_agree_with_exact_values(pooled_run):
+    folder, _ = pooled_run
+    records = RunFolder(folder).read_metrics()
+    for r in records:
+        assert abs(r["pool_kl_p_pi"] - r["exact_kl_p_pi"]) < 3 * r["pool_kl_p_pi_stderr"], r["step"]
+        assert abs(r["pool_log_z"] - r["exact_log_z"]) < 3 * r["pool_log_z_stderr"]
+        assert r["pool_reliable"] == 1.0 and r["pool_bound_observed"] == 0.0
+    assert records[0]["pool_draw_seconds"] > 0
+    assert len({r["pool_log_z"] for r in records}) == 1  # Z is a constant of the target
+    last = records[-1]
+    frontier = json.loads((folder / "frontier.json").read_text())
+    assert frontier["statistic"] == "satisfaction_pi" and len(frontier["points"]) > 10
+    assert last["frontier_excess"] == pytest.approx(last["kl_pi_a"] / last["frontier_kl"])
+    assert last["frontier_excess"] > 1 - 3 * last["kl_pi_a_stderr"] / last["frontier_kl"]
+
+
+def test_eval_reuses_the_runs_pool_and_scores_the_same_policy_alike(pooled_run):
+    folder, again = pooled_run
+    last = RunFolder(folder).read_metrics()[-1]
+    assert again["pool_draw_seconds"] == 0.0  # every prior sample came from the cache
+    assert again["pool_kl_p_pi"] == pytest.approx(last["pool_kl_p_pi"], rel=1e-5)
+    assert again["pool_accepted"] == last["pool_accepted"]
+
+
+# -- training on the pool's training split, keeping the best policy by validation KL(p‖π) -----------
+REPLAY = {
+    **RAW,
+    "training": {
+        **RAW["training"],
+        "method": "dpg",
+        "steps": 8,
+        "lr": 5e-2,
+        "proposal": {"update": "fixed"},
+        "replay_pool": True,
+        "keep_best": True,
+    },
+    "eval": {**RAW["eval"], "every": 2, "pool": {"samples": 512, "holdout": 0.5}},
+    "checkpoint": {"every": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def replay_run(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BAYESALIGN_CACHE", str(tmp_path_factory.mktemp("cache")))
+        folder = tmp_path_factory.mktemp("replay")
+        trainer = train(parse_config(copy.deepcopy(REPLAY)), folder)
+        final = evaluate_policy(parse_config(copy.deepcopy(REPLAY)), folder / "final", Console(quiet=True))
+    return folder, trainer, final
+
+
+def test_replay_trains_on_the_pools_training_split_and_improves(replay_run):
+    folder, trainer, _ = replay_run
+    records = RunFolder(folder).read_metrics()
+    assert records[-1]["exact_kl_p_pi"] < 0.7 * records[0]["exact_kl_p_pi"]
+    assert records[0]["pool_size"] == 256  # metrics come from the held-out half only
+    assert trainer.state.replay_position == 8 * 64
+    assert len(trainer.evaluator.train_pool.draws) == 256
+
+
+def test_keep_best_saves_the_policy_with_the_lowest_validation_kl(replay_run):
+    folder, _, final = replay_run
+    records = RunFolder(folder).read_metrics()
+    best = min(records, key=lambda r: r["pool_kl_p_pi"])
+    chosen = json.loads((folder / "final" / "selection.json").read_text())
+    assert chosen["step"] == best["step"] and chosen["pool_kl_p_pi"] == best["pool_kl_p_pi"]
+    assert final["exact_kl_p_pi"] == pytest.approx(best["exact_kl_p_pi"], rel=1e-5)
+
+
+def test_replay_resumes_with_the_same_batches(replay_run, tmp_path, monkeypatch):
+    folder, _, _ = replay_run
+    monkeypatch.setenv("BAYESALIGN_CACHE", str(tmp_path / "cache"))
+    half = copy.deepcopy(REPLAY)
+    half["training"]["steps"] = 4
+    train(parse_config(half), tmp_path / "run")
+    train(parse_config(copy.deepcopy(REPLAY)), tmp_path / "run", resume=True)
+    a = RunFolder(folder).read_metrics()[-1]
+    b = RunFolder(tmp_path / "run").read_metrics()[-1]
+    assert b["exact_kl_p_pi"] == pytest.approx(a["exact_kl_p_pi"], rel=1e-6)
+    chosen = json.loads((tmp_path / "run" / "final" / "selection.json").read_text())
+    assert chosen["step"] == json.loads((folder / "final" / "selection.json").read_text())["step"]
+
+
+def test_replay_without_a_held_out_pool_is_refused():
+    raw = copy.deepcopy(REPLAY)
+    raw["eval"]["pool"]["holdout"] = 0
+    with pytest.raises(ValueError, match="holdout"):
+        parse_config(raw)
+    raw = copy.deepcopy(REPLAY)
+    raw["training"]["proposal"]["update"] = "on_policy"
+    with pytest.raises(ValueError, match="fixed"):
+        parse_config(raw)

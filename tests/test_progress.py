@@ -33,3 +33,37 @@ def test_on_a_terminal_the_bar_shows_progress_eta_and_metrics():
     text = out.getvalue()
     assert "pretrain" in text and "4/8" in text and "ETA" in text and "misalignment=0.25" in text
     assert "ignored" not in text
+
+
+def test_heartbeat_prints_the_phase_and_eta_off_a_terminal():
+    import io
+    import time
+
+    from rich.console import Console
+
+    from bayesalign.progress import Heartbeat
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with Heartbeat(console, total=10, every=0.05) as beat:
+        beat.update(phase="sampling 128 from π", done=2)
+        time.sleep(0.3)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2
+    assert "step 2/10" in lines[-1] and "sampling 128 from π" in lines[-1] and "ETA" in lines[-1]
+    time.sleep(0.15)
+    assert len(out.getvalue().splitlines()) == len(lines)  # stopped with the block
+
+
+def test_heartbeat_is_silent_on_a_terminal():
+    import io
+    import time
+
+    from rich.console import Console
+
+    from bayesalign.progress import Heartbeat
+
+    out = io.StringIO()
+    with Heartbeat(Console(file=out, force_terminal=True), total=3, every=0.05):
+        time.sleep(0.2)
+    assert out.getvalue() == ""

@@ -82,3 +82,20 @@ def test_final_gets_a_model_card_with_the_runs_numbers(two_runs):
     assert f"| satisfaction_pi | {first['satisfaction_pi']:.4g} | {last['satisfaction_pi']:.4g} |" in card
     assert "AutoModelForCausalLM.from_pretrained(path)" in card  # merged: a plain HF folder
     assert (run.final / "model.safetensors").is_file()
+
+
+def test_a_pooled_run_gets_the_frontier_plot_and_low_ess_warnings(tmp_path, monkeypatch):
+    monkeypatch.setenv("BAYESALIGN_CACHE", str(tmp_path / "cache"))
+    raw = apply_overrides(copy.deepcopy(RAW), ["eval.pool={samples: 512}"])
+    train(parse_config(raw), tmp_path / "run")
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert re.search(r'<img alt="KL frontier" src="data:image/png;base64,', page)
+    records = RunFolder(tmp_path / "run").read_metrics()
+    low = [r["step"] for r in records if r["ess_low"]]
+    assert low  # 16 samples per evaluation: below the threshold of 30
+    assert f"at steps {low} rest on an effective sample size below 30" in page
+    assert json.loads((tmp_path / "run" / "frontier.json").read_text())["statistic"] == "satisfaction_pi"
+
+
+def test_a_run_without_a_pool_has_no_frontier_plot(two_runs):
+    assert "KL frontier" not in (two_runs[0] / "report.html").read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import kl as exact_kl
 from bayesalign.objectives import DPG, Batch, GDCPlusPlus, PolicyOutput
 from bayesalign.proposals import NonFiniteLogProbError
-from bayesalign.scorers import CallableScorer
+from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Target
 from bayesalign.training import NonFiniteLossError, RunFolder, Trainer, proposal_should_update
 from bayesalign.training import checkpoint as checkpoint_module
@@ -97,6 +98,32 @@ def test_distribution_matching_drives_exact_kl_below_a_tenth_of_minus_log_z(conv
 def test_gdcpp_ends_closer_to_the_target_than_dpg(convergence_runs):
     dpg, gdc = convergence_runs["dpg"][-1], convergence_runs["gdc++"][-1]
     assert gdc["exact_kl_p_pi"] < dpg["exact_kl_p_pi"]
+
+
+def test_dpg_from_a_fixed_proposal_reaches_a_tilt_target_where_p_over_pi_weights_would_not():
+    """DPG's weight is p/q for samples of q. With q fixed at a and a tilt target, weighting by
+    p/π instead (a plausible slip) has another fixed point: this test tells the two apart by
+    where training ends, not only by one gradient."""
+
+    @dataclass(frozen=True)
+    class PiWeighted(DPG):
+        def per_sample_loss(self, batch, out):
+            log_pi = out.log_prob
+            weights = torch.exp(batch.log_target - log_pi.detach().double() - batch.log_z)
+            return -weights.to(log_pi) * log_pi
+
+    def tilt(prior):
+        return Target.tilt(prior, WordScorer(("b",), name="has_b"), beta=0.25)
+
+    settings = ("training.steps=150", "training.batch_size=256", "training.lr=1e-2", "eval.every=150")
+    ends = {}
+    for name, objective in (("p/q", DPG()), ("p/π", PiWeighted())):
+        trainer = make_trainer(*settings, "training.proposal.update=fixed", target=tilt, objective=objective)
+        records = trainer.fit()
+        ends[name] = records[-1]["exact_kl_p_pi"]
+        start = records[0]["exact_kl_p_pi"]
+    assert ends["p/q"] < 0.15 * start, (start, ends)
+    assert ends["p/π"] > 3 * ends["p/q"], ends
 
 
 # -- 2. gradient variance -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from bayesalign.contexts import ContextError
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import SpaceTooLargeError
 from bayesalign.objectives import InfiniteDivergenceError
+from bayesalign.prior_draws import PoolError
 from bayesalign.progress import headline, progress_bar, show_record
 from bayesalign.proposals import NonFiniteLogProbError
 from bayesalign.report import ReportError, build_report
@@ -150,7 +151,8 @@ def _demo(args: argparse.Namespace, console: Console) -> None:
         config = load_config(config_path, args.set)
     console.print(
         "[bold]bayesalign demo[/]: prior a = SmolLM2-135M-Instruct, evidence b(x) = "
-        f"[VADER compound > 0.5], prompt {config.prompt!r}; GDC++ with LoRA on the CPU"
+        f"[VADER compound > 0.5], prompt {config.prompt!r}; DPG with LoRA on exact posterior samples "
+        "(a posterior pool drawn from a, a third held out to measure KL(p‖π)), on the CPU"
     )
     started = time.perf_counter()
     args.out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
@@ -158,26 +160,46 @@ def _demo(args: argparse.Namespace, console: Console) -> None:
     summarise(RunFolder(args.out), console, time.perf_counter() - started)
 
 
+SUMMARY_ROWS = (
+    ("satisfaction E_π[b]", "satisfaction_pi"),
+    ("KL(p‖π)  posterior pool: exact p-samples", "pool_kl_p_pi"),
+    ("KL(p‖π)  importance sampling from q", "kl_p_pi"),
+    ("KL(π‖a)  on π's samples", "kl_pi_a"),
+    ("KL*: least KL(π‖a) for π's satisfaction (frontier)", "frontier_kl"),
+    ("frontier excess KL(π‖a)/KL*  (1 = best possible)", "frontier_excess"),
+    ("−log Z = KL(p‖a)  posterior pool", "pool_kl_p_a"),
+)
+
+
 def summarise(run: RunFolder, console: Console, seconds: float) -> None:
-    """Before/after table from the run folder: the first and last evaluation."""
+    """Before/after table from the run folder: the first and last evaluation. Posterior-pool
+    rows appear when the run had a pool; the IS row carries its effective sample size."""
     records = run.read_metrics()
     before, after = records[0], records[-1]
     table = Table(title=f"before (step 0, π = a) vs after (step {after['step']}), {seconds:.0f} s")
     table.add_column("metric")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
-    rows = [
-        (escape("satisfaction E_π[b]"), "satisfaction_pi"),
-        ("KL(p‖π)  (IS)", "kl_p_pi"),
-        ("KL(π‖a)", "kl_pi_a"),
-        ("−log Z  (= KL(p‖a), lower bound for KL(π‖a) at full satisfaction)", "minus_log_z"),
-    ]
-    for label, key in rows:
-        table.add_row(
-            label,
-            *(f"{r[key]:.3f} ± {r.get(key + '_stderr') or 0:.3f}" for r in (before, after)),
-        )
+
+    def cell(record: dict, key: str) -> str:
+        value = record.get(key)
+        if value is None or value != value:  # absent, or nan (e.g. excess at the prior)
+            return "–"
+        stderr = record.get(key + "_stderr")
+        text = f"{value:.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
+        if key == "kl_p_pi":
+            text += f"  (ESS {record['ess']:.0f})" if "ess" in record else ""
+        return text
+
+    for label, key in SUMMARY_ROWS:
+        if key in after:
+            table.add_row(escape(label), cell(before, key), cell(after, key))
     console.print(table)
+    if "pool_accepted" in after:
+        console.print(
+            f"posterior pool: {after['pool_accepted']:.0f} exact p-samples of {after['pool_size']:.0f} "
+            f"prior samples (drawn in {before.get('pool_draw_seconds', float('nan')):.0f} s; 0 s = cached)"
+        )
     for title, step in (("before", before["step"]), ("after", after["step"])):
         rows = [json.loads(line) for line in (run.samples / f"step_{step:06d}.jsonl").open()]
         console.print(f"[bold]samples {title}[/] (1 = constraint holds)")
@@ -421,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         CompareRunError,
         ContextError,
         ReportError,
+        PoolError,
         ImportError,
     ) as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)

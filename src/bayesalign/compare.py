@@ -46,6 +46,8 @@ from bayesalign.training.session import train
 # scores of reward terms (score_<name>_pi) are added per target.
 FINAL = (
     "satisfaction_pi",
+    "pool_kl_p_pi",
+    "frontier_excess",
     "kl_p_pi",
     "kl_pi_p",
     "kl_pi_a",
@@ -180,7 +182,8 @@ def summarise(results: list[RunResult], budget: str = "") -> dict:
     """Per method: mean ± std over seeds of each final metric, and the mean curve per step."""
     scores = sorted({k for r in results for k in r.final if k.startswith("score_") and k.endswith("_pi")})
     names = [n for n in (*FINAL[:1], *scores, *FINAL[1:]) if any(n in r.final for r in results)]
-    curve_names = [n for n in ("satisfaction_pi", *scores, "kl_p_pi", "kl_pi_p", "kl_pi_a") if n in names]
+    curve = ("satisfaction_pi", *scores, "pool_kl_p_pi", "kl_p_pi", "kl_pi_p", "kl_pi_a")
+    curve_names = [n for n in curve if n in names]
     methods: dict[str, dict] = {}
     for method in dict.fromkeys(r.method for r in results):
         runs = [r for r in results if r.method == method]

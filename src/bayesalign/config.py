@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bayesalign.builtin_models import resolve_model_name
+from bayesalign.contexts import load_contexts
+from bayesalign.evaluator import Draw, Evaluator
 from bayesalign.models import LanguageModel, SamplingParams, make_policy
 from bayesalign.moments import MomentFit, MomentFitError
 from bayesalign.objectives import (
@@ -653,6 +655,16 @@ class TrainingSection(Section):
     mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16: autocast the policy (CUDA only)")
     gradient_checkpointing: bool = Field(False, description="recompute the policy's activations in backward")
     proposal: ProposalSection = ProposalSection()
+    replay_pool: bool = Field(
+        False,
+        description="train on the posterior pool's training split (prior samples, q = a) in passes, "
+        "instead of drawing fresh samples every step: every sample drawn is reused",
+    )
+    keep_best: bool = Field(
+        False,
+        description="final/ holds the evaluated policy with the lowest pool KL(p‖π) on the validation "
+        "split (the prior included), not the last one",
+    )
     f_dpg: FDPGSection | None = Field(None, description="options of method 'f-dpg'")
     cdpg: CDPGSection | None = Field(None, description="options of method 'cdpg'")
     reinforce: ReinforceSection | None = Field(None, description="options of method 'reinforce'")
@@ -712,6 +724,23 @@ class MisalignmentSection(Section):
     _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
 
 
+class PoolSection(Section):
+    """A posterior pool (pools.py): prior samples drawn once, cached and shared across runs,
+    whose accepted ones are exact samples of p. Gives KL(p‖π) without importance weights on π
+    and the KL frontier."""
+
+    samples: int = Field(2048, gt=0, description="prior samples (per evaluation context if conditional)")
+    seed: int = Field(0, description="seed of the prior's draws (part of the cache key)")
+    cache: bool = Field(True, description="reuse and store the draws under $BAYESALIGN_CACHE/pools")
+    holdout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the prior samples held out as the validation split: pool_* metrics come "
+        "from it, and training.replay_pool trains on the rest",
+    )
+
+
 class EvalSection(Section):
     every: int = Field(10, gt=0)
     samples: int = Field(256, gt=1, description="fresh samples from q and from π per evaluation")
@@ -723,6 +752,7 @@ class EvalSection(Section):
         None, description="a local folder, hub id or builtin: name: perplexity of π's samples under it"
     )
     misalignment: MisalignmentSection | None = None
+    pool: PoolSection | None = Field(None, description="posterior-pool metrics (pool_*, frontier_*)")
 
     @model_validator(mode="after")
     def _k_within_samples(self) -> EvalSection:
@@ -836,6 +866,25 @@ class Config(Section):
                     f"training.proposal.samples {self.training.proposal.samples} must be a multiple "
                     f"of contexts.per_step {per_step}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _pool_options_have_a_pool(self) -> Config:
+        training, pool = self.training, self.eval.pool
+        if training.replay_pool:
+            if pool is None or pool.holdout == 0:
+                raise ValueError(
+                    "training.replay_pool trains on the posterior pool's training split: set eval.pool "
+                    "with a holdout > 0 (e.g. eval: {pool: {samples: 2048, holdout: 0.3}}), so that the "
+                    "pool metrics stay honest"
+                )
+            if training.proposal.update != "fixed" or self.contexts is not None:
+                raise ValueError(
+                    "training.replay_pool reuses prior samples, so q = a: set training.proposal.update: "
+                    "fixed (and no contexts section)"
+                )
+        if training.keep_best and pool is None:
+            raise ValueError("training.keep_best chooses by the pool's KL(p‖π): set eval.pool")
         return self
 
     @model_validator(mode="after")
@@ -996,3 +1045,59 @@ def build_objective(training: TrainingSection, target: Target) -> Objective:
     """A new objective for ``training.method`` (with its options) on ``target``, owning its own
     state. Reward-maximisation methods take their KL coefficient from the target unless set."""
     return OBJECTIVES[training.method](training, target)
+
+
+def load_eval_contexts(config: Config) -> tuple[list[str] | None, list[str] | None]:
+    """The evaluation contexts of a conditional config and their reference outputs (if any)."""
+    section = config.contexts
+    if section is None:
+        return None, None
+    held_out = section.eval if section.eval is not None else section.train
+    contexts = load_contexts(held_out, section.field)[: section.eval_contexts]
+    references = None
+    if section.reference_field is not None:
+        references = load_contexts(held_out, section.reference_field)[: section.eval_contexts]
+    if config.eval.samples < 2 * len(contexts):
+        raise ValueError(
+            f"eval.samples {config.eval.samples} gives fewer than 2 samples to each of "
+            f"{len(contexts)} evaluation contexts"
+        )
+    return contexts, references
+
+
+def build_evaluator(
+    config: Config,
+    target: Target,
+    draw: Draw,
+    generator: torch.Generator,
+    *,
+    eval_contexts: list[str] | None = None,
+    references: list[str] | None = None,
+    status: Callable[[str], None] = lambda phase: None,
+) -> Evaluator:
+    """The `Evaluator` that the eval section (and the contexts section) describe."""
+    section, pool = config.eval, config.eval.pool
+    misaligned = section.misalignment
+    return Evaluator(
+        target,
+        draw,
+        generator,
+        samples=section.samples,
+        sampling=config.sampling.params(),
+        micro=config.training.micro,
+        sample_batch=config.sampling.batch_size,
+        eval_contexts=eval_contexts,
+        exact=section.exact,
+        exact_limit=section.exact_limit,
+        pool_samples=None if pool is None else pool.samples,
+        pool_seed=0 if pool is None else pool.seed,
+        pool_cache=pool is not None and pool.cache,
+        pool_holdout=0.0 if pool is None else pool.holdout,
+        fluency_model=section.perplexity_model,
+        misalignment=None
+        if misaligned is None
+        else (misaligned.scorer.build(), misaligned.k, misaligned.threshold),
+        references=references,
+        reference_bleu=config.contexts is not None and config.contexts.bleu,
+        status=status,
+    )

@@ -104,6 +104,16 @@ def tv_target_model(log_target: torch.Tensor, log_q: torch.Tensor, log_model: to
     return Estimate(terms.mean().item(), _mean_stderr(terms + slope * p_over_q).stderr)
 
 
+def kl_model_target(log_model: torch.Tensor, log_target: torch.Tensor, log_z: Estimate) -> Estimate:
+    """KL(m‖p) = E_m[log m − log P] + log Z on samples of m, with log Z estimated elsewhere.
+
+    The standard error adds log Ẑ's to the sample mean's (independent draws): leaving it out
+    understates the error whenever Z is uncertain, as it is on every real model.
+    """
+    gap = _mean_stderr(log_model.double() - log_target.double())
+    return Estimate(gap.value + log_z.value, math.sqrt(gap.stderr**2 + log_z.stderr**2))
+
+
 def kl_on_samples(log_model: torch.Tensor, log_other: torch.Tensor) -> Estimate:
     """KL(m‖o) ≈ mean(log m − log o) on samples drawn from m (e.g. KL(π‖a) on samples of π)."""
     return _mean_stderr(log_model.double() - log_other.double())

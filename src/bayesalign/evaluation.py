@@ -1,39 +1,60 @@
-"""`bayesalign eval`: measure a trained policy (or the prior) against a config's target without
-training: the very metrics of a training run's evaluations (IS estimates of Z, KL and moments,
-satisfaction, diversity, perplexity and misalignment where configured, exact values on toy
-spaces), on ``eval.samples`` fresh samples."""
+"""`bayesalign eval`: measure a trained policy (or the prior, or any HF checkpoint with the
+prior's tokenizer) against a config's target without training: the very metrics of a training
+run's evaluations (IS estimates, posterior-pool estimates and the KL frontier point when
+``eval.pool`` is set, satisfaction, diversity, extras, exact values on toy spaces), on
+``eval.samples`` fresh samples. Two models evaluated on one config share one pool and one
+estimator, so their numbers compare."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
-from bayesalign.config import Config, build_models, build_objective, build_target
+from bayesalign.config import Config, build_evaluator, build_models, build_target, load_eval_contexts
+from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
+from bayesalign.proposals import Scored, propose
 from bayesalign.samplers import load_proposal, proposal_folder
 from bayesalign.training.run import RunFolder
-from bayesalign.training.trainer import Trainer
 
 
 def evaluate_policy(config: Config, policy: str | Path | None, console: Console) -> dict[str, float]:
-    """Metrics of the policy saved at ``policy`` (a run folder or its final/; None: the prior
-    itself). A run folder's target.json supplies its fitted λ, so a distributional target is
-    the one the run trained towards rather than a new fit."""
+    """Metrics of the policy saved at ``policy`` (a run folder, its final/, or a model folder;
+    None: the prior itself). A run folder's target.json supplies its fitted λ, so a
+    distributional target is the one the run trained towards rather than a new fit."""
     folder = proposal_folder(policy) if policy is not None else None
     with console.status("loading models"):
         _, prior = build_models(
             config.model.model_copy(update={"lora": None}), config.prompt, config.training.seed
         )
-        model = prior.trainable_copy() if folder is None else load_proposal(folder, prior)
-    # the Trainer's bookkeeping wants trainable weights; nothing here takes a step
-    model.module.requires_grad_(True)
+        model = prior if folder is None else load_proposal(folder, prior)
     run = None if folder is None else folder.parent if folder.name == "final" else folder
-    saved = RunFolder(run).read_target() if run is not None else None
+    saved = RunFolder(run).read_target() if run is not None and (run / "target.json").exists() else None
     fitted = MomentFit.from_dict(saved["fit"]) if saved and saved.get("fit") else None
     with console.status("building the target"):
         target = build_target(config.target, prior, config.sampling, fitted=fitted)
-    trainer = Trainer(model, target, build_objective(config.training, target), config)
+    eval_contexts, references = load_eval_contexts(config)
+    params, batch = config.sampling.params(), config.sampling.batch_size
+
+    def draw(model: LanguageModel, n: int, generator: torch.Generator) -> Scored:
+        contexts = None
+        if eval_contexts is not None:  # as in training's evaluations: n // k samples per context
+            contexts = [c for c in eval_contexts for _ in range(n // len(eval_contexts))]
+            n = len(contexts)
+        return propose(target, model, n, params, generator=generator, batch_size=batch, contexts=contexts)
+
+    generator = torch.Generator().manual_seed(config.training.seed + 1)
     with console.status("evaluating") as status:
-        trainer.status = lambda phase: status.update(phase)
-        return trainer.evaluate()
+        evaluator = build_evaluator(
+            config,
+            target,
+            draw,
+            generator,
+            eval_contexts=eval_contexts,
+            references=references,
+            status=lambda phase: status.update(phase),
+        )
+        metrics, _ = evaluator.evaluate(model, prior)
+    return metrics

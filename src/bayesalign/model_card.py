@@ -52,8 +52,7 @@ tags: [bayesalign]
 |---|---|---|
 {rows}
 
-KL(p‖π) and KL(π‖a) are importance-sampling estimates (see bayesalign's docs); π's metrics are
-measured on π's own samples.
+{_estimates_note(last)}
 
 ## Load it
 
@@ -63,6 +62,26 @@ path = "path/to/this/folder"
 tokenizer = AutoTokenizer.from_pretrained(path)
 ```
 """
+
+
+def _estimates_note(last: dict) -> str:
+    """What kind of number each row is: exact, exact-sample (pool) or importance-sampling."""
+    notes = ["π's satisfaction, scores and KL(π‖a) are measured on π's own samples."]
+    if "exact_kl_p_pi" in last:
+        notes.append("exact_* values are exact: the whole sequence space was enumerated.")
+    if "pool_kl_p_pi" in last:
+        notes.append(
+            f"pool_* values are estimates from {last['pool_accepted']:.0f} exact posterior samples "
+            f"(rejection from {last['pool_size']:.0f} prior samples); frontier_excess = KL(π‖a) / the "
+            "least KL(π‖a) any model needs for π's satisfaction (1 = optimal)."
+        )
+    ess = last.get("ess")
+    notes.append(
+        "kl_p_pi, tv_p_pi and log_z are importance-sampling estimates from the proposal q"
+        + (f" with an effective sample size of {ess:.0f}" if ess is not None else "")
+        + (" — too few to trust (below 30)." if ess is not None and ess < 30 else ".")
+    )
+    return "\n".join(f"- {n}" for n in notes)
 
 
 def _fmt(value: float | None) -> str:

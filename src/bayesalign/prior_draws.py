@@ -50,7 +50,10 @@ class PriorDraws:
         return self.samples.token_log_q.sum(-1).double()
 
     def head(self, n: int) -> PriorDraws:
-        return PriorDraws(self.samples.select(range(n)), self.uniform[:n])
+        return self.select(torch.arange(min(n, len(self))))
+
+    def select(self, rows: torch.Tensor) -> PriorDraws:
+        return PriorDraws(self.samples.select(rows), self.uniform[rows])
 
 
 def model_fingerprint(model: LanguageModel) -> str:
@@ -159,6 +162,12 @@ class PoolCache:
         tmp_meta.replace(folder / "meta.json")
 
 
+def _join(parts: list[PriorDraws]) -> PriorDraws:
+    if len(parts) == 1:
+        return parts[0]
+    return PriorDraws(Samples.concat([p.samples for p in parts]), torch.cat([p.uniform for p in parts]))
+
+
 def draw_prior(
     prior: LanguageModel,
     n: int,
@@ -194,14 +203,11 @@ def draw_prior(
         rows = None if contexts is None else [c for c in contexts for _ in range(chunk)]
         samples = prior.sample(per_chunk, params, contexts=rows, generator=generator, batch_size=batch_size)
         uniform = torch.rand(len(samples), generator=generator, dtype=torch.float64)
-        parts.append(PriorDraws(samples, uniform))
-    seconds = time.perf_counter() - started
-    if len(parts) > 1:
-        draws = PriorDraws(Samples.concat([p.samples for p in parts]), torch.cat([p.uniform for p in parts]))
-    else:
-        draws = parts[0]
-    if cache is not None and chunks_needed > done:
-        cache.save(key, draws)
+        parts = [_join([*parts, PriorDraws(samples, uniform)])]
+        if cache is not None:  # after every chunk: an interrupted draw keeps what it drew
+            cache.save(key, parts[0])
+    seconds = time.perf_counter() - started if chunks_needed > done else 0.0
+    draws = parts[0]
     if contexts is None:
         return draws.head(n), seconds
     keep = [i for rows in group_by_context(draws.samples.contexts).values() for i in rows[:n]]

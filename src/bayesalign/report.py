@@ -23,6 +23,8 @@ from bayesalign.training.run import RunFolder
 # Shown first, in this order (then every other metric, alphabetically)
 LEADING = (
     "satisfaction_pi",
+    "pool_kl_p_pi",
+    "frontier_excess",
     "kl_p_pi",
     "kl_pi_p",
     "kl_pi_a",
@@ -32,7 +34,22 @@ LEADING = (
     "distinct_2_pi",
     "reference_nll_pi",
 )
-NOT_PLOTTED = {"step", "samples_seen", "seconds", "lr", "z"}
+NOT_PLOTTED = {
+    "step",
+    "samples_seen",
+    "seconds",
+    "lr",
+    "z",
+    "ess_low",
+    "pool_z",
+    "pool_size",
+    "pool_accepted",
+    "pool_reliable",
+    "pool_bound_observed",
+    "pool_at_bound",
+    "pool_draw_seconds",
+    "pool_holdout",
+}  # bookkeeping and constants of the target: in the tables, not worth a plot
 SAMPLE_ROWS = 12
 
 
@@ -102,6 +119,58 @@ def _plot(name: str, runs: list[tuple[str, RunFolder, list[dict]]]) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def _frontier_plot(runs: list[tuple[str, RunFolder, list[dict]]]) -> str:
+    """KL(π‖a) against the evidence statistic for every run's evaluations, with the KL frontier
+    (the least KL any model needs for that statistic) drawn: '' when no run has frontier.json."""
+    found = [run.path / "frontier.json" for _, run, _ in runs if (run.path / "frontier.json").exists()]
+    if not found:
+        return ""
+    frontier = json.loads(found[0].read_text())
+    statistic = frontier["statistic"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    means, kls = zip(*frontier["points"], strict=True)
+    ax.plot(kls, means, color="black", linewidth=2, label="frontier: least KL(π‖a) (tilts of a)")
+    for label, _, records in runs:
+        points = [(r["kl_pi_a"], r[statistic]) for r in records if statistic in r and "kl_pi_a" in r]
+        if points:
+            x, y = zip(*points, strict=True)
+            ax.plot(x, y, marker="o", markersize=4, label=label)
+            ax.annotate("end", (x[-1], y[-1]), fontsize=7)
+    ax.set_xlabel("KL(π‖a), nats")
+    ax.set_ylabel(statistic)
+    ax.set_title("the KL frontier: left of the curve is out of reach; on it is optimal")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    image = base64.b64encode(buffer.getvalue()).decode()
+    return f'<h2>KL frontier</h2><img alt="KL frontier" src="data:image/png;base64,{image}">'
+
+
+def _warnings(runs: list[tuple[str, RunFolder, list[dict]]]) -> str:
+    """Estimates that should not be trusted, said at the top rather than plotted silently."""
+    notes = []
+    for label, _, records in runs:
+        low = [r["step"] for r in records if r.get("ess_low")]
+        if low:
+            notes.append(
+                f"{html.escape(label)}: the importance-sampling estimates (kl_p_pi, tv_p_pi, log_z, ...) "
+                f"at steps {low} rest on an effective sample size below 30 and are unreliable"
+                + ("; the pool_* estimates are not affected" if "pool_kl_p_pi" in records[-1] else "")
+            )
+        unreliable = [r["step"] for r in records if r.get("pool_reliable") == 0.0]
+        if unreliable:
+            notes.append(f"{html.escape(label)}: the posterior pool holds fewer than 30 p-samples")
+    return "".join(f"<p class=warn>warning: {n}</p>" for n in notes)
+
+
 def _sample_table(run: RunFolder) -> str:
     """The texts of π at the first and last evaluation, with their scores."""
     files = sorted(run.samples.glob("step_*.jsonl")) if run.samples.is_dir() else []
@@ -148,7 +217,7 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222} h1{font-size:22px}
 .plots{display:flex;flex-wrap:wrap;gap:8px} .plots img{border:1px solid #ddd}
 table{border-collapse:collapse;font-size:12px;margin-bottom:12px} td,th{border:1px solid #ccc;padding:3px 6px;
 vertical-align:top} td.text{white-space:pre-wrap;max-width:640px;font-family:monospace}
-pre{background:#f6f6f6;padding:8px;font-size:12px;overflow:auto}
+pre{background:#f6f6f6;padding:8px;font-size:12px;overflow:auto} .warn{color:#a40}
 """
 
 
@@ -171,7 +240,8 @@ def build_report(paths: Sequence[str | Path], out: str | Path, title: str = "bay
         f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<p>{len(runs)} run(s); every metric against samples seen; shaded: ±1 standard error.</p>"
-        f"<div class=plots>{plots}</div>{''.join(sections)}</body></html>"
+        f"{_warnings(runs)}{_frontier_plot(runs)}<div class=plots>{plots}</div>"
+        f"{''.join(sections)}</body></html>"
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ write final/. The CLI and Python users share this one path."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -13,7 +14,7 @@ from bayesalign.config import Config, ConfigError, build_models, build_objective
 from bayesalign.model_card import write_model_card
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
-from bayesalign.progress import headline, progress_bar, show_record
+from bayesalign.progress import Heartbeat, headline, progress_bar, show_record
 from bayesalign.report import build_report
 from bayesalign.sampling_backends import require_vllm
 from bayesalign.targets import Target, Tilt
@@ -22,7 +23,7 @@ from bayesalign.training.run import RunFolder
 from bayesalign.training.tracking import log_record, make_tracker
 from bayesalign.training.trainer import Trainer
 
-HEADLINE = ("satisfaction_pi", "kl_p_pi", "kl_pi_p", "kl_pi_a", "kl_p_a")
+HEADLINE = ("satisfaction_pi", "pool_kl_p_pi", "kl_p_pi", "kl_pi_p", "kl_pi_a", "frontier_excess")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -116,11 +117,18 @@ def train(
     trainer = Trainer(policy, target, build_objective(config.training, target), config, run, dist)
     if resume and trainer.resume():
         console.print(f"resumed at step {trainer.state.step}")
-    with progress_bar(console, "train") as progress:
+    heartbeat = Heartbeat(console, config.training.steps)
+    heartbeat.update(done=trainer.state.step)
+    with progress_bar(console, "train") as progress, heartbeat:
         task = progress.add_task(
             "train", total=config.training.steps, completed=trainer.state.step, phase="", info=""
         )
-        trainer.status = lambda phase: progress.update(task, phase=phase)
+
+        def status(phase: str) -> None:
+            progress.update(task, phase=phase)
+            heartbeat.update(phase=phase)
+
+        trainer.status = status
 
         moments = tuple(f"moment_{f.scorer.name}_pi" for f in target.features)
         moments += tuple(f"score_{t.scorer.name}_pi" for t in target.terms if isinstance(t, Tilt))
@@ -135,12 +143,26 @@ def train(
             progress.update(task, completed=record["step"], info=headline(record, HEADLINE + moments))
             show_record(console, f"step {record['step']}", record, HEADLINE + moments)
 
-        trainer.fit(on_record=on_record, on_step=lambda step: progress.update(task, completed=step))
+        def on_step(step: int) -> None:
+            progress.update(task, completed=step)
+            heartbeat.update(done=step)
+
+        trainer.fit(on_record=on_record, on_step=on_step)
         if tracker is not None:
             tracker.finish()
     if dist.is_main:
         merged = config.checkpoint.merge_lora
+        chosen = trainer.restore_best()
         policy.save_pretrained(run.final, merge_lora=merged)
+        if chosen is not None:  # what final/ holds and why: the evaluated π closest to p
+            last = run.read_metrics()[-1]
+            chosen |= {"last_step": last["step"], "last_pool_kl_p_pi": last.get("pool_kl_p_pi")}
+            (run.final / "selection.json").write_text(json.dumps(chosen, indent=1))
+            console.print(
+                f"final/ holds π of step {chosen['step']}: the lowest pool KL(p‖π) on the validation "
+                f"split, {chosen['pool_kl_p_pi']:.4f} (last step {last['step']}: "
+                f"{chosen['last_pool_kl_p_pi']:.4f})"
+            )
         records = run.read_metrics()
         write_model_card(run.final, config, target, records, merged=merged, seq2seq=policy.is_seq2seq)
         if config.eval.report:

@@ -7,27 +7,26 @@ is a per-sample loss (objectives/); the loop never asks which one it is running.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from bayesalign import estimators as est
-from bayesalign.builtin_models import resolve_model_name
-from bayesalign.config import Config
-from bayesalign.contexts import group_by_context, load_contexts, step_contexts
+from bayesalign.config import Config, build_evaluator, load_eval_contexts
+from bayesalign.contexts import load_contexts, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
-from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
-from bayesalign.metrics import bleu, distinct_n, misalignment, ngram_entropy
+from bayesalign.evaluator import unsatisfied_message
+from bayesalign.exact import ExactTarget
 from bayesalign.models import LanguageModel, Samples
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
-from bayesalign.perplexity import perplexity
 from bayesalign.proposals import Scored, propose
 from bayesalign.sampling_backends import VLLMSampler
-from bayesalign.scorers import checked_scores
 from bayesalign.targets import Target
 from bayesalign.training.checkpoint import load_checkpoint, save_checkpoint
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
@@ -46,6 +45,9 @@ class TrainState:
     z_count: int = 0
     proposal_updates: int = 0
     proposal_is_copy: bool = False  # q is a frozen copy of an earlier π (else a, or π itself)
+    replay_position: int = 0  # training.replay_pool: pool rows consumed so far (over all passes)
+    best_step: int = -1  # training.keep_best: the step of the best evaluated π (-1: none yet)
+    best_kl: float = float("inf")  # ... and its pool KL(p‖π)
     last_check: dict[str, float] = field(default_factory=dict)  # repeated in later records
 
     @property
@@ -92,6 +94,7 @@ class Trainer:
         self.status: Callable[[str], None] = lambda phase: None  # what the loop is doing now
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
+        self.best_params: dict[str, torch.Tensor] | None = None  # training.keep_best
         self.dist = distributed or Distributed(self.train_cfg.sample_shards, self.train_cfg.mixed_precision)
         self.dist.check_batches(self.train_cfg.minibatch, self.train_cfg.micro)
         if self.dist.world > 1 and hasattr(objective, "after_update"):
@@ -124,40 +127,18 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_generator = torch.Generator().manual_seed(seed + 1)
         self.contexts: list[str] | None = None  # conditional targets: contexts c of P_c
-        self.eval_contexts: list[str] | None = None
-        self.references: Samples | None = None  # reference outputs of the eval contexts
-        self.reference_nll_a = float("nan")
-        if (section := config.contexts) is not None:
-            self.contexts = load_contexts(section.train, section.field)
-            held_out = section.eval if section.eval is not None else section.train
-            self.eval_contexts = load_contexts(held_out, section.field)[: section.eval_contexts]
-            if section.reference_field is not None:
-                references = load_contexts(held_out, section.reference_field)[: section.eval_contexts]
-                self.references = self.base.encode_continuations(self.eval_contexts, references)
-                if section.bleu:
-                    bleu(["check"], ["check"])  # a missing sacrebleu fails here, before any work
-                self.reference_nll_a = self._reference_nll(self.base)
-            if self.eval_cfg.samples < 2 * len(self.eval_contexts):
-                raise ValueError(
-                    f"eval.samples {self.eval_cfg.samples} gives fewer than 2 samples to each of "
-                    f"{len(self.eval_contexts)} evaluation contexts"
-                )
-        self.exact: list[ExactTarget] | None = None  # one per evaluation context (or the prompt)
-        if self.eval_cfg.exact:
-            self.exact = [
-                ExactTarget.build(
-                    target,
-                    SequenceSpace(
-                        self.base, self.sampling.max_new_tokens, context=c, limit=self.eval_cfg.exact_limit
-                    ),
-                )
-                for c in (self.eval_contexts or [None])
-            ]
-        self.fluency_model: LanguageModel | None = None  # judges π's samples by perplexity
-        if (name := self.eval_cfg.perplexity_model) is not None:
-            self.fluency_model = LanguageModel.from_pretrained(resolve_model_name(name))
-        section = self.eval_cfg.misalignment
-        self.misalignment_scorer = section.scorer.build() if section is not None else None
+        if config.contexts is not None:
+            self.contexts = load_contexts(config.contexts.train, config.contexts.field)
+        self.eval_contexts, references = load_eval_contexts(config)
+        self.evaluator = build_evaluator(
+            config,
+            target,
+            lambda m, n, g: self.draw(m, n, g, evaluation=True),
+            self.eval_generator,
+            eval_contexts=self.eval_contexts,
+            references=references,
+            status=lambda p: self.status(p),
+        )
 
     # -- sampling and scoring ------------------------------------------------------------------
     def draw(
@@ -199,36 +180,52 @@ class Trainer:
 
     def _policy_log_prob(self, draw: Scored) -> torch.Tensor:
         """log π on samples drawn from the proposal (free when the proposal is π)."""
-        if self.policy is self.proposal:
-            return draw.log_q
-        return self.policy.log_prob_frozen(draw.samples, batch_size=self.train_cfg.micro).double()
+        return self.evaluator._log_prob(self.policy, self.proposal, draw)
 
     def _accumulate_z(self, draw: Scored) -> None:
         """Add a batch from the proposal to the running estimate of Z (refusing a zero Z)."""
         log_w = draw.log_target - draw.log_q
         z_log_sum = torch.logaddexp(torch.tensor(self.state.z_log_sum), torch.logsumexp(log_w, 0)).item()
         if z_log_sum == float("-inf"):
-            raise ZeroPartitionError(self._unsatisfied_message(draw))
+            raise ZeroPartitionError(unsatisfied_message(self.target, draw))
         self.state.z_log_sum = z_log_sum
         self.state.z_count += len(log_w)
 
-    def _unsatisfied_message(self, draw: Scored) -> str:
-        n = len(draw.samples)
-        rates = ", ".join(
-            f"{c.scorer.name!r} held for {int(draw.evidence.scores[c.scorer.name].sum())}"
-            for c in self.target.constraints
-        )
-        return (
-            f"no sample satisfies the target: of {n} samples from the proposal, {rates}, and "
-            "none satisfied all constraints, so the estimate of Z is 0 and the importance "
-            "weights are undefined. Loosen the constraint, change the prompt, or draw more "
-            "samples per step (training.batch_size)."
-        )
-
     # -- training ------------------------------------------------------------------------------
+    def _replay_batch(self, n: int) -> Scored:
+        """The next n exact p-samples of the posterior pool's training split, in passes, each
+        pass in its own seeded order (where the run stands follows from the position alone, so
+        a resumed run continues with the very same batches).
+
+        They were accepted by rejection from the prior, so their proposal is p itself: log q =
+        log P − log Ẑ (the training split's Z). DPG's weight p/q is then 1 (maximum likelihood on
+        posterior samples) and GDC++'s advantage 1 − π/p; no compute goes to rejected samples.
+        """
+        pool = self.evaluator.train_pool
+        if pool is None:
+            self.evaluator.ensure_pool()
+            pool = self.evaluator.train_pool
+        accepted, rows = pool.accepted, []
+        while len(rows) < n:
+            epoch, offset = divmod(self.state.replay_position, len(accepted))
+            seed = self.train_cfg.seed * 7919 + epoch
+            order = torch.randperm(len(accepted), generator=torch.Generator().manual_seed(seed))
+            take = order[offset : offset + n - len(rows)]
+            rows += accepted[take].tolist()
+            self.state.replay_position += len(take)
+        index = torch.tensor(rows)
+        samples = pool.draws.samples.select(index)
+        log_a = pool.log_a[index]
+        log_target = log_a + pool.log_factor[index]
+        log_q = log_target - pool.log_z().value
+        return Scored(samples, log_q, samples.token_log_q, pool.evidence.select(index), log_target)
+
     def train_step(self) -> dict[str, float]:
         cfg = self.train_cfg
-        draw = self.draw(self.proposal, cfg.batch_size, self.generator, prior=self.reads_prior)
+        if cfg.replay_pool:
+            draw = self._replay_batch(cfg.batch_size)
+        else:
+            draw = self.draw(self.proposal, cfg.batch_size, self.generator, prior=self.reads_prior)
         if draw.scored_prior:
             self._accumulate_z(draw)
         batch = self._batch(draw)
@@ -341,132 +338,16 @@ class Trainer:
         }
 
     # -- evaluation ----------------------------------------------------------------------------
-    @torch.no_grad()
+    @property
+    def exact(self) -> list[ExactTarget] | None:
+        return self.evaluator.exact
+
     def evaluate(self) -> dict[str, float]:
-        """IS estimates against p from fresh samples of q, and on-policy metrics from π and q."""
-        self.status("evaluating")
-        n, gen = self.eval_cfg.samples, self.eval_generator
-        q_draw = self.draw(self.proposal, n, gen, evaluation=True)
-        if (q_draw.log_target == float("-inf")).all():
-            raise ZeroPartitionError(self._unsatisfied_message(q_draw))
-        log_pi_on_q = self._policy_log_prob(q_draw)
-        metrics: dict[str, float] = {}
-
-        def put(name: str, e: est.Estimate) -> None:
-            metrics[name], metrics[f"{name}_stderr"] = e.value, e.stderr
-
-        # Before the first update π is the prior (q = a here): then log π = log a on q's samples,
-        # and a second draw from π would only duplicate q's. Checked on the samples, not assumed,
-        # so a policy that starts elsewhere (e.g. another checkpoint) still gets its own draw.
-        policy_is_q = self.proposal is self.policy or (
-            self.proposal is self.base and torch.allclose(log_pi_on_q, q_draw.log_a, atol=1e-3, rtol=0)
-        )
-        pi_draw = q_draw if policy_is_q else self.draw(self.policy, n, gen, evaluation=True)
-        if q_draw.samples.contexts is None:
-            estimates = self._target_estimates(q_draw, log_pi_on_q, pi_draw)
-            metrics["ess"] = est.effective_sample_size(q_draw.log_target, q_draw.log_q)
-        else:  # one target per context: estimate each against its own Z_c, then average over c
-            estimates = self._per_context_estimates(q_draw, log_pi_on_q, pi_draw, metrics)
-        for name, estimate in estimates.items():
-            put(name, estimate)
-        metrics["minus_log_z"] = -metrics["log_z"]
-        metrics["z"] = math.exp(metrics["log_z"])
-        put("entropy_pi", est.mean(-pi_draw.log_q))  # H(π) = E_π[−log π]: collapse shows here
-        for n_gram in (1, 2):
-            metrics[f"distinct_{n_gram}_pi"] = distinct_n(pi_draw.samples.texts, n_gram)
-        metrics["ngram_entropy_2_pi"] = ngram_entropy(pi_draw.samples.texts, 2)
-        metrics["length_pi"] = pi_draw.samples.lengths.double().mean().item()  # tokens, EOS included
-        for who, draw in (("pi", pi_draw), ("q", q_draw)):
-            put(f"kl_{who}_a", est.kl_on_samples(draw.log_q, draw.log_a))
-            if draw.evidence.satisfied is not None:
-                put(f"satisfaction_{who}", est.mean(draw.evidence.satisfied))
-            for name, scores in draw.evidence.scores.items():
-                metrics[f"score_{name}_{who}"] = scores.mean().item()
-        if self.fluency_model is not None:
-            texts = pi_draw.samples.texts
-            metrics["perplexity_pi"] = perplexity(self.fluency_model, texts, batch_size=self.train_cfg.micro)
-        if self.misalignment_scorer is not None:
-            section = self.eval_cfg.misalignment
-            scores = checked_scores(self.misalignment_scorer, pi_draw.samples.texts, pi_draw.samples.contexts)
-            found = misalignment(scores.tolist(), k=section.k, threshold=section.threshold)
-            metrics |= {f"{name}_pi": value for name, value in found.items()}
-        if self.references is not None:  # a task metric: how likely π finds the real outputs
-            metrics["reference_nll_pi"] = self._reference_nll(self.policy)
-            metrics["reference_nll_a"] = self.reference_nll_a
-            if self.config.contexts.bleu:
-                reference_of = dict(zip(self.references.contexts, self.references.texts, strict=True))
-                texts, contexts = pi_draw.samples.texts, pi_draw.samples.contexts
-                metrics["bleu_pi"] = bleu(texts, [reference_of[c] for c in contexts])
-        for feature in self.target.features:  # distributional constraints: E[φ] vs wanted moment
-            name = feature.scorer.name
-            put(f"moment_{name}_pi", est.mean(pi_draw.evidence.scores[name]))
-            put(f"moment_{name}_q", est.mean(q_draw.evidence.scores[name]))
-        if self.exact is not None:
-            per_context = [exact_metrics(e, self.policy, self.proposal) for e in self.exact]
-            metrics |= {k: sum(m[k] for m in per_context) / len(per_context) for k in per_context[0]}
-            if len(per_context) > 1:  # the context π fits worst, next to the mean over contexts
-                metrics["exact_kl_p_pi_max"] = max(m["exact_kl_p_pi"] for m in per_context)
+        """The evaluator's metrics of π and q now (evaluator.py); π's texts go to the run folder."""
+        metrics, pi_draw = self.evaluator.evaluate(self.policy, self.proposal)
         if self.run is not None and self.eval_cfg.save_samples:
             self.run.write_samples(self.state.step, self._sample_rows(pi_draw))
         return metrics
-
-    def _reference_nll(self, model: LanguageModel) -> float:
-        """Mean negative log-likelihood per token of the eval contexts' reference outputs."""
-        log_p = model.log_prob_frozen(self.references, batch_size=self.train_cfg.micro)
-        return (-log_p.sum() / self.references.lengths.sum()).item()
-
-    def _target_estimates(
-        self, q_draw: Scored, log_pi_on_q: torch.Tensor, pi_draw: Scored
-    ) -> dict[str, est.Estimate]:
-        """IS estimates against p from one target's samples of q (and of π, for KL(π‖p))."""
-        t, lq = q_draw.log_target, q_draw.log_q
-        log_z = est.log_partition(t, lq)
-        out = {
-            "log_z": log_z,
-            "kl_p_pi": est.kl_target_model(t, lq, log_pi_on_q),
-            "kl_p_q": est.kl_target_model(t, lq, lq),
-            # KL(p‖a): the divergence the target itself costs (−log Z for pointwise targets)
-            "kl_p_a": est.kl_target_model(t, lq, q_draw.log_a),
-            "tv_p_pi": est.tv_target_model(t, lq, log_pi_on_q),
-            "tv_p_q": est.tv_target_model(t, lq, lq),
-        }
-        if self.target.constraints == ():  # else KL(π‖p) = ∞: π gives mass to x with P(x) = 0
-            kl_pi_target = est.kl_on_samples(pi_draw.log_q, pi_draw.log_target)  # KL(π‖p) − log Z
-            out["kl_pi_p"] = est.Estimate(kl_pi_target.value + log_z.value, kl_pi_target.stderr)
-        for feature in self.target.features:
-            scores = q_draw.evidence.scores[feature.scorer.name]
-            out[f"moment_{feature.scorer.name}_p"] = est.target_expectation(t, lq, scores)
-        return out
-
-    def _per_context_estimates(
-        self, q_draw: Scored, log_pi_on_q: torch.Tensor, pi_draw: Scored, metrics: dict[str, float]
-    ) -> dict[str, est.Estimate]:
-        """Mean over evaluation contexts of each context's estimates (standard errors combined
-        as for a mean of independent estimates) and of its ESS. Contexts none of whose samples
-        satisfies the target are left out and counted in
-        ``metrics['eval_contexts_without_support']``."""
-        pi_rows = group_by_context(pi_draw.samples.contexts)
-        per_context, ess, unsupported = [], [], 0
-        for context, rows in group_by_context(q_draw.samples.contexts).items():
-            part = q_draw.select(rows)
-            try:
-                per_context.append(
-                    self._target_estimates(part, log_pi_on_q[rows], pi_draw.select(pi_rows[context]))
-                )
-            except ZeroPartitionError:
-                unsupported += 1
-                continue
-            ess.append(est.effective_sample_size(part.log_target, part.log_q))
-        metrics["eval_contexts_without_support"] = float(unsupported)
-        metrics["ess"] = sum(ess) / len(ess)  # per context, averaged
-        k = len(per_context)
-        return {
-            name: est.Estimate(
-                sum(e[name].value for e in per_context) / k,
-                math.sqrt(sum(e[name].stderr ** 2 for e in per_context)) / k,
-            )
-            for name in per_context[0]
-        }
 
     def _sample_rows(self, draw: Scored) -> list[dict]:
         rows = []
@@ -483,7 +364,40 @@ class Trainer:
             return False
         load_checkpoint(self, folder)
         self.run.truncate_metrics(self.state.step)
+        best = self.run.path / "best.safetensors"
+        if self.train_cfg.keep_best and self.state.best_step >= 0 and best.exists():
+            self.best_params = load_file(str(best))
         return True
+
+    # -- keeping the best policy ---------------------------------------------------------------
+    def _remember_if_best(self, record: dict) -> None:
+        """training.keep_best: keep π's trainable weights when its pool KL(p‖π) (validation
+        split) is the lowest so far; the run folder holds them too (best.safetensors), so a
+        resumed run still knows them. The first record is π = a, so the prior is a candidate."""
+        kl = record.get("pool_kl_p_pi")
+        if not self.train_cfg.keep_best or kl is None or not kl < self.state.best_kl:
+            return
+        self.state.best_kl, self.state.best_step = kl, self.state.step
+        self.best_params = {
+            n: p.detach().clone().contiguous()
+            for n, p in self.policy.module.named_parameters()
+            if p.requires_grad
+        }
+        if self.run is not None and self.dist.is_main:
+            tmp = self.run.path / "best.safetensors.tmp"
+            save_file(self.best_params, str(tmp))
+            tmp.replace(self.run.path / "best.safetensors")
+
+    def restore_best(self) -> dict | None:
+        """Put the best evaluated weights back into π (training.keep_best); returns what was
+        chosen ({"step", "pool_kl_p_pi"}), or None when nothing is kept."""
+        if not self.train_cfg.keep_best or self.best_params is None:
+            return None
+        params = dict(self.policy.module.named_parameters())
+        with torch.no_grad():
+            for name, value in self.best_params.items():
+                params[name].copy_(value)
+        return {"step": self.state.best_step, "pool_kl_p_pi": self.state.best_kl}
 
     def fit(
         self,
@@ -508,12 +422,15 @@ class Trainer:
                 "seconds": time.perf_counter() - started,
             }
             records.append(rec)
+            self._remember_if_best(rec)
             if self.run is not None:
                 self.run.log_metrics(rec)
             if on_record is not None:
                 on_record(rec)
 
         steps, proposal = self.train_cfg.steps, self.train_cfg.proposal
+        if self.run is not None and self.dist.is_main and (curve := self.evaluator.frontier_curve()):
+            (self.run.path / "frontier.json").write_text(json.dumps(curve))  # for the report's plot
         if self.state.step == 0:
             record({})
         while self.state.step < steps:

@@ -1,0 +1,199 @@
+"""Probe for the demo recipe (issue 15): how far does DPG with q = a get when its samples are a
+posterior pool's training split, reused for several epochs, with early stopping on the held-out
+split's KL(p‖π)?  With q = a and a constraint b, DPG's weight P/(Z q) is b/Z: the gradient is
+maximum likelihood on the accepted (exact p-) samples, so this is DPG with full sample reuse.
+
+Prints, per half-epoch: wall/CPU seconds, validation KL(p‖π) ± s.e. (pool estimate on prior
+draws not used for training); at the end satisfaction and KL(π‖a) on fresh samples of π and the
+frontier excess. Run: nice .venv/bin/python experiments/demo_recipe/probe.py --pool 1536 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+
+from bayesalign import estimators as est
+from bayesalign.builtin_models import cache_root
+from bayesalign.config import build_models, build_target, load_config
+from bayesalign.objectives import policy_output
+from bayesalign.pools import PosteriorPool
+from bayesalign.prior_draws import PoolCache, draw_prior
+from bayesalign.proposals import propose
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--pool", type=int, default=1536)
+parser.add_argument("--val", type=float, default=0.33, help="share of the pool's rows held out")
+parser.add_argument("--lr", type=float, default=3e-4)
+parser.add_argument("--epochs", type=float, default=3)
+parser.add_argument("--minibatch", type=int, default=16)
+parser.add_argument("--r", type=int, default=16)
+parser.add_argument("--modules", default="q_proj,k_proj,v_proj,o_proj")
+parser.add_argument("--layers", type=int, default=0, help="LoRA only on the last this many layers (0: all)")
+parser.add_argument("--eval", type=int, default=256)
+parser.add_argument("--batch", type=int, default=64, help="sampling batch size")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--out", default=None)
+parser.add_argument(
+    "--objective",
+    default="mle",
+    choices=["mle", "gdc"],
+    help="mle: DPG with q = p on the accepted samples; gdc: GDC++ with q = a on every training row",
+)
+args = parser.parse_args()
+torch.set_num_threads(args.threads)
+t0, c0 = time.perf_counter(), time.process_time()
+
+
+def clock() -> str:
+    return f"[{time.perf_counter() - t0:6.0f}s wall {time.process_time() - c0:6.0f}s cpu]"
+
+
+config = load_config("src/bayesalign/configs/demo.yaml")
+lora = {"r": args.r, "alpha": 2 * args.r, "target_modules": args.modules.split(",")}
+model = config.model.model_copy(update={"lora": config.model.lora.model_copy(update=lora)})
+if args.layers:
+    n_layers = 30
+    keep = range(n_layers - args.layers, n_layers)
+    lora["target_modules"] = [
+        f"model.layers.{i}.self_attn.{m}" for i in keep for m in args.modules.split(",")
+    ]
+    model = config.model.model_copy(update={"lora": config.model.lora.model_copy(update=lora)})
+policy, prior = build_models(model, config.prompt, args.seed)
+target = build_target(config.target, prior, config.sampling)
+params = config.sampling.params()
+print(clock(), "models loaded", flush=True)
+draws, seconds = draw_prior(
+    prior,
+    args.pool,
+    params,
+    seed=0,
+    batch_size=args.batch,
+    cache=PoolCache(cache_root() / "pools"),
+    status=lambda m: print(clock(), m, flush=True),
+)
+print(clock(), f"pool of {len(draws)} ready ({seconds:.0f}s drawing)", flush=True)
+n_val = int(len(draws) * args.val)
+g = torch.Generator().manual_seed(args.seed)
+order = torch.randperm(len(draws), generator=g)
+train_rows, val_rows = order[n_val:], order[:n_val]
+from bayesalign.prior_draws import PriorDraws  # noqa: E402
+
+
+def subset(rows):
+    return PriorDraws(draws.samples.select(rows), draws.uniform[rows])
+
+
+full = PosteriorPool(target, draws)
+val = PosteriorPool(target, subset(val_rows))
+train_pool = PosteriorPool(target, subset(train_rows))
+train = train_pool.p_samples() if args.objective == "mle" else train_pool.draws.samples
+train_b = torch.ones(len(train)) if args.objective == "mle" else train_pool.evidence.satisfied.double()
+train_log_a = train.token_log_q.sum(-1).double()
+z_train = float(train_pool.log_z().value)
+print(
+    clock(),
+    f"log Z = {full.log_z():.4f}; train p-samples {len(train)}, val p-samples {val.n_accepted}",
+    flush=True,
+)
+
+val_samples = val.p_samples()
+
+
+def val_kl():
+    lp = policy.log_prob_frozen(val_samples, batch_size=32).double()
+    return val.kl_p_model(lp)
+
+
+params_trainable = [p for p in policy.module.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params_trainable, lr=args.lr, weight_decay=0.0)
+best = (
+    val_kl().value,
+    0.0,
+    {n: p.detach().clone() for n, p in policy.module.named_parameters() if p.requires_grad},
+)
+print(clock(), f"epoch 0.0 val KL(p‖π) {best[0]:.4f}", flush=True)
+history = [{"epoch": 0.0, "val_kl": best[0], "seconds": time.perf_counter() - t0}]
+steps_per_epoch = len(train) // args.minibatch
+total = int(args.epochs * steps_per_epoch)
+half = max(steps_per_epoch // 2, 1)
+perm = torch.randperm(len(train), generator=g)
+pos = 0
+policy.module.train()
+for step in range(1, total + 1):
+    if pos + args.minibatch > len(train):
+        perm, pos = torch.randperm(len(train), generator=g), 0
+    idx = perm[pos : pos + args.minibatch]
+    mb = train.select(idx)
+    pos += args.minibatch
+    out = policy_output(policy, mb)
+    log_pi = (out.token_log_probs * out.mask).sum(-1)
+    if args.objective == "mle":
+        loss = -log_pi.sum() / args.minibatch
+    else:  # GDC++ with q = a: advantage b/Z − π/a, π/a detached
+        ratio = torch.exp(log_pi.detach().double() - train_log_a[idx])
+        advantage = (train_b[idx] * math.exp(-z_train) - ratio).float()
+        loss = -(advantage * log_pi).sum() / args.minibatch
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params_trainable, 1.0)
+    opt.step()
+    if step % half == 0 or step == total:
+        policy.module.eval()
+        kl = val_kl()
+        policy.module.train()
+        ep = step / steps_per_epoch
+        history.append(
+            {"epoch": ep, "val_kl": kl.value, "val_kl_se": kl.stderr, "seconds": time.perf_counter() - t0}
+        )
+        print(clock(), f"epoch {ep:.2f} val KL(p‖π) {kl:.4f}", flush=True)
+        if kl.value < best[0]:
+            best = (
+                kl.value,
+                ep,
+                {n: p.detach().clone() for n, p in policy.module.named_parameters() if p.requires_grad},
+            )
+policy.module.eval()
+with torch.no_grad():
+    named = dict(policy.module.named_parameters())
+    for n, v in best[2].items():
+        named[n].copy_(v)
+print(clock(), f"best epoch {best[1]:.2f} val KL {best[0]:.4f}; sampling {args.eval} from π", flush=True)
+gen = torch.Generator().manual_seed(1234)
+d = propose(target, policy, args.eval, params, generator=gen, batch_size=args.batch)
+sat = est.mean(d.evidence.satisfied)
+kl_pi_a = est.kl_on_samples(d.log_q, d.log_a)
+frontier = full.frontier()
+excess = frontier.excess(sat.value, kl_pi_a.value)
+full_kl = full.kl_p_model(policy.log_prob_frozen(full.p_samples(), batch_size=32).double())
+summary = {
+    "args": vars(args),
+    "log_z": full.log_z().value,
+    "satisfaction": sat.value,
+    "satisfaction_se": sat.stderr,
+    "kl_pi_a": kl_pi_a.value,
+    "kl_pi_a_se": kl_pi_a.stderr,
+    "frontier_kl": frontier.kl(sat.value),
+    "frontier_excess": excess,
+    "val_kl": best[0],
+    "best_epoch": best[1],
+    "history": history,
+    "wall": time.perf_counter() - t0,
+    "cpu": time.process_time() - c0,
+}
+print(
+    clock(),
+    f"satisfaction {sat:.3f}  KL(π‖a) {kl_pi_a:.3f}  frontier KL* {frontier.kl(sat.value):.3f}  "
+    f"excess {excess:.2f}  val KL(p‖π) {best[0]:.3f} (full-pool, train included: {full_kl:.3f})",
+    flush=True,
+)
+for t in d.samples.texts[:5]:
+    print("  ", repr(t))
+if args.out:
+    with open(args.out, "a") as f:
+        f.write(json.dumps(summary) + "\n")
