@@ -29,8 +29,9 @@ from bayesalign.proposals import Scored, propose
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.scorers import checked_scores
 from bayesalign.targets import Target
-from bayesalign.training.checkpoint import load_checkpoint, save_checkpoint
+from bayesalign.training.checkpoint import load_newest_checkpoint, save_checkpoint
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
+from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
 from bayesalign.training.run import RunFolder
 
 
@@ -478,12 +479,14 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def resume(self) -> bool:
-        """Continue from the run folder's newest checkpoint; False when there is none."""
-        if self.run is None or (folder := self.run.latest_checkpoint()) is None:
+        """Continue from the run folder's newest usable checkpoint (a damaged newer one is
+        skipped with a warning); False when there is none, and then the records of the
+        interrupted first steps are dropped too, so that the run starts over cleanly."""
+        if self.run is None:
             return False
-        load_checkpoint(self, folder)
-        self.run.truncate_metrics(self.state.step)
-        return True
+        folder = load_newest_checkpoint(self, self.run)
+        self.run.truncate_metrics(self.state.step if folder is not None else -1)
+        return folder is not None
 
     def fit(
         self,
@@ -514,18 +517,31 @@ class Trainer:
                 on_record(rec)
 
         steps, proposal = self.train_cfg.steps, self.train_cfg.proposal
-        if self.state.step == 0:
-            record({})
-        while self.state.step < steps:
-            train = self.train_step()
-            step = self.state.step
-            if on_step is not None:
-                on_step(step)
-            if proposal.update == "adaptive" and step % proposal.every == 0:
-                self.state.last_check = self.check_proposal()
-            if step % self.eval_cfg.every == 0 or step == steps:
-                record(train)
-            at_checkpoint = step % self.config.checkpoint.every == 0 or step == steps
-            if self.run is not None and self.dist.is_main and at_checkpoint:
-                save_checkpoint(self, self.run.checkpoint_dir(step), self.config.checkpoint.keep)
+        with stop_at_step_boundary(self.dist.world == 1) as stop:
+            if self.state.step == 0:
+                record({})
+            while self.state.step < steps:
+                if stop.signum is not None:
+                    raise self._stop(stop.signum)
+                train = self.train_step()
+                step = self.state.step
+                if on_step is not None:
+                    on_step(step)
+                if proposal.update == "adaptive" and step % proposal.every == 0:
+                    self.state.last_check = self.check_proposal()
+                if step % self.eval_cfg.every == 0 or step == steps:
+                    record(train)
+                at_checkpoint = step % self.config.checkpoint.every == 0 or step == steps
+                if self.run is not None and self.dist.is_main and at_checkpoint:
+                    save_checkpoint(self, self.run.checkpoint_dir(step), self.config.checkpoint.keep)
         return records
+
+    def _stop(self, signum: int) -> TrainingInterrupted:
+        """Checkpoint the step just finished (unless it already is, or nothing was trained: a
+        resume then starts over), to stop on a signal without losing the steps since the last."""
+        step, folder = self.state.step, None
+        if self.run is not None and step > 0:
+            folder = self.run.checkpoint_dir(step)
+            if self.dist.is_main and not folder.is_dir():
+                save_checkpoint(self, folder, self.config.checkpoint.keep)
+        return TrainingInterrupted(signum, step, folder)
