@@ -356,6 +356,7 @@ MISTAKES = {
     CALLABLE.format("boom", "false"): "target: scorer 'callable' is real-valued",
     "target.constraints=[{type: classifier, path: ./nowhere, label: 1}]": "classifier folder ./nowhere",
     "contexts={train: contexts.txt, per_step: 2}": "contexts.txt:2: not UTF-8 text (byte 0xff)",
+    "tracking={backend: tensorboard, project: ../../elsewhere}": "tracking.project: '../../elsewhere' must",
 }
 
 

@@ -808,6 +808,17 @@ class TrackingSection(Section):
     backend: Literal["tensorboard", "wandb", "mlflow"]
     project: str = Field("bayesalign", description="run name (TensorBoard, MLflow) or W&B project")
 
+    @field_validator("project")
+    @classmethod
+    def _a_name_not_a_path(cls, value: str) -> str:
+        """TensorBoard makes the project a folder under RUN/tensorboard: a path would write outside
+        the run folder (``../../elsewhere``)."""
+        if not value or value in (".", "..") or "/" in value or "\\" in value:
+            raise ValueError(
+                f"{value!r} must be a plain name (no '/', not '..'): it names a folder in the run"
+            )
+        return value
+
 
 class Config(Section):
     model: ModelSection
