@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import warnings
@@ -29,17 +30,22 @@ from bayesalign.config import (
     build_target,
     format_validation_error,
     load_config,
+    read_yaml_file,
 )
 from bayesalign.contexts import ContextError
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import SpaceTooLargeError
 from bayesalign.objectives import InfiniteDivergenceError
+from bayesalign.preflight import PreflightError, check_generation_fits
 from bayesalign.prior_draws import PoolError
 from bayesalign.progress import headline, progress_bar, show_record
 from bayesalign.proposals import NonFiniteLogProbError
 from bayesalign.report import ReportError, build_report
 from bayesalign.samplers import SamplingError
+from bayesalign.scorers import ScorerError
 from bayesalign.training import NonFiniteLossError, RunFolder
+from bayesalign.training.interrupt import TrainingInterrupted
+from bayesalign.training.run import RunFolderError, RunFolderWarning
 from bayesalign.training.session import train
 
 
@@ -50,9 +56,7 @@ def _train(args: argparse.Namespace, console: Console) -> None:
 
 
 def _compare(args: argparse.Namespace, console: Console) -> None:
-    if not args.config.is_file():
-        raise ConfigError(f"config file {args.config} does not exist")
-    raw = apply_overrides(yaml.safe_load(args.config.read_text()) or {}, args.set)
+    raw = apply_overrides(read_yaml_file(args.config), args.set)
     compare(
         raw, args.methods.split(","), args.seeds, args.out, grad_samples=args.grad_samples, console=console
     )
@@ -64,9 +68,7 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.pretraining.corpus import CorpusError
     from bayesalign.pretraining.trainer import Pretrainer
 
-    if not args.config.is_file():
-        raise ConfigError(f"config file {args.config} does not exist")
-    raw = apply_overrides(yaml.safe_load(args.config.read_text()) or {}, args.set)
+    raw = apply_overrides(read_yaml_file(args.config), args.set)
     try:
         config = PretrainConfig.model_validate(raw)
     except ValidationError as err:
@@ -94,9 +96,7 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
 def _red_team(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.pretraining.config import RedTeamConfig
 
-    if not args.config.is_file():
-        raise ConfigError(f"config file {args.config} does not exist")
-    raw = apply_overrides(yaml.safe_load(args.config.read_text()) or {}, args.set)
+    raw = apply_overrides(read_yaml_file(args.config), args.set)
     try:
         config = RedTeamConfig.model_validate(raw)
     except ValidationError as err:
@@ -280,6 +280,7 @@ def _sample(args: argparse.Namespace, console: Console) -> None:
     with console.status("loading models"):
         _, prior = build_models(config.model.model_copy(update={"lora": None}), config.prompt, spec.seed)
         proposal = prior if folder is None else samplers.load_proposal(folder, prior)
+    check_generation_fits(prior, config.sampling.max_new_tokens, [config.prompt])
     with console.status("building the target"):  # fits λ of distributional constraints, seeded
         target = build_target(config.target, prior, config.sampling)
     params, batch = config.sampling.params(), config.sampling.batch_size
@@ -425,29 +426,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (
+    ConfigError,
+    ZeroPartitionError,
+    NonFiniteLossError,
+    NonFiniteLogProbError,
+    SpaceTooLargeError,
+    SamplingError,
+    InfiniteDivergenceError,
+    CompareRunError,
+    ContextError,
+    ReportError,
+    RunFolderError,
+    ScorerError,
+    PreflightError,
+    PoolError,
+    ImportError,
+)
+
+
+def _show_run_warnings(console: Console) -> None:
+    """A repaired or skipped part of a run folder is said in one line, like an error, without
+    the source location Python's warnings print (it points into bayesalign, not at the cause)."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, RunFolderWarning):
+            console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a mistake in the input is one ``error:`` line and exit status 2, an
+    interrupt (Ctrl-C, SIGTERM) one line and 128 + the signal's number."""
     args = build_parser().parse_args(argv)
     # transformers/peft deprecation notices say nothing actionable to a user of the CLI
     warnings.filterwarnings("ignore", category=FutureWarning)
     console = Console(stderr=True)
+    shown = warnings.showwarning
+    _show_run_warnings(console)
     try:
         args.handler(args, console)
-    except (
-        ConfigError,
-        ZeroPartitionError,
-        NonFiniteLossError,
-        NonFiniteLogProbError,
-        SpaceTooLargeError,
-        SamplingError,
-        InfiniteDivergenceError,
-        CompareRunError,
-        ContextError,
-        ReportError,
-        PoolError,
-        ImportError,
-    ) as err:
+    except USER_ERRORS as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
+    except TrainingInterrupted as stop:
+        console.print(str(stop), highlight=False, soft_wrap=True)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        return 128 + signal.SIGINT
+    finally:
+        warnings.showwarning = shown
     return 0
 
 

@@ -33,6 +33,7 @@ from bayesalign.objectives import (
     Reinforce,
 )
 from bayesalign.objectives.reward_maximisation import Baseline, KLEstimator, Placement
+from bayesalign.preflight import check_model_name
 from bayesalign.scorers import (
     CallableScorer,
     RegexScorer,
@@ -837,6 +838,17 @@ class TrackingSection(Section):
     backend: Literal["tensorboard", "wandb", "mlflow"]
     project: str = Field("bayesalign", description="run name (TensorBoard, MLflow) or W&B project")
 
+    @field_validator("project")
+    @classmethod
+    def _a_name_not_a_path(cls, value: str) -> str:
+        """TensorBoard makes the project a folder under RUN/tensorboard: a path would write outside
+        the run folder (``../../elsewhere``)."""
+        if not value or value in (".", "..") or "/" in value or "\\" in value:
+            raise ValueError(
+                f"{value!r} must be a plain name (no '/', not '..'): it names a folder in the run"
+            )
+        return value
+
 
 class Config(Section):
     model: ModelSection
@@ -925,6 +937,36 @@ def format_validation_error(err: ValidationError) -> str:
     return "invalid config:\n" + "\n".join(lines)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as 'line L, column C: problem' (PyYAML counts from 0)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + problem
+
+
+def read_yaml_file(path: str | Path) -> dict:
+    """The mapping a YAML config file holds; every way it can be unreadable is a ConfigError
+    that names the file (and the line of a syntax error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist" + (" (a folder)" if path.is_dir() else ""))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {err.object[err.start]:#04x})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML at {_yaml_problem(err)}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return raw
+
+
 def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     """Apply ``a.b=c`` overrides (values parsed as YAML) to a nested dict."""
     for item in overrides:
@@ -937,7 +979,12 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {key!r} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)})"
+            ) from None
     return raw
 
 
@@ -949,13 +996,7 @@ def parse_config(raw: dict) -> Config:
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return parse_config(apply_overrides(raw, overrides))
+    return parse_config(apply_overrides(read_yaml_file(path), overrides))
 
 
 # -- objects -----------------------------------------------------------------------------------
@@ -979,7 +1020,8 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
             architecture=t.architecture,
         )
     else:
-        name = resolve_model_name(section.name)
+        check_model_name(section.name)
+        name = str(Path(resolve_model_name(section.name)).expanduser())
         prior = LanguageModel.from_pretrained(
             name, prompt, dtype=DTYPES[section.dtype], trust_remote_code=section.trust_remote_code
         )
@@ -1004,7 +1046,20 @@ def build_target(
     Distributional constraints need λ: fitted on ``section.fit.samples`` samples of ``base``
     drawn with ``sampling`` (the run's sampling section, so the fit sees the sequences training
     will) and seed ``section.fit.seed``, or taken from ``fitted`` (a run's saved fit, on resume).
+    A scorer that cannot serve where the config puts it (a real-valued one as a constraint) is a
+    ConfigError: it is the config's mistake, and the CLI says so in one line.
     """
+    try:
+        return _build_target(section, base, sampling, fitted)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"target: {err}") from err
+
+
+def _build_target(
+    section: TargetSection, base: LanguageModel, sampling: SamplingSection | None, fitted: MomentFit | None
+) -> Target:
     if not section.distributional:
         terms: list[Term] = [Constraint(spec.build()) for spec in section.constraints]
         if section.reward is not None:

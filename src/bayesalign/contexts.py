@@ -39,7 +39,12 @@ def load_contexts(source: str | Path | Sequence[str], field: str = "context") ->
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
-    return [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise ContextError(f"{path}:{line}: not UTF-8 text (byte {err.object[err.start]:#04x})") from None
+    return [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def _jsonl_field(path: Path, number: int, line: str, field: str) -> str:

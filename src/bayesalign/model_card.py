@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bayesalign.atomic import write_atomic
 from bayesalign.config import Config
 from bayesalign.report import LEADING
 from bayesalign.targets import Target
@@ -92,4 +93,4 @@ def write_model_card(
     folder: Path, config: Config, target: Target, records: list[dict], *, merged: bool, seq2seq: bool
 ) -> None:
     card = model_card(config, target, records, merged=merged, seq2seq=seq2seq)
-    (folder / "README.md").write_text(card, encoding="utf-8")
+    write_atomic(folder / "README.md", card)

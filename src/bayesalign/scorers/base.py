@@ -24,22 +24,32 @@ class Scorer(Protocol):
         ...
 
 
+class ScorerError(ValueError):
+    """A scorer that failed or returned something other than one finite number per text; the
+    message names the scorer (and the text), since a traceback into user code rarely does."""
+
+
 def checked_scores(scorer: Scorer, texts: Sequence[str], contexts: Sequence[str] | None) -> torch.Tensor:
     """Call ``scorer`` and check what it returned, naming the scorer in every error."""
-    scores = torch.as_tensor(scorer(texts, contexts), dtype=torch.float64)
+    try:
+        scores = torch.as_tensor(scorer(texts, contexts), dtype=torch.float64)
+    except ScorerError:
+        raise  # from a part of a combinator, already named
+    except Exception as err:  # the scorer may be the user's own code: any failure is its own
+        raise ScorerError(f"scorer {scorer.name!r} failed: {type(err).__name__}: {err}") from err
     if scores.shape != (len(texts),):
-        raise ValueError(
+        raise ScorerError(
             f"scorer {scorer.name!r} returned shape {tuple(scores.shape)} for {len(texts)} texts"
         )
     bad = ~torch.isfinite(scores)
     if bad.any():
         i = int(bad.nonzero()[0])
-        raise ValueError(
+        raise ScorerError(
             f"scorer {scorer.name!r} returned {scores[i].item()} for text {texts[i]!r}; scores must be finite"
         )
     if scorer.boolean and not ((scores == 0) | (scores == 1)).all():
         i = int(((scores != 0) & (scores != 1)).nonzero()[0])
-        raise ValueError(
+        raise ScorerError(
             f"boolean scorer {scorer.name!r} returned {scores[i].item()} for text {texts[i]!r}; "
             "a constraint b(x) must be 0 or 1"
         )

@@ -9,6 +9,8 @@ from typing import Literal
 
 import torch
 
+from bayesalign.scorers.base import ScorerError
+
 
 @dataclass(frozen=True)
 class ClassifierScorer:
@@ -32,7 +34,7 @@ class ClassifierScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if not Path(self.path).exists():
-            raise ValueError(f"scorer {self.name!r}: classifier folder {self.path} does not exist")
+            raise ScorerError(f"scorer {self.name!r}: classifier folder {self.path} does not exist")
         model = AutoModelForSequenceClassification.from_pretrained(
             self.path, use_safetensors=True, trust_remote_code=self.trust_remote_code
         ).eval()
@@ -40,7 +42,7 @@ class ClassifierScorer:
         labels = {name: int(i) for i, name in model.config.id2label.items()}
         index = self.label if isinstance(self.label, int) else labels.get(self.label)
         if index is None or not 0 <= index < model.config.num_labels:
-            raise ValueError(f"scorer {self.name!r}: label {self.label!r} is not one of {sorted(labels)}")
+            raise ScorerError(f"scorer {self.name!r}: label {self.label!r} is not one of {sorted(labels)}")
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise ValueError(f"scorer {self.name!r}: threshold must be in (0, 1], got {self.threshold}")
         if self.activation not in ("auto", "softmax", "sigmoid"):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bayesalign.scorers.base import ScorerError
+
 
 @dataclass(frozen=True)
 class CallableScorer:
@@ -30,18 +32,25 @@ class CallableScorer:
             out = [self.fn(t, c) for t, c in zip(texts, ctx, strict=True)]
         else:
             out = [self.fn(t) for t in texts]
+        for i, value in enumerate([] if isinstance(out, torch.Tensor) else out):
+            if value is None or isinstance(value, str | bytes):  # torch's own error names neither
+                raise ScorerError(
+                    f"scorer {self.name!r} returned {value!r} "
+                    f"({type(value).__name__}) for text {texts[i]!r}; a score must be a number"
+                )
         return torch.as_tensor(out, dtype=torch.float64)
 
 
 def import_callable(path: str) -> Callable:
-    """Resolve "package.module:function" (the user's own code, named in their config)."""
+    """Resolve "package.module:function" (the user's own code, named in their config). Any
+    failure of that code while importing is reported as the scorer's, naming the path."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"callable {path!r} must look like 'package.module:function'")
+        raise ScorerError(f"callable {path!r} must look like 'package.module:function'")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import callable {path!r}: {err}") from err
+    except Exception as err:
+        raise ScorerError(f"cannot import callable {path!r}: {type(err).__name__}: {err}") from err
     if not callable(fn):
-        raise ValueError(f"{path!r} is not callable")
+        raise ScorerError(f"{path!r} is not callable")
     return fn

@@ -10,10 +10,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from bayesalign.atomic import write_atomic
 from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target, parse_config
+from bayesalign.contexts import load_contexts
 from bayesalign.model_card import write_model_card
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
+from bayesalign.preflight import check_generation_fits
 from bayesalign.progress import Heartbeat, headline, progress_bar, show_record
 from bayesalign.report import build_report
 from bayesalign.sampling_backends import require_vllm
@@ -39,23 +42,52 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def prepare_run(config: Config, out: str | Path, resume: bool) -> RunFolder:
-    """Check the run folder before any work: a new run needs a fresh folder, a resumed one the
-    same configuration (only training.steps may change)."""
+    """Check the run folder before any work, and take its lock (the caller releases it): a new
+    run needs a folder that holds no run and nothing of the user's, a resumed one the same
+    configuration (only training.steps may change, and not below the step already reached)."""
     run = RunFolder(out)
-    resolved = config.model_dump(mode="json")
-    if resume:
-        if not run.config_file.exists():
-            raise ConfigError(f"--resume: {run.path} holds no run (no config.yaml)")
-        # parsed again, so that options added since the run was written compare at their defaults
-        old = parse_config(run.read_config()).model_dump(mode="json")
-        old["training"]["steps"] = resolved["training"]["steps"]
-        changed = _differences(old, resolved)
-        if changed:
-            raise ConfigError("--resume with a different config:\n  " + "\n  ".join(changed))
-    elif run.metrics_file.exists() or run.latest_checkpoint() is not None:
-        raise ConfigError(f"{run.path} already holds a run; pass --resume or choose another --out")
-    run.create().write_config(resolved)
+    if run.path.exists() and not run.path.is_dir():
+        raise ConfigError(f"--out {run.path} is a file; a run needs a folder")
+    if foreign := run.foreign_entries():
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ConfigError(
+            f"--out {run.path} is a folder that holds no bayesalign run ({shown}); writing the run "
+            "there would overwrite files in it: choose a new or empty folder"
+        )
+    run.lock()
+    try:
+        _check_folder(config, run, resume)
+        run.create().write_config(config.model_dump(mode="json"))
+    except BaseException:
+        run.unlock()
+        raise
     return run
+
+
+def _check_folder(config: Config, run: RunFolder, resume: bool) -> None:
+    resolved = config.model_dump(mode="json")
+    steps = run.checkpoint_steps()
+    if not resume:
+        if run.holds_run():
+            raise ConfigError(f"{run.path} already holds a run; pass --resume or choose another --out")
+        run.metrics_file.unlink(missing_ok=True)  # at most a torn line of a run that never started
+        return
+    if not run.config_file.exists():
+        raise ConfigError(f"--resume: {run.path} holds no run (no config.yaml)")
+    if not steps:  # nothing was kept: the run starts over, and may do so with another config
+        run.target_file.unlink(missing_ok=True)
+        return
+    # parsed again, so that options added since the run was written compare at their defaults
+    old = parse_config(run.read_config()).model_dump(mode="json")
+    old["training"]["steps"] = resolved["training"]["steps"]
+    changed = _differences(old, resolved)
+    if changed:
+        raise ConfigError("--resume with a different config:\n  " + "\n  ".join(changed))
+    if config.training.steps < steps[-1]:
+        raise ConfigError(
+            f"--resume: training.steps {config.training.steps} is below step {steps[-1]}, which the "
+            f"run has already reached (its newest checkpoint); its weights are from step {steps[-1]}"
+        )
 
 
 LOW_ESS = 100  # below this effective sample size, the fitted moments are shaky: say so
@@ -104,19 +136,37 @@ def train(
     if config.sampling.backend == "vllm":
         require_vllm()
     console = (console or Console(stderr=True)) if dist.is_main else Console(quiet=True)
-    dist.main_first(lambda: prepare_run(config, out, resume))
-    run = RunFolder(out, writable=dist.is_main)
+    locked = dist.main_first(lambda: prepare_run(config, out, resume))
+    run = locked if locked is not None else RunFolder(out, writable=False)
+    try:
+        return _train(config, run, resume, console, dist)
+    finally:
+        run.unlock()
+
+
+def _prompts(config: Config) -> list[str]:
+    """What generation starts from: the prompt, or each context a conditional run will use."""
+    section = config.contexts
+    if section is None:
+        return [config.prompt]
+    held_out = load_contexts(section.eval if section.eval is not None else section.train, section.field)
+    return load_contexts(section.train, section.field) + held_out[: section.eval_contexts]
+
+
+def _train(config: Config, run: RunFolder, resume: bool, console: Console, dist: Distributed) -> Trainer:
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
     with console.status("loading models"):
         policy, prior = build_models(config.model, config.prompt, config.training.seed)
+    check_generation_fits(prior, config.sampling.max_new_tokens, _prompts(config))
     # the main process fits λ (if any) and writes target.json; the others read it back
     target = dist.main_first(lambda: prepare_target(config, prior, run, resume, console))
     if not dist.is_main:
         target = prepare_target(config, prior, run, True, console)
     trainer = Trainer(policy, target, build_objective(config.training, target), config, run, dist)
-    if resume and trainer.resume():
-        console.print(f"resumed at step {trainer.state.step}")
+    if resume:
+        resumed = trainer.resume()
+        console.print(f"resumed at step {trainer.state.step}" if resumed else "no checkpoint: starting over")
     heartbeat = Heartbeat(console, config.training.steps)
     heartbeat.update(done=trainer.state.step)
     with progress_bar(console, "train") as progress, heartbeat:
@@ -157,7 +207,7 @@ def train(
         if chosen is not None:  # what final/ holds and why: the evaluated π closest to p
             last = run.read_metrics()[-1]
             chosen |= {"last_step": last["step"], "last_pool_kl_p_pi": last.get("pool_kl_p_pi")}
-            (run.final / "selection.json").write_text(json.dumps(chosen, indent=1))
+            write_atomic(run.final / "selection.json", json.dumps(chosen, indent=1))
             console.print(
                 f"final/ holds π of step {chosen['step']}: the lowest pool KL(p‖π) on the validation "
                 f"split, {chosen['pool_kl_p_pi']:.4f} (last step {last['step']}: "

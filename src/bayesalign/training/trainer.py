@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bayesalign import estimators as est
+from bayesalign.atomic import write_atomic
 from bayesalign.config import Config, build_evaluator, load_eval_contexts
 from bayesalign.contexts import load_contexts, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
@@ -28,8 +29,9 @@ from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
 from bayesalign.proposals import Scored, propose
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.targets import Target
-from bayesalign.training.checkpoint import load_checkpoint, save_checkpoint
+from bayesalign.training.checkpoint import load_newest_checkpoint, save_checkpoint
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
+from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
 from bayesalign.training.run import RunFolder
 
 
@@ -359,15 +361,17 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def resume(self) -> bool:
-        """Continue from the run folder's newest checkpoint; False when there is none."""
-        if self.run is None or (folder := self.run.latest_checkpoint()) is None:
+        """Continue from the run folder's newest usable checkpoint (a damaged newer one is
+        skipped with a warning); False when there is none, and then the records of the
+        interrupted first steps are dropped too, so that the run starts over cleanly."""
+        if self.run is None:
             return False
-        load_checkpoint(self, folder)
-        self.run.truncate_metrics(self.state.step)
+        folder = load_newest_checkpoint(self, self.run)
+        self.run.truncate_metrics(self.state.step if folder is not None else -1)
         best = self.run.path / "best.safetensors"
-        if self.train_cfg.keep_best and self.state.best_step >= 0 and best.exists():
+        if folder is not None and self.train_cfg.keep_best and self.state.best_step >= 0 and best.exists():
             self.best_params = load_file(str(best))
-        return True
+        return folder is not None
 
     # -- keeping the best policy ---------------------------------------------------------------
     def _remember_if_best(self, record: dict) -> None:
@@ -430,19 +434,32 @@ class Trainer:
 
         steps, proposal = self.train_cfg.steps, self.train_cfg.proposal
         if self.run is not None and self.dist.is_main and (curve := self.evaluator.frontier_curve()):
-            (self.run.path / "frontier.json").write_text(json.dumps(curve))  # for the report's plot
-        if self.state.step == 0:
-            record({})
-        while self.state.step < steps:
-            train = self.train_step()
-            step = self.state.step
-            if on_step is not None:
-                on_step(step)
-            if proposal.update == "adaptive" and step % proposal.every == 0:
-                self.state.last_check = self.check_proposal()
-            if step % self.eval_cfg.every == 0 or step == steps:
-                record(train)
-            at_checkpoint = step % self.config.checkpoint.every == 0 or step == steps
-            if self.run is not None and self.dist.is_main and at_checkpoint:
-                save_checkpoint(self, self.run.checkpoint_dir(step), self.config.checkpoint.keep)
+            write_atomic(self.run.path / "frontier.json", json.dumps(curve))  # for the report's plot
+        with stop_at_step_boundary(self.dist.world == 1) as stop:
+            if self.state.step == 0:
+                record({})
+            while self.state.step < steps:
+                if stop.signum is not None:
+                    raise self._stop(stop.signum)
+                train = self.train_step()
+                step = self.state.step
+                if on_step is not None:
+                    on_step(step)
+                if proposal.update == "adaptive" and step % proposal.every == 0:
+                    self.state.last_check = self.check_proposal()
+                if step % self.eval_cfg.every == 0 or step == steps:
+                    record(train)
+                at_checkpoint = step % self.config.checkpoint.every == 0 or step == steps
+                if self.run is not None and self.dist.is_main and at_checkpoint:
+                    save_checkpoint(self, self.run.checkpoint_dir(step), self.config.checkpoint.keep)
         return records
+
+    def _stop(self, signum: int) -> TrainingInterrupted:
+        """Checkpoint the step just finished (unless it already is, or nothing was trained: a
+        resume then starts over), to stop on a signal without losing the steps since the last."""
+        step, folder = self.state.step, None
+        if self.run is not None and step > 0:
+            folder = self.run.checkpoint_dir(step)
+            if self.dist.is_main and not folder.is_dir():
+                save_checkpoint(self, folder, self.config.checkpoint.keep)
+        return TrainingInterrupted(signum, step, folder)
