@@ -40,7 +40,13 @@ def _compare(args: argparse.Namespace, console: Console) -> None:
         raise ConfigError(f"config file {args.config} does not exist")
     raw = apply_overrides(yaml.safe_load(args.config.read_text()) or {}, args.set)
     compare(
-        raw, args.methods.split(","), args.seeds, args.out, grad_samples=args.grad_samples, console=console
+        raw,
+        args.methods.split(","),
+        args.seeds,
+        args.out,
+        grad_samples=args.grad_samples,
+        console=console,
+        config_folder=args.config.parent,
     )
     console.print(f"comparison written to {args.out} (summary.md, summary.json, one folder per run)")
 
@@ -49,7 +55,7 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
     import yaml
     from pydantic import ValidationError
 
-    from bayesalign.config import ConfigError, apply_overrides, format_validation_error
+    from bayesalign.config import ConfigError, apply_overrides, format_validation_error, import_callables
     from bayesalign.pretraining.config import PretrainConfig
     from bayesalign.pretraining.corpus import CorpusError
     from bayesalign.pretraining.trainer import Pretrainer
@@ -63,6 +69,7 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
         config = PretrainConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    import_callables(config, args.config.parent)
     if RunFolder(args.out).metrics_file.exists():
         raise ConfigError(f"{args.out} already holds a run; choose another --out")
     try:
@@ -88,7 +95,7 @@ def _red_team(args: argparse.Namespace, console: Console) -> None:
     from pydantic import ValidationError
     from rich.markup import escape
 
-    from bayesalign.config import ConfigError, apply_overrides, format_validation_error
+    from bayesalign.config import ConfigError, apply_overrides, format_validation_error, import_callables
     from bayesalign.pretraining.config import RedTeamConfig
 
     if not args.config.is_file():
@@ -98,6 +105,7 @@ def _red_team(args: argparse.Namespace, console: Console) -> None:
         config = RedTeamConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    import_callables(config, args.config.parent)
     if args.out.exists():
         raise ConfigError(f"{args.out} exists; choose another --out")
     try:
