@@ -56,10 +56,11 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
     from pydantic import ValidationError
 
     from bayesalign.config import ConfigError, apply_overrides, format_validation_error, import_callables
+    from bayesalign.console import headline
     from bayesalign.pretraining.config import PretrainConfig
     from bayesalign.pretraining.corpus import CorpusError
     from bayesalign.pretraining.trainer import Pretrainer
-    from bayesalign.progress import headline, progress_bar, show_record
+    from bayesalign.progress import progress_bar, show_record
     from bayesalign.training.run import RunFolder
 
     if not args.config.is_file():

@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target, parse_config
+from bayesalign.console import before_after_table, headline
 from bayesalign.model_card import write_model_card
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
-from bayesalign.progress import headline, progress_bar, show_record
+from bayesalign.progress import progress_bar, show_record
 from bayesalign.report import build_report
 from bayesalign.sampling_backends import require_vllm
 from bayesalign.targets import Target, Tilt
@@ -143,6 +144,7 @@ def train(
         policy.save_pretrained(run.final, merge_lora=merged)
         records = run.read_metrics()
         write_model_card(run.final, config, target, records, merged=merged, seq2seq=policy.is_seq2seq)
+        console.print(before_after_table(records, HEADLINE + moments))
         if config.eval.report:
             build_report([run.path], run.path / "report.html", title=f"bayesalign: {run.path.name}")
     dist.close()
