@@ -12,7 +12,16 @@ import yaml
 from bayesalign.cli import main
 
 TOY = yaml.safe_load((Path(__file__).parents[1] / "configs" / "toy_word.yaml").read_text())
-FAST = ["--set", "training.steps=2", "--set", "eval.samples=64", "--set", "training.batch_size=32"]
+FAST = [
+    "--set",
+    "training.steps=2",
+    "--set",
+    "eval.samples=64",
+    "--set",
+    "training.batch_size=32",
+    "--set",
+    "eval.report=false",
+]
 
 
 @pytest.fixture
