@@ -735,6 +735,11 @@ class CheckpointSection(Section):
     every: int = Field(50, gt=0)
     keep: int = Field(2, gt=0)
     merge_lora: bool = Field(True, description="final/ holds merged weights (else the adapter only)")
+    loadable: bool = Field(
+        True,
+        description="each checkpoint is also a Hugging Face folder that from_pretrained loads: the LoRA "
+        "adapter, or the full weights (then twice the disk of the resumable state alone)",
+    )
 
 
 SAMPLE_METHODS = ("rejection", "qrs", "importance")

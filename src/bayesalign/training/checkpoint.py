@@ -1,4 +1,6 @@
-"""Checkpoints: everything needed to continue a run exactly where it stopped.
+"""Checkpoints: everything needed to continue a run exactly where it stopped, and (with
+``checkpoint.loadable``, the default) the policy as a Hugging Face folder beside it, so that
+``from_pretrained`` (``PeftModel.from_pretrained`` for a LoRA adapter) loads any checkpoint.
 
 A checkpoint is written to ``step_N.tmp`` and renamed when complete, and older checkpoints are
 deleted only after that, so a crash never loses a finished checkpoint. Weights are stored with
@@ -57,6 +59,8 @@ def save_checkpoint(trainer: Trainer, folder: Path, keep: int) -> None:
         extra["objective"] = objective_state()
     torch.save(extra, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(trainer.state), indent=1))
+    if trainer.config.checkpoint.loadable:  # beside the state: any checkpoint can be evaluated or served
+        trainer.policy.save_pretrained(tmp, merge_lora=False)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     older = sorted(p for p in folder.parent.glob("step_*") if p.is_dir() and p.suffix != ".tmp")
