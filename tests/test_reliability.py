@@ -285,7 +285,7 @@ def test_ctrl_c_outside_training_is_one_line(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("bayesalign.cli.train", interrupted)
+    monkeypatch.setattr("bayesalign.training.session.train", interrupted)  # the CLI imports it lazily
     assert train(tmp_path / "run", 2) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
 

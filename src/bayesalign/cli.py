@@ -1,8 +1,6 @@
-"""Command line: ``bayesalign train CONFIG --out DIR [--set k=v ...] [--resume]``, ``bayesalign demo``,
-``bayesalign sample CONFIG --out FILE.jsonl --n N [--method rejection|qrs|importance] ...`` and
-``bayesalign compare CONFIG --methods gdc++,ppo,... --seeds 3 --out DIR`` and
-``bayesalign report RUN [RUN ...] [--out FILE.html]`` and
-``bayesalign eval CONFIG [--policy RUN] [--out FILE.json]``."""
+"""The ``bayesalign`` command. Only the standard library is imported at start, so ``--help`` and
+argument errors answer at once; each command imports torch, transformers and the rest of the
+library when it runs."""
 
 from __future__ import annotations
 
@@ -14,65 +12,66 @@ import time
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
-from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
-from bayesalign.compare import CompareRunError, compare
-from bayesalign.config import (
-    ConfigError,
-    SamplerSection,
-    apply_overrides,
-    build_models,
-    build_target,
-    format_validation_error,
-    load_config,
-    read_yaml_file,
-)
-from bayesalign.contexts import ContextError
-from bayesalign.estimators import ZeroPartitionError
-from bayesalign.exact import SpaceTooLargeError
-from bayesalign.objectives import InfiniteDivergenceError
-from bayesalign.preflight import PreflightError, check_generation_fits
-from bayesalign.prior_draws import PoolError
-from bayesalign.progress import headline, progress_bar, show_record
-from bayesalign.proposals import NonFiniteLogProbError
-from bayesalign.report import ReportError, build_report
-from bayesalign.samplers import SamplingError
-from bayesalign.scorers import ScorerError
-from bayesalign.training import NonFiniteLossError, RunFolder
-from bayesalign.training.interrupt import TrainingInterrupted
-from bayesalign.training.run import RunFolderError, RunFolderWarning
-from bayesalign.training.session import train
+    from bayesalign.config import SamplerSection
+    from bayesalign.training.run import RunFolder
 
 
 def _train(args: argparse.Namespace, console: Console) -> None:
+    from bayesalign.config import load_config
+    from bayesalign.training.session import train
+
     config = load_config(args.config, args.set)
     train(config, args.out, resume=args.resume, console=console)
     console.print(f"run written to {args.out} (metrics.jsonl, samples/, final/)")
 
 
 def _compare(args: argparse.Namespace, console: Console) -> None:
+
+    from bayesalign.compare import compare
+    from bayesalign.config import apply_overrides, read_yaml_file
+
     raw = apply_overrides(read_yaml_file(args.config), args.set)
     compare(
-        raw, args.methods.split(","), args.seeds, args.out, grad_samples=args.grad_samples, console=console
+        raw,
+        args.methods.split(","),
+        args.seeds,
+        args.out,
+        grad_samples=args.grad_samples,
+        console=console,
+        config_folder=args.config.parent,
     )
     console.print(f"comparison written to {args.out} (summary.md, summary.json, one folder per run)")
 
 
 def _pretrain(args: argparse.Namespace, console: Console) -> None:
+    from pydantic import ValidationError
+
+    from bayesalign.config import (
+        ConfigError,
+        apply_overrides,
+        format_validation_error,
+        import_callables,
+        read_yaml_file,
+    )
+    from bayesalign.console import headline
     from bayesalign.pretraining.config import PretrainConfig
     from bayesalign.pretraining.corpus import CorpusError
     from bayesalign.pretraining.trainer import Pretrainer
+    from bayesalign.progress import progress_bar, show_record
+    from bayesalign.training.run import RunFolder
 
     raw = apply_overrides(read_yaml_file(args.config), args.set)
     try:
         config = PretrainConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    import_callables(config, args.config.parent)
     if RunFolder(args.out).metrics_file.exists():
         raise ConfigError(f"{args.out} already holds a run; choose another --out")
     try:
@@ -94,6 +93,16 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
 
 
 def _red_team(args: argparse.Namespace, console: Console) -> None:
+    from pydantic import ValidationError
+    from rich.markup import escape
+
+    from bayesalign.config import (
+        ConfigError,
+        apply_overrides,
+        format_validation_error,
+        import_callables,
+        read_yaml_file,
+    )
     from bayesalign.pretraining.config import RedTeamConfig
 
     raw = apply_overrides(read_yaml_file(args.config), args.set)
@@ -101,6 +110,7 @@ def _red_team(args: argparse.Namespace, console: Console) -> None:
         config = RedTeamConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    import_callables(config, args.config.parent)
     if args.out.exists():
         raise ConfigError(f"{args.out} exists; choose another --out")
     try:
@@ -123,6 +133,9 @@ def _red_team(args: argparse.Namespace, console: Console) -> None:
 
 
 def _eval(args: argparse.Namespace, console: Console) -> None:
+    from rich.table import Table
+
+    from bayesalign.config import load_config
     from bayesalign.evaluation import evaluate_policy
 
     config = load_config(args.config, args.set)
@@ -141,11 +154,17 @@ def _eval(args: argparse.Namespace, console: Console) -> None:
 
 
 def _report(args: argparse.Namespace, console: Console) -> None:
+    from bayesalign.report import build_report
+
     out = args.out or Path(args.runs[0]) / "report.html"
     console.print(f"report written to {build_report(args.runs, out)}")
 
 
 def _demo(args: argparse.Namespace, console: Console) -> None:
+    from bayesalign.config import load_config
+    from bayesalign.training.run import RunFolder
+    from bayesalign.training.session import train
+
     path = resources.files("bayesalign") / "configs" / "demo.yaml"
     with resources.as_file(path) as config_path:
         config = load_config(config_path, args.set)
@@ -156,7 +175,7 @@ def _demo(args: argparse.Namespace, console: Console) -> None:
     )
     started = time.perf_counter()
     args.out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-    train(config, args.out, resume=args.resume, console=console)
+    train(config, args.out, resume=args.resume, console=console, table=False)
     summarise(RunFolder(args.out), console, time.perf_counter() - started)
 
 
@@ -172,11 +191,19 @@ SUMMARY_ROWS = (
 
 
 def summarise(run: RunFolder, console: Console, seconds: float) -> None:
-    """Before/after table from the run folder: the first and last evaluation. Posterior-pool
-    rows appear when the run had a pool; the IS row carries its effective sample size."""
+    """Before/after table from the run folder: the first evaluation and the one final/ holds
+    (the last, or with training.keep_best the chosen one). Posterior-pool rows appear when the
+    run had a pool; the IS row carries its effective sample size."""
+    from rich.markup import escape
+    from rich.table import Table
+
     records = run.read_metrics()
     before, after = records[0], records[-1]
-    table = Table(title=f"before (step 0, π = a) vs after (step {after['step']}), {seconds:.0f} s")
+    selection = run.final / "selection.json"
+    if selection.exists():
+        chosen = json.loads(selection.read_text())["step"]
+        after = next(r for r in records if r["step"] == chosen)
+    table = Table(title=f"before (step 0, π = a) vs final/ (step {after['step']}), {seconds:.0f} s")
     table.add_column("metric")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -197,8 +224,9 @@ def summarise(run: RunFolder, console: Console, seconds: float) -> None:
     console.print(table)
     if "pool_accepted" in after:
         console.print(
-            f"posterior pool: {after['pool_accepted']:.0f} exact p-samples of {after['pool_size']:.0f} "
-            f"prior samples (drawn in {before.get('pool_draw_seconds', float('nan')):.0f} s; 0 s = cached)"
+            f"posterior pool: {after['pool_accepted']:.0f} exact p-samples (held out) of "
+            f"{after['pool_size']:.0f} prior samples; drawing them took "
+            f"{before.get('pool_draw_seconds') or 0:.0f} s (0 s: from the cache)"
         )
     for title, step in (("before", before["step"]), ("after", after["step"])):
         rows = [json.loads(line) for line in (run.samples / f"step_{step:06d}.jsonl").open()]
@@ -214,6 +242,8 @@ SAMPLE_FLAGS = ("method", "beta", "acceptance", "bound", "pool", "max_proposals"
 
 def _check_sample_request(args: argparse.Namespace, config, spec: SamplerSection) -> None:
     """Every error that can be known before loading a model."""
+    from bayesalign.config import ConfigError
+
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     if args.out.exists() and not args.overwrite:
@@ -248,6 +278,9 @@ def _check_sample_request(args: argparse.Namespace, config, spec: SamplerSection
 
 
 def _qrs_table(rows, chosen: float, proposals: int) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=f"quasi-rejection: acceptance and distance to p vs β (IS, {proposals:,} proposals)")
     for name in ("β", "acceptance Z_β/β", "TV(p, p_β)", "KL(p‖p_β)"):
         table.add_column(escape(name), justify="right")
@@ -264,8 +297,12 @@ def _qrs_table(rows, chosen: float, proposals: int) -> Table:
 
 def _sample(args: argparse.Namespace, console: Console) -> None:
     import torch
+    import yaml
 
     from bayesalign import samplers
+    from bayesalign.config import ConfigError, SamplerSection, build_models, build_target, load_config
+    from bayesalign.preflight import check_generation_fits
+    from bayesalign.progress import progress_bar
     from bayesalign.targets import Constraint
 
     # flags are overrides of the config's sample section (dumped as YAML so every value round-trips)
@@ -364,51 +401,80 @@ def _sample(args: argparse.Namespace, console: Console) -> None:
         )
 
 
+DESCRIPTION = """\
+Align a language model with preferences as Bayesian inference: the pretrained model is the
+prior a(x), preferences are evidence (constraints b(x), rewards r(x)), and training moves a
+policy π towards the posterior p(x) ∝ a(x)·b(x). Every command but report and demo reads a
+YAML config (examples under configs/; the schema is src/bayesalign/config.py)."""
+
+EXAMPLES = """\
+examples:
+  bayesalign demo
+  bayesalign train configs/toy_word.yaml --out runs/toy
+  bayesalign eval configs/toy_word.yaml --policy runs/toy
+  bayesalign sample configs/toy_word.yaml --out samples.jsonl --n 100 --method rejection
+  bayesalign report runs/toy
+
+'bayesalign COMMAND --help' describes a command's options."""
+
+CONFIG_HELP = "YAML config (see configs/ for examples)"
+SET_HELP = "override one config value, e.g. training.steps=10 (repeatable; the value is YAML)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bayesalign", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a policy towards a target described by a YAML config")
-    p.add_argument("config", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser = argparse.ArgumentParser(
+        prog="bayesalign",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary)
+
+    p = command("train", "train a policy towards a target described by a YAML config")
+    p.add_argument("config", type=Path, help=CONFIG_HELP)
+    p.add_argument("--out", type=Path, required=True, help="run folder (new, or the one to resume)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.set_defaults(handler=_train)
-    c = sub.add_parser("compare", help="run several methods on one target and budget; summary table")
-    c.add_argument("config", type=Path)
+    c = command("compare", "run several methods on one target and budget; summary table")
+    c.add_argument("config", type=Path, help=CONFIG_HELP)
     c.add_argument(
         "--methods", required=True, help="comma-separated, e.g. gdc++,dpg,reinforce,kl-reinforce,ppo"
     )
     c.add_argument("--seeds", type=int, default=3, help="runs per method (seeds base, base+1, ...)")
     c.add_argument("--out", type=Path, required=True, help="new folder: OUT/<method>/seed<k>/ and summary")
     c.add_argument("--grad-samples", type=int, default=16, help="samples for the gradient variance")
-    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     c.set_defaults(handler=_compare)
-    t = sub.add_parser("pretrain", help="pretrain a small LM from scratch with human feedback (PHF)")
-    t.add_argument("config", type=Path)
+    t = command("pretrain", "pretrain a small LM from scratch with human feedback (PHF)")
+    t.add_argument("config", type=Path, help="YAML pretraining config (see experiments/phf/)")
     t.add_argument("--out", type=Path, required=True, help="run folder")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     t.set_defaults(handler=_pretrain)
-    rt = sub.add_parser("red-team", help="red-team a trained LM: prompts from a red LM, scored per round")
-    rt.add_argument("config", type=Path)
+    rt = command("red-team", "red-team a trained LM: prompts from a red LM, scored per round")
+    rt.add_argument("config", type=Path, help="YAML red-teaming config (see experiments/phf/)")
     rt.add_argument("--out", type=Path, required=True, help="new folder: pool.jsonl and rounds.jsonl")
-    rt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    rt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     rt.set_defaults(handler=_red_team)
-    e = sub.add_parser("eval", help="measure a trained policy (or the prior) against a config's target")
-    e.add_argument("config", type=Path)
+    e = command("eval", "measure a trained policy (or the prior) against a config's target")
+    e.add_argument("config", type=Path, help="YAML config whose model, sampling and target are used")
     e.add_argument("--policy", type=Path, help="a run folder or its final/ (default: the prior itself)")
     e.add_argument("--out", type=Path, help="JSON file of the metrics")
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     e.set_defaults(handler=_eval)
-    r = sub.add_parser("report", help="an HTML page of one or more runs: curves, samples, configs")
+    r = command("report", "an HTML page of one or more runs: curves, samples, configs")
     r.add_argument("runs", nargs="+", type=Path, help="run folders (their curves are overlaid)")
     r.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html of the first run)")
     r.set_defaults(handler=_report)
-    d = sub.add_parser("demo", help="align SmolLM2-135M towards positive continuations (no hub)")
+    d = command("demo", "align SmolLM2-135M towards positive continuations (no hub)")
     d.add_argument("--out", type=Path, default=None, help="run folder (default runs/demo-<time>)")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
-    d.add_argument("--resume", action="store_true")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
+    d.add_argument("--resume", action="store_true", help="continue the run in --out")
     d.set_defaults(handler=_demo)
-    s = sub.add_parser("sample", help="draw samples from the target without training (no training run)")
+    s = command("sample", "draw samples from the target without training (no training run)")
     s.add_argument("config", type=Path, help="a config: its model, prompt, sampling and target sections")
     s.add_argument("--out", type=Path, required=True, help="JSONL file of the samples")
     s.add_argument("--n", type=int, required=True, help="number of samples to write")
@@ -421,33 +487,53 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="seed of the sampler (sample.seed)")
     s.add_argument("--proposal", type=Path, help="a trained policy (RUN/final) as q (default: the prior)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     s.set_defaults(handler=_sample)
     return parser
 
 
-USER_ERRORS = (
-    ConfigError,
-    ZeroPartitionError,
-    NonFiniteLossError,
-    NonFiniteLogProbError,
-    SpaceTooLargeError,
-    SamplingError,
-    InfiniteDivergenceError,
-    CompareRunError,
-    ContextError,
-    ReportError,
-    RunFolderError,
-    ScorerError,
-    PreflightError,
-    PoolError,
-    ImportError,
-)
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix, printed as one line instead of a traceback.
+    Imported only once a command runs: their modules pull in torch."""
+    from bayesalign.compare import CompareRunError
+    from bayesalign.config import ConfigError
+    from bayesalign.contexts import ContextError
+    from bayesalign.estimators import ZeroPartitionError
+    from bayesalign.exact import SpaceTooLargeError
+    from bayesalign.objectives import InfiniteDivergenceError
+    from bayesalign.preflight import PreflightError
+    from bayesalign.prior_draws import PoolError
+    from bayesalign.proposals import NonFiniteLogProbError
+    from bayesalign.report import ReportError
+    from bayesalign.samplers import SamplingError
+    from bayesalign.scorers import ScorerError
+    from bayesalign.training import NonFiniteLossError
+    from bayesalign.training.run import RunFolderError
+
+    return (
+        ConfigError,
+        ZeroPartitionError,
+        NonFiniteLossError,
+        NonFiniteLogProbError,
+        SpaceTooLargeError,
+        SamplingError,
+        InfiniteDivergenceError,
+        CompareRunError,
+        ContextError,
+        ReportError,
+        RunFolderError,
+        ScorerError,
+        PreflightError,
+        PoolError,
+        ImportError,
+    )
 
 
 def _show_run_warnings(console: Console) -> None:
     """A repaired or skipped part of a run folder is said in one line, like an error, without
     the source location Python's warnings print (it points into bayesalign, not at the cause)."""
+    from bayesalign.training.run import RunFolderWarning
+
     default = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
@@ -463,14 +549,19 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; a mistake in the input is one ``error:`` line and exit status 2, an
     interrupt (Ctrl-C, SIGTERM) one line and 128 + the signal's number."""
     args = build_parser().parse_args(argv)
+    from rich.console import Console
+
+    from bayesalign.training.interrupt import TrainingInterrupted
+
     # transformers/peft deprecation notices say nothing actionable to a user of the CLI
     warnings.filterwarnings("ignore", category=FutureWarning)
     console = Console(stderr=True)
+    errors = user_errors()
     shown = warnings.showwarning
     _show_run_warnings(console)
     try:
         args.handler(args, console)
-    except USER_ERRORS as err:
+    except errors as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
     except TrainingInterrupted as stop:

@@ -36,6 +36,7 @@ from bayesalign.config import (
     ConfigError,
     apply_overrides,
     closest,
+    import_callables,
     parse_config,
 )
 from bayesalign.report import build_report
@@ -114,9 +115,12 @@ def compare(
     *,
     grad_samples: int = 16,
     console: Console | None = None,
+    config_folder: str | Path | None = None,
 ) -> dict:
     """Train every method ``seeds`` times on the target of ``raw`` (a config dict); returns the
-    summary it writes to ``out``. Every config is validated and ``out`` checked before any run."""
+    summary it writes to ``out``. Every config is validated and ``out`` checked before any run;
+    ``callable`` scorers are imported then too, looking first in ``config_folder`` (the config
+    file's folder, when there is one)."""
     console = console or Console(stderr=True)
     methods = check_methods(methods)
     if seeds < 1:
@@ -132,6 +136,8 @@ def compare(
         for method in methods
         for k in range(seeds)
     ]
+    if config_folder is not None:
+        import_callables(plan[0][2], config_folder)
     results, started = [], time.perf_counter()
     for i, (method, seed, config) in enumerate(plan, 1):
         folder = out / method / f"seed{seed}"

@@ -7,7 +7,7 @@ from explicit registries (no lookups by name in globals()).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -766,6 +766,11 @@ class CheckpointSection(Section):
     every: int = Field(50, gt=0)
     keep: int = Field(2, gt=0)
     merge_lora: bool = Field(True, description="final/ holds merged weights (else the adapter only)")
+    loadable: bool = Field(
+        True,
+        description="each checkpoint is also a Hugging Face folder that from_pretrained loads: the LoRA "
+        "adapter, or the full weights (then twice the disk of the resumable state alone)",
+    )
 
 
 SAMPLE_METHODS = ("rejection", "qrs", "importance")
@@ -996,7 +1001,38 @@ def parse_config(raw: dict) -> Config:
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    return parse_config(apply_overrides(read_yaml_file(path), overrides))
+    """Read, override and validate a config file, and import its ``callable`` scorers, looking
+    beside the file first (see :func:`import_callables`)."""
+    path = Path(path)
+    config = parse_config(apply_overrides(read_yaml_file(path), overrides))
+    import_callables(config, path.parent)
+    return config
+
+
+def callable_specs(node: Any, where: str = "") -> Iterator[tuple[str, CallableSpec]]:
+    """Every ``callable`` scorer in a config (or any section), with its place (``target.constraints[0]``)."""
+    if isinstance(node, CallableSpec):
+        yield where, node
+    elif isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            yield from callable_specs(getattr(node, name), f"{where}.{name}" if where else name)
+    elif isinstance(node, list | tuple):
+        for i, item in enumerate(node):
+            yield from callable_specs(item, f"{where}[{i}]")
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            yield from callable_specs(item, f"{where}.{key}")
+
+
+def import_callables(config: BaseModel, folder: str | Path) -> None:
+    """Import every ``callable`` scorer's function now, with the config file's ``folder`` first
+    on the import path: a module beside the config needs no ``PYTHONPATH``, and a bad name fails
+    here, as a one-line ConfigError, before any run folder or model exists."""
+    for where, spec in callable_specs(config):
+        try:
+            import_callable(spec.function, folder)
+        except ValueError as err:
+            raise ConfigError(f"{where}: scorer {spec.name!r}: {err}") from None
 
 
 # -- objects -----------------------------------------------------------------------------------

@@ -137,6 +137,7 @@ def exact_metrics(exact: ExactTarget, policy: LanguageModel, proposal: LanguageM
         "exact_tv_p_pi": tv(log_p, log_pi),
         "exact_tv_p_q": tv(log_p, log_q),
         "exact_kl_pi_a": kl(log_pi, exact.log_a),
+        "exact_kl_p_a": kl(log_p, exact.log_a),  # = −log Z for P = a·b; a reward tilt adds E_p[r]/β
         "exact_entropy_pi": entropy(log_pi),
     }
     if exact.evidence.satisfied is None:  # no constraints: KL(π‖p) is finite

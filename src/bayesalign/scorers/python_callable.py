@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -41,16 +43,31 @@ class CallableScorer:
         return torch.as_tensor(out, dtype=torch.float64)
 
 
-def import_callable(path: str) -> Callable:
-    """Resolve "package.module:function" (the user's own code, named in their config). Any
-    failure of that code while importing is reported as the scorer's, naming the path."""
+def import_callable(path: str, folder: str | Path | None = None) -> Callable:
+    """Resolve "module:function" (the user's own code, named in their config).
+
+    ``folder`` (the config file's folder) is put first on the import path, as Python does for a
+    script's own folder, so that a module beside the config imports without ``PYTHONPATH``. It
+    stays there: the function may import its neighbours when it is called."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ScorerError(f"callable {path!r} must look like 'package.module:function'")
+    where = "on the Python path"
+    if folder is not None:
+        folder = str(Path(folder).resolve())
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        where = f"in {folder} and on the Python path"
+    cannot = f"cannot import callable {path!r}"
     try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except Exception as err:
-        raise ScorerError(f"cannot import callable {path!r}: {type(err).__name__}: {err}") from err
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ScorerError(f"{cannot}: looked for module {module_name!r} {where}: {err}") from err
+    except Exception as err:  # the user's module failed while it ran: say so, in one line
+        raise ScorerError(f"{cannot}: importing {module_name!r} raised {type(err).__name__}: {err}") from err
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise ScorerError(f"{cannot}: module {module_name!r} ({module.__file__}) has no {attr!r}")
     if not callable(fn):
         raise ScorerError(f"{path!r} is not callable")
     return fn

@@ -1,4 +1,6 @@
-"""Checkpoints: everything needed to continue a run exactly where it stopped.
+"""Checkpoints: everything needed to continue a run exactly where it stopped, and (with
+``checkpoint.loadable``, the default) the policy as a Hugging Face folder beside it, so that
+``from_pretrained`` (``PeftModel.from_pretrained`` for a LoRA adapter) loads any checkpoint.
 
 A checkpoint is written to ``step_N.tmp``, every file fsynced, and renamed when complete; older
 checkpoints are deleted only after that, so a crash never loses a finished checkpoint. Weights
@@ -81,6 +83,8 @@ def save_checkpoint(trainer: Trainer, folder: Path, keep: int) -> None:
         extra["objective"] = objective_state()
     torch.save(extra, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(trainer.state), indent=1))
+    if trainer.config.checkpoint.loadable:  # beside the state: any checkpoint can be evaluated or served
+        trainer.policy.save_pretrained(tmp, merge_lora=False)
     files = sorted(tmp.iterdir())
     (tmp / CHECKSUMS).write_text(json.dumps({p.name: _sha256(p) for p in files}, indent=1))
     for path in tmp.iterdir():

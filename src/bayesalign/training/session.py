@@ -12,12 +12,13 @@ from rich.table import Table
 
 from bayesalign.atomic import write_atomic
 from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target, parse_config
+from bayesalign.console import before_after_table, headline
 from bayesalign.contexts import load_contexts
 from bayesalign.model_card import write_model_card
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
 from bayesalign.preflight import check_generation_fits
-from bayesalign.progress import Heartbeat, headline, progress_bar, show_record
+from bayesalign.progress import Heartbeat, progress_bar, show_record
 from bayesalign.report import build_report
 from bayesalign.sampling_backends import require_vllm
 from bayesalign.targets import Target, Tilt
@@ -26,7 +27,7 @@ from bayesalign.training.run import RunFolder
 from bayesalign.training.tracking import log_record, make_tracker
 from bayesalign.training.trainer import Trainer
 
-HEADLINE = ("satisfaction_pi", "pool_kl_p_pi", "kl_p_pi", "kl_pi_p", "kl_pi_a", "frontier_excess")
+HEADLINE = ("satisfaction_pi", "pool_kl_p_pi", "kl_p_pi", "kl_pi_p", "kl_pi_a", "kl_p_a", "frontier_excess")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -128,10 +129,16 @@ def print_fit(fit: MomentFit, console: Console, note: str = "") -> None:
 
 
 def train(
-    config: Config, out: str | Path, *, resume: bool = False, console: Console | None = None
+    config: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+    table: bool = True,
 ) -> Trainer:
     """Train as the config says, writing everything to the run folder ``out``. Under
-    ``accelerate launch`` every process runs this; the main one alone writes and prints."""
+    ``accelerate launch`` every process runs this; the main one alone writes and prints.
+    ``table``: end with the before/after table (the demo prints its own)."""
     dist = Distributed(config.training.sample_shards, config.training.mixed_precision)
     if config.sampling.backend == "vllm":
         require_vllm()
@@ -139,7 +146,7 @@ def train(
     locked = dist.main_first(lambda: prepare_run(config, out, resume))
     run = locked if locked is not None else RunFolder(out, writable=False)
     try:
-        return _train(config, run, resume, console, dist)
+        return _train(config, run, resume, console, dist, table)
     finally:
         run.unlock()
 
@@ -153,7 +160,9 @@ def _prompts(config: Config) -> list[str]:
     return load_contexts(section.train, section.field) + held_out[: section.eval_contexts]
 
 
-def _train(config: Config, run: RunFolder, resume: bool, console: Console, dist: Distributed) -> Trainer:
+def _train(
+    config: Config, run: RunFolder, resume: bool, console: Console, dist: Distributed, table: bool
+) -> Trainer:
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
     with console.status("loading models"):
@@ -211,10 +220,14 @@ def _train(config: Config, run: RunFolder, resume: bool, console: Console, dist:
             console.print(
                 f"final/ holds π of step {chosen['step']}: the lowest pool KL(p‖π) on the validation "
                 f"split, {chosen['pool_kl_p_pi']:.4f} (last step {last['step']}: "
-                f"{chosen['last_pool_kl_p_pi']:.4f})"
+                f"{last.get('pool_kl_p_pi') or float('nan'):.4f})"
             )
         records = run.read_metrics()
+        if chosen is not None:  # the card and the table describe the π that final/ holds
+            records = [r for r in records if r["step"] <= chosen["step"]]
         write_model_card(run.final, config, target, records, merged=merged, seq2seq=policy.is_seq2seq)
+        if table:
+            console.print(before_after_table(records, HEADLINE + moments))
         if config.eval.report:
             build_report([run.path], run.path / "report.html", title=f"bayesalign: {run.path.name}")
     dist.close()

@@ -1,0 +1,73 @@
+"""How metrics reach the console: the exact value where a toy config computed one (``exact_*``),
+the estimate otherwise; never a bare negative KL; and the before/after table that ends every
+``train``. Display only: metrics.jsonl keeps every raw value, negative estimates included."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+
+NOISE = 3.0  # a negative KL estimate within this many standard errors of 0 is noise
+
+
+def pick(record: dict, key: str, exact: bool = True) -> tuple[str, float, float | None] | None:
+    """(name, value, stderr) to show for ``key``: ``exact_<key>`` when ``exact`` and the record
+    has it (an exact value has no standard error), else the estimate; None when neither is there."""
+    if exact and f"exact_{key}" in record:
+        return f"exact_{key}", record[f"exact_{key}"], None
+    if key in record and record[key] is not None:
+        return key, record[key], record.get(f"{key}_stderr")
+    return None
+
+
+def is_kl(name: str) -> bool:
+    return name.removeprefix("exact_").startswith("kl_")
+
+
+def format_value(name: str, value: float, stderr: float | None = None) -> str:
+    """``value`` to 4 significant digits; a KL below 0 (impossible, so estimator noise or float
+    rounding) as "≈0", and with its value when it lies further than NOISE standard errors below
+    0, which noise does not explain."""
+    if not (is_kl(name) and value < 0):
+        return f"{value:.4g}"
+    if stderr is not None and -value > NOISE * stderr:
+        return f"≈0 (estimate {value:.2g}, {-value / stderr:.0f} stderr below 0)"
+    return "≈0"
+
+
+def metric_text(record: dict, key: str) -> str | None:
+    """``name=value`` for the headline of a record, or None when the record lacks the key."""
+    shown = pick(record, key)
+    if shown is None:
+        return None
+    name, value, stderr = shown
+    return f"{name}={format_value(name, value, stderr)}"
+
+
+def headline(record: dict, keys: Sequence[str]) -> str:
+    """``name=value`` of the keys the record holds, in the given order, exact where known."""
+    return "  ".join(text for key in keys if (text := metric_text(record, key)) is not None)
+
+
+def before_after_table(records: Sequence[dict], keys: Sequence[str], seconds: float | None = None) -> Table:
+    """The first and last evaluation of a run side by side: π = a before, the trained π after.
+    Each row is exact when both records hold the exact value, an estimate ± stderr otherwise."""
+    before, after = records[0], records[-1]
+    took = f", {seconds:.0f} s" if seconds is not None else ""
+    table = Table(title=f"before (step {before['step']}, π = a) vs after (step {after['step']}){took}")
+    for column in ("metric", "before", "after", "how"):
+        table.add_column(column, justify="left" if column in ("metric", "how") else "right")
+    for key in keys:
+        exact = f"exact_{key}" in before and f"exact_{key}" in after
+        cells = []
+        for record in (before, after):
+            shown = pick(record, key, exact)
+            if shown is None:
+                break
+            name, value, stderr = shown
+            error = f" ± {stderr:.2g}" if stderr is not None else ""
+            cells.append(format_value(name, value, stderr) + error)
+        if len(cells) == 2:
+            table.add_row(key, *cells, "exact" if exact else "estimate")
+    return table
