@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -39,3 +41,23 @@ def test_method_pages_quote_what_their_configs_give():
         quoting = [text for text in pages.values() if f"configs/methods/{config.name}" in text]
         assert quoting, f"no method page runs {config.name}"
         assert f"{results[config.stem]['end']['exact_kl_p_pi']:.3f}" in quoting[0], config.name
+
+
+def test_methods_json_is_what_the_method_configs_give_now(tmp_path):
+    """Regenerate the figures of docs/results/methods.json (each method's example config, toy
+    space, exact values) and compare: the pages quote methods.json, so a code change that moves
+    a method's result cannot leave the documentation behind. The tolerance absorbs rounding
+    differences between CPUs (AVX2 vs AVX-512), not changes of behaviour."""
+    from rich.console import Console
+
+    from bayesalign.config import load_config
+    from bayesalign.training import RunFolder
+    from bayesalign.training.session import train
+
+    results = json.loads((ROOT / "docs" / "results" / "methods.json").read_text())
+    for config in sorted((ROOT / "configs" / "methods").glob("*.yaml")):
+        out = tmp_path / config.stem
+        train(load_config(config, ["eval.report=false"]), out, console=Console(quiet=True), table=False)
+        last = RunFolder(out).read_metrics()[-1]
+        for name, documented in results[config.stem]["end"].items():
+            assert last[name] == pytest.approx(documented, abs=0.02, rel=0.05), (config.stem, name)

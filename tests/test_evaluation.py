@@ -168,3 +168,14 @@ def test_replay_without_a_held_out_pool_is_refused():
     raw["training"]["proposal"]["update"] = "on_policy"
     with pytest.raises(ValueError, match="fixed"):
         parse_config(raw)
+
+
+def test_the_demo_config_is_the_pool_recipe():
+    from importlib import resources
+
+    from bayesalign.config import load_config
+
+    with resources.as_file(resources.files("bayesalign") / "configs" / "demo.yaml") as path:
+        config = load_config(path)
+    assert config.training.replay_pool and config.training.keep_best
+    assert config.eval.pool.holdout > 0 and config.training.proposal.update == "fixed"

@@ -228,3 +228,12 @@ def test_sampled_frontier_matches_the_closed_form():
     for mean in (0.4, 0.6, 0.9):
         assert tilted.kl(mean) == pytest.approx(closed.kl(mean), rel=1e-6)
     assert math.isnan(tilted.kl(1.5)) and closed.excess(closed.prior_mean, 0.1) != closed.excess(0.9, 0.1)
+
+
+def test_paired_gain_over_the_prior_matches_exact_and_is_tighter(seeded):
+    _, exact, log_pi, pools = seeded
+    exact_gain = kl(exact.log_p, exact.log_a) - kl(exact.log_p, log_pi)
+    gains = [pool.kl_gain(lp) for pool, lp in pools]
+    check_calibrated(gains, exact_gain)
+    kls = [pool.kl_p_model(lp) for pool, lp in pools]
+    assert sum(g.stderr for g in gains) < sum(k.stderr for k in kls)  # pairing removes log Ẑ's noise

@@ -25,6 +25,8 @@ def evaluate_policy(config: Config, policy: str | Path | None, console: Console)
     None: the prior itself). A run folder's target.json supplies its fitted λ, so a
     distributional target is the one the run trained towards rather than a new fit."""
     folder = proposal_folder(policy) if policy is not None else None
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
     with console.status("loading models"):
         _, prior = build_models(
             config.model.model_copy(update={"lora": None}), config.prompt, config.training.seed

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-MIN_FRONTIER_KL = 1e-3  # below this KL*, π is at the prior's mean: no excess to speak of
+MIN_FRONTIER_KL = 0.01  # below this KL*, π is within sampling noise of the prior's mean: no excess
 
 
 def _xlogy(x: float, y: float) -> float:
