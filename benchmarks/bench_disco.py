@@ -252,10 +252,10 @@ class Worker:
         self.log.close()
 
 
-def build_prior(folder: Path):
+def build_prior(folder: Path, init_std: float):
     from bayesalign.toy import toy_model
 
-    prior = toy_model(WORDS, seed=0, n_embd=128, n_layer=2, n_head=4, n_positions=32, init_std=0.1)
+    prior = toy_model(WORDS, seed=0, n_embd=128, n_layer=2, n_head=4, n_positions=32, init_std=init_std)
     prior.save_pretrained(folder)
     # transformers 5 names the tokenizer class "TokenizersBackend", which disco's transformers
     # 4.40 does not know; both read the same tokenizer.json as a PreTrainedTokenizerFast
@@ -393,7 +393,7 @@ def drive(args: argparse.Namespace) -> None:
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; work folder {work}")
 
     prior_dir = work / "prior"
-    prior = build_prior(prior_dir)
+    prior = build_prior(prior_dir, args.init_std)
     n_params = sum(p.numel() for p in prior.module.parameters())
     workloads = args.workloads.split(",")
     words = choose_words(prior, sorted({WORKLOADS[w][0] for w in workloads}))
@@ -533,6 +533,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--init-std",
+        type=float,
+        default=0.1,
+        help="the prior's initialiser std (GPT-2's own: 0.02, near uniform)",
+    )
     parser.add_argument("--pool", type=int, default=50_000, help="samples of a for the exact p-samples")
     parser.add_argument("--pi-samples", type=int, default=2048, help="samples of each final π")
     parser.add_argument("--variant", action="append", default=[], help="NAME=JSON of training overrides")
