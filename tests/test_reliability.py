@@ -401,3 +401,25 @@ def test_a_model_name_that_looks_like_a_path_is_never_sent_to_the_hub(tmp_path, 
     check_model_name("HuggingFaceTB/SmolLM2-135M")  # a hub id: no local folder 'HuggingFaceTB'
     Path("runs/mymodel").mkdir()
     check_model_name("runs/mymodel")
+
+
+def test_a_hub_name_is_not_downloaded_unless_allowed(monkeypatch):
+    """Hub access is off by default: a name that is no local folder and not in the local HF cache
+    is one clear error naming the switch, found without any network attempt."""
+    from bayesalign.config import ModelSection, build_models
+    from bayesalign.preflight import PreflightError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = []
+    import transformers
+
+    original = transformers.AutoTokenizer.from_pretrained
+
+    def spy(name, **kwargs):
+        calls.append(kwargs.get("local_files_only"))
+        return original(name, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", spy)
+    with pytest.raises(PreflightError, match="model.hub: true"):
+        build_models(ModelSection(name="nobody-here/no-such-model-xyz"), "", 0)
+    assert calls == [True]  # asked the local cache only

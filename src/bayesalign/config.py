@@ -33,7 +33,7 @@ from bayesalign.objectives import (
     Reinforce,
 )
 from bayesalign.objectives.reward_maximisation import Baseline, KLEstimator, Placement
-from bayesalign.preflight import check_model_name
+from bayesalign.preflight import PreflightError, check_model_name, hub_allowed
 from bayesalign.scorers import (
     CallableScorer,
     RegexScorer,
@@ -472,6 +472,11 @@ class ModelSection(Section):
     )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
+    hub: bool = Field(
+        False,
+        description="allow downloading model.name from the Hugging Face Hub (also HF_HUB_OFFLINE=0); "
+        "otherwise only local folders and the local HF cache are read",
+    )
     lora: LoraSection | None = None
     toy: ToySection = ToySection()
 
@@ -1058,9 +1063,23 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
     else:
         check_model_name(section.name)
         name = str(Path(resolve_model_name(section.name)).expanduser())
-        prior = LanguageModel.from_pretrained(
-            name, prompt, dtype=DTYPES[section.dtype], trust_remote_code=section.trust_remote_code
-        )
+        offline = not Path(name).is_dir() and not hub_allowed(section.hub)
+        try:
+            prior = LanguageModel.from_pretrained(
+                name,
+                prompt,
+                dtype=DTYPES[section.dtype],
+                trust_remote_code=section.trust_remote_code,
+                local_files_only=offline,
+            )
+        except OSError as err:
+            if not offline:
+                raise
+            raise PreflightError(
+                f"model.name {section.name!r} is neither a local folder nor in the local Hugging Face "
+                "cache, and downloading from the hub is off: set model.hub: true (or HF_HUB_OFFLINE=0) "
+                "to download it"
+            ) from err
     lora = section.lora
     lora_args = None
     if lora is not None:

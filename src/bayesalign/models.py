@@ -214,19 +214,21 @@ class LanguageModel:
         *,
         dtype: torch.dtype = torch.float32,
         trust_remote_code: bool = False,
+        local_files_only: bool = False,
         **kwargs,
     ) -> LanguageModel:
         """Load any HF causal LM, or encoder-decoder (T5/BART-style) model, from a hub id or a
         local folder, with safetensors weights. For an encoder-decoder the context (prompt) is
         the encoder's input and the sample is the decoder's output."""
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        local = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only}
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **local)
+        config = AutoConfig.from_pretrained(name_or_path, **local)
         auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
         module = auto.from_pretrained(
             name_or_path,
             dtype=dtype,
             use_safetensors=True,
-            trust_remote_code=trust_remote_code,
+            **local,
             **kwargs,
         )
         return cls(module, tokenizer, prompt)

@@ -4,6 +4,7 @@ a mistyped local model path would be sent to the hub as if it were a repository 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,13 @@ def check_model_name(name: str, key: str = "model.name") -> None:
     hub, where it would be someone else's repository or an 'invalid repo id' error."""
     if looks_like_path(name) and not Path(name).expanduser().is_dir():
         raise PreflightError(f"{key} {name!r} looks like a local folder, and there is no such folder")
+
+
+def hub_allowed(asked: bool) -> bool:
+    """Downloads from the Hugging Face Hub only when the config asks (``model.hub: true``) or
+    the environment says so the usual way (``HF_HUB_OFFLINE=0``); otherwise names resolve to
+    local folders and the local HF cache only, so a typo never fetches someone else's code."""
+    return asked or os.environ.get("HF_HUB_OFFLINE") == "0"
 
 
 def context_length(model: LanguageModel) -> int | None:
