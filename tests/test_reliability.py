@@ -423,3 +423,21 @@ def test_a_hub_name_is_not_downloaded_unless_allowed(monkeypatch):
     with pytest.raises(PreflightError, match="model.hub: true"):
         build_models(ModelSection(name="nobody-here/no-such-model-xyz"), "", 0)
     assert calls == [True]  # asked the local cache only
+
+
+def test_pretraining_corpus_and_vocabulary_mistakes_are_one_line(tmp_path):
+    from pydantic import ValidationError
+
+    from bayesalign.pretraining.config import ModelSizeSection
+    from bayesalign.pretraining.corpus import CorpusError, load_documents
+
+    with pytest.raises(ValidationError, match="vocab_size"):
+        ModelSizeSection(vocab_size=100)  # below the byte alphabet
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("first line\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match=r"latin1.txt:2: not UTF-8"):
+        load_documents([str(latin1)])
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n")
+    with pytest.raises(CorpusError, match="no non-empty document"):
+        load_documents([str(blank)])

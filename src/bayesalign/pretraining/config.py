@@ -52,7 +52,12 @@ class ModelSizeSection(Section):
     n_embd: int = Field(64, gt=0)
     n_head: int = Field(2, gt=0)
     block_size: int = Field(64, gt=1, description="tokens per packed training block")
-    vocab_size: int = Field(1000, gt=16, description="BPE vocabulary trained on the corpus")
+    vocab_size: int = Field(
+        1000,
+        ge=257,
+        description="BPE vocabulary trained on the corpus: more than the 256 bytes of the byte-level "
+        "alphabet (below it the tokenizer cannot spell every text and the model writes non-words)",
+    )
 
 
 class ObjectiveSection(Section):

@@ -54,13 +54,25 @@ def load_documents(
     """
     files = resolve_files(patterns)
     if format == "files":
-        texts: Iterable[str] = (Path(f).read_text(encoding="utf-8") for f in files)
+        texts: Iterable[str] = (_read_utf8(f) for f in files)
     elif format in ("text", "json"):
         texts = _dataset_texts(files, format, field, sample_by, streaming)
     else:
         raise CorpusError(f"unknown corpus format {format!r}; valid: files, text, json")
-    documents = (t for t in texts if t and not t.isspace())
-    return list(itertools.islice(documents, max_documents))
+    documents = list(itertools.islice((t for t in texts if t and not t.isspace()), max_documents))
+    if not documents:
+        raise CorpusError(f"the corpus {', '.join(files)} holds no non-empty document")
+    return documents
+
+
+def _read_utf8(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise CorpusError(
+            f"corpus file {path}:{line}: not UTF-8 text (byte {err.object[err.start]:#04x})"
+        ) from None
 
 
 def _dataset_texts(
