@@ -165,50 +165,55 @@ def _train(
 ) -> Trainer:
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
-    with console.status("loading models"):
-        policy, prior = build_models(config.model, config.prompt, config.training.seed)
-    check_generation_fits(prior, config.sampling.max_new_tokens, _prompts(config))
-    # the main process fits λ (if any) and writes target.json; the others read it back
-    target = dist.main_first(lambda: prepare_target(config, prior, run, resume, console))
-    if not dist.is_main:
-        target = prepare_target(config, prior, run, True, console)
-    trainer = Trainer(policy, target, build_objective(config.training, target), config, run, dist)
-    if resume:
-        resumed = trainer.resume()
-        console.print(f"resumed at step {trainer.state.step}" if resumed else "no checkpoint: starting over")
-    heartbeat = Heartbeat(console, config.training.steps)
-    heartbeat.update(done=trainer.state.step)
-    with progress_bar(console, "train") as progress, heartbeat:
-        task = progress.add_task(
-            "train", total=config.training.steps, completed=trainer.state.step, phase="", info=""
-        )
+    # off a terminal, a line every 20 s from here on: loading and fitting take minutes too
+    with Heartbeat(console, config.training.steps) as heartbeat:
+        heartbeat.update(phase="loading models")
+        with console.status("loading models"):
+            policy, prior = build_models(config.model, config.prompt, config.training.seed)
+        check_generation_fits(prior, config.sampling.max_new_tokens, _prompts(config))
+        # the main process fits λ (if any) and writes target.json; the others read it back
+        heartbeat.update(phase="building the target")
+        target = dist.main_first(lambda: prepare_target(config, prior, run, resume, console))
+        if not dist.is_main:
+            target = prepare_target(config, prior, run, True, console)
+        trainer = Trainer(policy, target, build_objective(config.training, target), config, run, dist)
+        if resume:
+            resumed = trainer.resume()
+            console.print(
+                f"resumed at step {trainer.state.step}" if resumed else "no checkpoint: starting over"
+            )
+        heartbeat.update(phase="training", done=trainer.state.step)
+        with progress_bar(console, "train") as progress:
+            task = progress.add_task(
+                "train", total=config.training.steps, completed=trainer.state.step, phase="", info=""
+            )
 
-        def status(phase: str) -> None:
-            progress.update(task, phase=phase)
-            heartbeat.update(phase=phase)
+            def status(phase: str) -> None:
+                progress.update(task, phase=phase)
+                heartbeat.update(phase=phase)
 
-        trainer.status = status
+            trainer.status = status
 
-        moments = tuple(f"moment_{f.scorer.name}_pi" for f in target.features)
-        moments += tuple(f"score_{t.scorer.name}_pi" for t in target.terms if isinstance(t, Tilt))
+            moments = tuple(f"moment_{f.scorer.name}_pi" for f in target.features)
+            moments += tuple(f"score_{t.scorer.name}_pi" for t in target.terms if isinstance(t, Tilt))
 
-        tracker = None
-        if config.tracking is not None and dist.is_main:
-            tracker = make_tracker(config.tracking.backend, config.tracking.project, run)
+            tracker = None
+            if config.tracking is not None and dist.is_main:
+                tracker = make_tracker(config.tracking.backend, config.tracking.project, run)
 
-        def on_record(record: dict) -> None:
+            def on_record(record: dict) -> None:
+                if tracker is not None:
+                    log_record(tracker, record, run)
+                progress.update(task, completed=record["step"], info=headline(record, HEADLINE + moments))
+                show_record(console, f"step {record['step']}", record, HEADLINE + moments)
+
+            def on_step(step: int) -> None:
+                progress.update(task, completed=step)
+                heartbeat.update(done=step)
+
+            trainer.fit(on_record=on_record, on_step=on_step)
             if tracker is not None:
-                log_record(tracker, record, run)
-            progress.update(task, completed=record["step"], info=headline(record, HEADLINE + moments))
-            show_record(console, f"step {record['step']}", record, HEADLINE + moments)
-
-        def on_step(step: int) -> None:
-            progress.update(task, completed=step)
-            heartbeat.update(done=step)
-
-        trainer.fit(on_record=on_record, on_step=on_step)
-        if tracker is not None:
-            tracker.finish()
+                tracker.finish()
     if dist.is_main:
         merged = config.checkpoint.merge_lora
         chosen = trainer.restore_best()
