@@ -12,7 +12,7 @@ import time
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,7 +49,9 @@ def _compare(args: argparse.Namespace, console: Console) -> None:
     console.print(f"comparison written to {args.out} (summary.md, summary.json, one folder per run)")
 
 
-def _pretrain(args: argparse.Namespace, console: Console) -> None:
+def _load_schema_config(args: argparse.Namespace, schema: type) -> Any:
+    """A pretraining or red-teaming config: read, overridden, validated against ``schema`` and
+    its callable scorers imported, as `load_config` does for training configs."""
     from pydantic import ValidationError
 
     from bayesalign.config import (
@@ -59,6 +61,18 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
         import_callables,
         read_yaml_file,
     )
+
+    raw = apply_overrides(read_yaml_file(args.config), args.set)
+    try:
+        config = schema.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+    import_callables(config, args.config.parent)
+    return config
+
+
+def _pretrain(args: argparse.Namespace, console: Console) -> None:
+    from bayesalign.config import ConfigError
     from bayesalign.console import headline
     from bayesalign.pretraining.config import PretrainConfig
     from bayesalign.pretraining.corpus import CorpusError
@@ -66,12 +80,7 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.progress import progress_bar, show_record
     from bayesalign.training.run import RunFolder
 
-    raw = apply_overrides(read_yaml_file(args.config), args.set)
-    try:
-        config = PretrainConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
-    import_callables(config, args.config.parent)
+    config = _load_schema_config(args, PretrainConfig)
     if RunFolder(args.out).metrics_file.exists():
         raise ConfigError(f"{args.out} already holds a run; choose another --out")
     try:
@@ -93,24 +102,12 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
 
 
 def _red_team(args: argparse.Namespace, console: Console) -> None:
-    from pydantic import ValidationError
     from rich.markup import escape
 
-    from bayesalign.config import (
-        ConfigError,
-        apply_overrides,
-        format_validation_error,
-        import_callables,
-        read_yaml_file,
-    )
+    from bayesalign.config import ConfigError
     from bayesalign.pretraining.config import RedTeamConfig
 
-    raw = apply_overrides(read_yaml_file(args.config), args.set)
-    try:
-        config = RedTeamConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
-    import_callables(config, args.config.parent)
+    config = _load_schema_config(args, RedTeamConfig)
     if args.out.exists():
         raise ConfigError(f"{args.out} exists; choose another --out")
     try:
