@@ -162,7 +162,7 @@ class Evaluator:
         q_draw = q_draw if q_draw is not None else self._draw(proposal, self.n, self.generator)
         if (q_draw.log_target == float("-inf")).all():
             raise ZeroPartitionError(unsatisfied_message(self.target, q_draw))
-        log_pi_on_q = self._log_prob(policy, proposal, q_draw)
+        log_pi_on_q = self.policy_log_prob(policy, proposal, q_draw)
         metrics: dict[str, float] = {}
 
         def put(name: str, e: est.Estimate) -> None:
@@ -229,7 +229,7 @@ class Evaluator:
             samples, log_a, samples.token_log_q, pool.evidence.select(rows), log_a + pool.log_factor[rows]
         )
 
-    def _log_prob(self, policy: LanguageModel, proposal: LanguageModel, draw: Scored) -> torch.Tensor:
+    def policy_log_prob(self, policy: LanguageModel, proposal: LanguageModel, draw: Scored) -> torch.Tensor:
         """log π on samples drawn from the proposal (free when the proposal is π)."""
         if policy is proposal:
             return draw.log_q

@@ -182,7 +182,7 @@ class Trainer:
 
     def _policy_log_prob(self, draw: Scored) -> torch.Tensor:
         """log π on samples drawn from the proposal (free when the proposal is π)."""
-        return self.evaluator._log_prob(self.policy, self.proposal, draw)
+        return self.evaluator.policy_log_prob(self.policy, self.proposal, draw)
 
     def _accumulate_z(self, draw: Scored) -> None:
         """Add a batch from the proposal to the running estimate of Z (refusing a zero Z)."""
