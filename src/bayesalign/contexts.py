@@ -68,6 +68,12 @@ def step_contexts(contexts: Sequence[str], per_step: int, n: int, generator: tor
     return [contexts[i] for i in chosen for _ in range(n // per_step)]
 
 
+def evaluation_rows(contexts: Sequence[str], n: int) -> list[str]:
+    """The contexts of an evaluation draw of about ``n`` samples: every evaluation context, the
+    same every time, n // len(contexts) samples each (consecutively)."""
+    return [c for c in contexts for _ in range(n // len(contexts))]
+
+
 def group_by_context(contexts: Sequence[str]) -> dict[str, torch.Tensor]:
     """Row indices of each distinct context, in order of first appearance."""
     groups: dict[str, list[int]] = {}

@@ -13,6 +13,7 @@ import torch
 from rich.console import Console
 
 from bayesalign.config import Config, build_evaluator, build_models, build_target, load_eval_contexts
+from bayesalign.contexts import evaluation_rows
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
 from bayesalign.proposals import Scored, propose
@@ -43,7 +44,7 @@ def evaluate_policy(config: Config, policy: str | Path | None, console: Console)
     def draw(model: LanguageModel, n: int, generator: torch.Generator) -> Scored:
         contexts = None
         if eval_contexts is not None:  # as in training's evaluations: n // k samples per context
-            contexts = [c for c in eval_contexts for _ in range(n // len(eval_contexts))]
+            contexts = evaluation_rows(eval_contexts, n)
             n = len(contexts)
         return propose(target, model, n, params, generator=generator, batch_size=batch, contexts=contexts)
 

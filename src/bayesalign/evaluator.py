@@ -140,8 +140,8 @@ class Evaluator:
             if self.pool_holdout:
                 order = torch.randperm(len(draws), generator=torch.Generator().manual_seed(self.pool_seed))
                 n_val = round(len(draws) * self.pool_holdout)
-                self.pool = PosteriorPool(self.target, draws.select(order[:n_val].sort().values))
-                self.train_pool = PosteriorPool(self.target, draws.select(order[n_val:].sort().values))
+                self.pool = self.full_pool.select(order[:n_val].sort().values)
+                self.train_pool = self.full_pool.select(order[n_val:].sort().values)
         return self.pool
 
     def frontier_curve(self) -> dict | None:
@@ -222,12 +222,7 @@ class Evaluator:
         pool = self.ensure_pool()
         if pool is None or pool.draws.samples.contexts is not None or len(pool.draws) < self.n:
             return None
-        rows = torch.arange(self.n)
-        samples = pool.draws.samples.select(rows)
-        log_a = pool.log_a[rows]
-        return Scored(
-            samples, log_a, samples.token_log_q, pool.evidence.select(rows), log_a + pool.log_factor[rows]
-        )
+        return pool.scored(torch.arange(self.n))
 
     def policy_log_prob(self, policy: LanguageModel, proposal: LanguageModel, draw: Scored) -> torch.Tensor:
         """log π on samples drawn from the proposal (free when the proposal is π)."""

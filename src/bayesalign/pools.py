@@ -27,6 +27,7 @@ from bayesalign.estimators import Estimate
 from bayesalign.frontier import Frontier
 from bayesalign.models import LanguageModel, Samples
 from bayesalign.prior_draws import PoolError, PriorDraws
+from bayesalign.proposals import Scored
 from bayesalign.targets import Constraint, Evidence, Feature, Target, Tilt
 
 __all__ = ["MIN_ACCEPTED", "PoolError", "PosteriorPool", "known_bound", "pool_metrics"]
@@ -74,9 +75,10 @@ class _Group:
 class PosteriorPool:
     """A target's posterior samples, accepted by rejection among a prior's draws (see module)."""
 
-    def __init__(self, target: Target, draws: PriorDraws) -> None:
+    def __init__(self, target: Target, draws: PriorDraws, evidence: Evidence | None = None) -> None:
+        """``evidence``: the scorers' verdict on ``draws`` when already known (see :meth:`select`)."""
         self.target, self.draws = target, draws
-        self.evidence: Evidence = target.evidence(draws.samples)
+        self.evidence: Evidence = evidence if evidence is not None else target.evidence(draws.samples)
         self.log_factor = self.evidence.log_factor  # log P − log a, float64
         self.log_a = draws.log_a
         if torch.isnan(self.log_factor).any() or (self.log_factor == float("inf")).any():
@@ -121,6 +123,20 @@ class PosteriorPool:
         """Share of the pool whose log F reaches its bound M (accepted with probability 1)."""
         hits = sum(int((self.log_factor[g.rows] >= g.bound - 1e-12).sum()) for g in self.groups.values())
         return hits / len(self.draws)
+
+    def select(self, rows: torch.Tensor) -> PosteriorPool:
+        """The pool of the prior samples at ``rows`` (a validation or training split), without
+        scoring them again."""
+        return PosteriorPool(self.target, self.draws.select(rows), self.evidence.select(rows))
+
+    def scored(self, rows: torch.Tensor, log_q: torch.Tensor | None = None) -> Scored:
+        """The prior samples at ``rows`` as a scored draw, as if drawn from q (default: q = a,
+        which they were; pass log q = log P − log Ẑ for accepted samples treated as draws of p)."""
+        samples = self.draws.samples.select(rows)
+        log_a = self.log_a[rows]
+        log_target = log_a + self.log_factor[rows]
+        log_q = log_a if log_q is None else log_q
+        return Scored(samples, log_q, samples.token_log_q, self.evidence.select(rows), log_target)
 
     def p_samples(self) -> Samples:
         """The accepted samples (a `Samples` batch), in the order of :attr:`accepted`."""

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from bayesalign import estimators as est
 from bayesalign.atomic import write_atomic
 from bayesalign.config import Config, build_evaluator, load_eval_contexts
-from bayesalign.contexts import load_contexts, step_contexts
+from bayesalign.contexts import evaluation_rows, load_contexts, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.evaluator import unsatisfied_message
@@ -161,7 +161,7 @@ class Trainer:
         self.status(f"sampling {n} from {who}")
         contexts = None
         if self.contexts is not None and evaluation:
-            contexts = [c for c in self.eval_contexts for _ in range(n // len(self.eval_contexts))]
+            contexts = evaluation_rows(self.eval_contexts, n)
         elif self.contexts is not None:
             contexts = step_contexts(self.contexts, self.config.contexts.per_step, n, generator)
         sampler = self.vllm if model is self.policy and self.vllm is not None else model
@@ -203,10 +203,8 @@ class Trainer:
         log P − log Ẑ (the training split's Z). DPG's weight p/q is then 1 (maximum likelihood on
         posterior samples) and GDC++'s advantage 1 − π/p; no compute goes to rejected samples.
         """
+        self.evaluator.ensure_pool()  # drawn (or read from the cache) once
         pool = self.evaluator.train_pool
-        if pool is None:
-            self.evaluator.ensure_pool()
-            pool = self.evaluator.train_pool
         accepted, rows = pool.accepted, []
         while len(rows) < n:
             epoch, offset = divmod(self.state.replay_position, len(accepted))
@@ -216,11 +214,7 @@ class Trainer:
             rows += accepted[take].tolist()
             self.state.replay_position += len(take)
         index = torch.tensor(rows)
-        samples = pool.draws.samples.select(index)
-        log_a = pool.log_a[index]
-        log_target = log_a + pool.log_factor[index]
-        log_q = log_target - pool.log_z().value
-        return Scored(samples, log_q, samples.token_log_q, pool.evidence.select(index), log_target)
+        return pool.scored(index, log_q=pool.log_a[index] + pool.log_factor[index] - pool.log_z().value)
 
     def train_step(self) -> dict[str, float]:
         cfg = self.train_cfg
