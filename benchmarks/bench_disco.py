@@ -53,8 +53,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from worker_protocol import emit, read_record
+
 ROOT = Path(__file__).resolve().parent.parent
-TAG = "BENCH "  # protocol lines on a worker's stdout; anything else is a library's chatter
 WORDS = [f"w{i}" for i in range(1, 101)]
 EOS = "<eos>"
 MAX_NEW_TOKENS = 20
@@ -69,10 +70,6 @@ WORKLOADS = {  # name: (target base rate of the constraint word, proposal)
     "fixed-0.1": (0.1, "fixed"),
     "fixed-0.03": (0.03, "fixed"),
 }
-
-
-def emit(kind: str, **values) -> None:
-    print(TAG + json.dumps({"kind": kind, **values}), flush=True)
 
 
 def commands():
@@ -237,14 +234,7 @@ class Worker:
         self.proc.stdin.flush()
 
     def read(self, kind: str) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith(TAG):
-                record = json.loads(line[len(TAG) :])
-                if record["kind"] == kind:
-                    return record
-        self.log.flush()
-        tail = Path(self.log.name).read_text()[-3000:]
-        raise RuntimeError(f"{self.name} worker ended before sending {kind!r}; its stderr:\n{tail}")
+        return read_record(self.proc, self.log, self.name, kind)
 
     def close(self) -> None:
         self.proc.stdin.close()

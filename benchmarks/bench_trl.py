@@ -41,15 +41,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from worker_protocol import emit, read_record
+
 ROOT = Path(__file__).resolve().parent.parent
 MAX_NEW_TOKENS = 20
 PROMPT = "w1"
 LR = 1e-4
-TAG = "BENCH "  # protocol lines on a worker's stdout; anything else is a library's chatter
-
-
-def emit(kind: str, **values) -> None:
-    print(TAG + json.dumps({"kind": kind, **values}), flush=True)
 
 
 # -- our side (runs in .venv) ----------------------------------------------------------------------
@@ -217,14 +214,7 @@ class Worker:
         self.ready = self.read("ready")
 
     def read(self, kind: str) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith(TAG):
-                record = json.loads(line[len(TAG) :])
-                if record["kind"] == kind:
-                    return record
-        self.log.flush()
-        tail = Path(self.log.name).read_text()[-3000:]
-        raise RuntimeError(f"{self.name} worker ended before sending {kind!r}; its stderr:\n{tail}")
+        return read_record(self.proc, self.log, self.name, kind)
 
     def step(self) -> dict:
         self.proc.stdin.write("go\n")
