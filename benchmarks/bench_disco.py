@@ -84,7 +84,7 @@ def ours_worker() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from bayesalign.config import build_objective, build_target, parse_config
+    from bayesalign.config import build_target, build_trainer, parse_config
     from bayesalign.models import LanguageModel, make_policy
     from bayesalign.training.trainer import Trainer
 
@@ -117,7 +117,7 @@ def ours_worker() -> None:
             policy = make_policy(prior)
             target = build_target(config.target, prior, config.sampling)
             jobs[cmd["id"]] = (
-                Trainer(policy, target, build_objective(config.training, target), config),
+                build_trainer(config, policy, target),
                 policy,
             )
             emit("ready")

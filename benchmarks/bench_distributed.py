@@ -20,8 +20,7 @@ import time
 
 import torch
 
-from bayesalign.config import build_models, build_objective, build_target, parse_config
-from bayesalign.training import Trainer
+from bayesalign.config import build_models, build_target, build_trainer, parse_config
 from bayesalign.training.distributed import Distributed
 
 parser = argparse.ArgumentParser()
@@ -50,7 +49,7 @@ config = parse_config(
 dist = Distributed(config.training.sample_shards)
 policy, prior = build_models(config.model, config.prompt, config.training.seed)
 target = build_target(config.target, prior)
-trainer = Trainer(policy, target, build_objective(config.training, target), config, None, dist)
+trainer = build_trainer(config, policy, target, distributed=dist)
 times, cpu = [], []
 for step in range(args.steps + 1):
     dist.accelerator.wait_for_everyone()

@@ -59,7 +59,8 @@ from bench_step import MEDIUM, PhaseClock, build_prior, constraint_words
 from transformers.pytorch_utils import Conv1D
 from transformers.utils import logging as hf_logging
 
-from bayesalign.config import build_models, build_objective, build_target, parse_config
+from bayesalign import config as configs
+from bayesalign.config import build_models, build_target, parse_config
 from bayesalign.models import LanguageModel, Samples, make_policy
 from bayesalign.training.trainer import Trainer
 
@@ -116,7 +117,7 @@ def build_trainer(case: Case, threads: int, lora: bool = False) -> Trainer:
         prior = build_prior(MEDIUM)
         policy = make_policy(prior)
     target = build_target(config.target, prior, config.sampling)
-    return Trainer(policy, target, build_objective(config.training, target), config)
+    return configs.build_trainer(config, policy, target)
 
 
 # -- analytic FLOPs --------------------------------------------------------------------------------

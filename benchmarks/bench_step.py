@@ -36,13 +36,12 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
-from bayesalign.config import parse_config
+from bayesalign.config import build_trainer, parse_config
 from bayesalign.models import LanguageModel, make_policy
 from bayesalign.objectives import DPG
 from bayesalign.scorers import WordScorer
 from bayesalign.targets import Target
 from bayesalign.toy import toy_tokenizer
-from bayesalign.training.trainer import Trainer
 
 MAX_NEW_TOKENS = 20
 TARGET_SECONDS = 0.5  # the 0.4M / 256-sample / 1-thread step (disco side by side: bench_disco.py)
@@ -147,7 +146,7 @@ class OursStep:
                 },
             }
         )
-        self.trainer = Trainer(policy, target, DPG(), config)
+        self.trainer = build_trainer(config, policy, target, DPG())
         self.clock = PhaseClock()
         clock = self.clock
 

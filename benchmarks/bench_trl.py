@@ -55,9 +55,8 @@ def ours_worker(args: argparse.Namespace) -> None:
     from bench_step import MEDIUM, SMALL, PhaseClock, build_prior, constraint_words
     from transformers.utils import logging as hf_logging
 
-    from bayesalign.config import build_objective, build_target, parse_config
+    from bayesalign.config import build_target, build_trainer, parse_config
     from bayesalign.models import make_policy
-    from bayesalign.training.trainer import Trainer
 
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
@@ -90,7 +89,7 @@ def ours_worker(args: argparse.Namespace) -> None:
     )
     policy = make_policy(prior)
     target = build_target(config.target, prior, config.sampling)
-    trainer = Trainer(policy, target, build_objective(config.training, target), config)
+    trainer = build_trainer(config, policy, target)
     lengths: list[float] = []
     clock = PhaseClock()  # where our update's time goes, printed beside the total
     clock.wrap(policy, "sample", "sample", lambda s: lengths.append(s.lengths.float().mean().item()))

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from bayesalign.config import ConfigError, apply_overrides, build_models, build_objective, parse_config
+from bayesalign.config import ConfigError, apply_overrides, parse_config
 from bayesalign.contexts import ContextError, group_by_context, load_contexts, step_contexts
 from bayesalign.exact import ExactTarget, SequenceSpace
 from bayesalign.metrics import bleu
@@ -26,7 +26,7 @@ from bayesalign.scorers import CallableScorer
 from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
 from bayesalign.targets import Target
 from bayesalign.toy import toy_model
-from bayesalign.training import RunFolder, Trainer
+from bayesalign.training import RunFolder
 
 CONTEXTS = ["a", "b b", "c c c"]
 
@@ -38,6 +38,11 @@ def enough(text: str, context: str) -> bool:
 
 
 ENOUGH = CallableScorer(enough, boolean=True, takes_context=True, name="enough")
+
+
+def DEFAULT_TARGET(prior):  # noqa: N802 (read by conftest's make_trainer)
+    return Target.pointwise(prior, [ENOUGH])
+
 
 BASE = {
     "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
@@ -55,13 +60,6 @@ BASE = {
 }
 
 
-def make_trainer(*overrides: str, run: RunFolder | None = None) -> Trainer:
-    cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
-    policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
-    target = Target.pointwise(prior, [ENOUGH])
-    return Trainer(policy, target, build_objective(cfg.training, target), cfg, run)
-
-
 def test_the_contexts_normalisers_differ_by_more_than_ten_fold():
     prior = toy_model(["a", "b", "c"], seed=1)
     target = Target.pointwise(prior, [ENOUGH])
@@ -71,7 +69,7 @@ def test_the_contexts_normalisers_differ_by_more_than_ten_fold():
 
 # -- CDPG against a global Z ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def runs() -> dict[str, list[dict]]:
+def runs(make_trainer) -> dict[str, list[dict]]:
     return {method: make_trainer(f"training.method={method}").fit() for method in ("cdpg", "dpg")}
 
 
@@ -247,7 +245,7 @@ def test_seq2seq_log_probs_normalise_and_match_the_sampling_pass(seq2seq):
     torch.testing.assert_close(samples.log_q, seq2seq.log_prob_frozen(samples), rtol=0, atol=1e-5)
 
 
-def test_cdpg_trains_a_seq2seq_model_towards_every_context_target():
+def test_cdpg_trains_a_seq2seq_model_towards_every_context_target(make_trainer):
     records = make_trainer(
         "model.toy={architecture: t5, words: [a, b, c], seed: 1}", "training.steps=100"
     ).fit()
@@ -269,7 +267,7 @@ def test_lora_on_a_seq2seq_model_keeps_the_prior_intact(seq2seq):
     assert (space.log_prob(policy) - before).abs().max() > 1e-3
 
 
-def test_reference_nll_is_the_per_token_loss_of_the_references(tmp_path):
+def test_reference_nll_is_the_per_token_loss_of_the_references(make_trainer, tmp_path):
     eval_file = tmp_path / "heldout.jsonl"
     rows = [{"context": "a", "reference": "b b"}, {"context": "c c c", "reference": "c c c a"}]
     eval_file.write_text("\n".join(json.dumps(r) for r in rows) + "\n")

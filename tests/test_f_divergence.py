@@ -17,9 +17,7 @@ from bayesalign.config import (
     ConfigError,
     TrainingSection,
     apply_overrides,
-    build_models,
     build_objective,
-    build_target,
     parse_config,
 )
 from bayesalign.exact import ExactTarget, SequenceSpace, kl, tv
@@ -40,15 +38,6 @@ BASE = {
     "training": {"method": "f-dpg", "steps": 60, "batch_size": 64, "lr": 3e-2},
     "eval": {"every": 1000, "samples": 16, "exact": True},
 }
-
-
-def make_trainer(*overrides: str, run: RunFolder | None = None, target=None) -> Trainer:
-    """Config dict -> overrides -> objects, as the CLI does; ``target`` (a function of the prior)
-    replaces the configured pointwise target."""
-    cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
-    policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
-    tgt = target(prior) if target is not None else build_target(cfg.target, prior)
-    return Trainer(policy, tgt, build_objective(cfg.training, tgt), cfg, run)
 
 
 def tilt(beta: float):
@@ -170,7 +159,7 @@ def test_reverse_kl_fdpg_is_kl_regularised_rl_exactly(toy_space, beta):
         assert float((grad_off - grad_f).norm()) < 1e-5 * float(grad_f.norm())
 
 
-def test_on_policy_reverse_kl_fdpg_drives_exact_kl_to_the_tilt_target_down():
+def test_on_policy_reverse_kl_fdpg_drives_exact_kl_to_the_tilt_target_down(make_trainer):
     trainer = make_trainer(
         "training.f_dpg.divergence=reverse_kl", "training.proposal.update=on_policy", target=tilt(0.5)
     )
@@ -211,7 +200,7 @@ def test_forward_kl_fdpg_has_dpg_expected_gradient(toy_space):
 # -- 4. each divergence decreases its own exact value ------------------------------------------------
 @pytest.mark.parametrize("proposal", ["on_policy", "adaptive"])
 @pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "js", "tv"])
-def test_training_decreases_the_exact_divergence_it_minimises(divergence, proposal):
+def test_training_decreases_the_exact_divergence_it_minimises(make_trainer, divergence, proposal):
     target = tilt(0.5) if divergence == "reverse_kl" else None  # the others on the pointwise target
     trainer = make_trainer(
         f"training.f_dpg.divergence={divergence}", f"training.proposal.update={proposal}", target=target
@@ -274,7 +263,7 @@ def test_the_loss_subtracts_the_baseline_of_earlier_updates_only(toy_space):
     assert window.value == pytest.approx(float((0.25 + reward.sum()) / (1 + len(space))))
 
 
-def test_micro_batches_do_not_change_the_result():
+def test_micro_batches_do_not_change_the_result(make_trainer):
     common = ("training.f_dpg.divergence=js", "training.minibatch_size=32", "training.steps=20")
     whole = make_trainer(*common, "eval.every=10").fit()
     split = make_trainer(*common, "training.micro_batch_size=8", "eval.every=10").fit()
@@ -315,14 +304,16 @@ def _same_records(a: list[dict], b: list[dict]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_fdpg(tmp_path_factory):
+def uninterrupted_fdpg(make_trainer, tmp_path_factory):
     run = RunFolder(tmp_path_factory.mktemp("fdpg_uninterrupted")).create()
     trainer = make_trainer(*RESUME, run=run)
     trainer.fit()
     return run.read_metrics(), trainer.objective.state_dict()
 
 
-def _interrupted(tmp_path, *, restore_objective: bool = True) -> tuple[list[dict], Trainer, Trainer]:
+def _interrupted(
+    make_trainer, tmp_path, *, restore_objective: bool = True
+) -> tuple[list[dict], Trainer, Trainer]:
     run = RunFolder(tmp_path).create()
     first = make_trainer(*RESUME, "training.steps=6", run=run)
     first.fit()
@@ -334,23 +325,23 @@ def _interrupted(tmp_path, *, restore_objective: bool = True) -> tuple[list[dict
     return run.read_metrics(), first, second
 
 
-def test_fdpg_resume_gives_the_same_metrics_and_baseline(tmp_path, uninterrupted_fdpg):
+def test_fdpg_resume_gives_the_same_metrics_and_baseline(make_trainer, tmp_path, uninterrupted_fdpg):
     metrics, final_state = uninterrupted_fdpg
-    resumed, first, second = _interrupted(tmp_path)
+    resumed, first, second = _interrupted(make_trainer, tmp_path)
     assert len(first.objective.baseline) == 100  # the checkpoint held a full, rolled-over window
     assert _same_records(metrics, resumed)
     for key, value in final_state.items():
         assert torch.equal(second.objective.state_dict()[key], value), key
 
 
-def test_resume_without_the_baseline_would_differ(tmp_path, uninterrupted_fdpg):
+def test_resume_without_the_baseline_would_differ(make_trainer, tmp_path, uninterrupted_fdpg):
     """The control for the test above: the baseline does move the metrics."""
     metrics, _ = uninterrupted_fdpg
-    resumed, _, _ = _interrupted(tmp_path, restore_objective=False)
+    resumed, _, _ = _interrupted(make_trainer, tmp_path, restore_objective=False)
     assert not _same_records(metrics, resumed)
 
 
-def test_checkpoint_and_objective_must_agree_on_objective_state(tmp_path):
+def test_checkpoint_and_objective_must_agree_on_objective_state(make_trainer, tmp_path):
     schedule = (*RESUME[2:], "training.steps=6")  # without the f_dpg options
     stateless = RunFolder(tmp_path / "gdc").create()
     make_trainer(*schedule, "training.method=gdc++", run=stateless).fit()
@@ -378,7 +369,7 @@ def test_bounded_divergences_handle_zero_target_samples_exactly(toy_space, diver
     assert torch.isfinite(objective.per_sample_loss(batch, PolicyOutput.of_sequences(log_pi))).all()
 
 
-def test_reverse_kl_refuses_a_target_where_p_can_be_zero(toy_space):
+def test_reverse_kl_refuses_a_target_where_p_can_be_zero(make_trainer, toy_space):
     with pytest.raises(InfiniteDivergenceError, match=r"pointwise constraints \('has_b'\).*max_log_ratio"):
         make_trainer("training.f_dpg.divergence=reverse_kl")
     # and per batch, for targets built without a Constraint term
@@ -389,7 +380,7 @@ def test_reverse_kl_refuses_a_target_where_p_can_be_zero(toy_space):
         FDPG("reverse_kl").per_sample_loss(batch, PolicyOutput.of_sequences(space.log_prob(prior)))
 
 
-def test_capped_reverse_kl_pushes_violations_down_by_its_documented_bound():
+def test_capped_reverse_kl_pushes_violations_down_by_its_documented_bound(make_trainer):
     c = 2.0
     trainer = make_trainer("training.f_dpg.divergence=reverse_kl", f"training.f_dpg.max_log_ratio={c}")
     exact = trainer.exact[0]

@@ -10,10 +10,9 @@ import importlib.util
 import pytest
 import torch
 
-from bayesalign.config import apply_overrides, build_models, build_objective, build_target, parse_config
+from bayesalign.config import apply_overrides, parse_config
 from bayesalign.objectives import policy_output
 from bayesalign.toy import toy_model
-from bayesalign.training import Trainer
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.session import train
 
@@ -24,13 +23,6 @@ BASE = {
     "training": {"method": "gdc++", "steps": 1, "batch_size": 16, "lr": 3e-2},
     "eval": {"every": 1, "samples": 8, "report": False},
 }
-
-
-def make_trainer(*overrides: str) -> Trainer:
-    cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
-    policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
-    target = build_target(cfg.target, prior)
-    return Trainer(policy, target, build_objective(cfg.training, target), cfg)
 
 
 def saved_bytes(fn) -> int:
@@ -63,7 +55,7 @@ def test_gradient_checkpointing_gives_the_same_gradient_with_fewer_stored_activa
     assert stored[1] < 0.7 * stored[0], stored  # the layers' activations were not kept
 
 
-def test_a_training_step_with_gradient_checkpointing_moves_the_weights_identically():
+def test_a_training_step_with_gradient_checkpointing_moves_the_weights_identically(make_trainer):
     plain, checkpointed = make_trainer(), make_trainer("training.gradient_checkpointing=true")
     for trainer in (plain, checkpointed):
         trainer.train_step()
@@ -92,7 +84,7 @@ def test_vllm_backend_without_vllm_names_the_extra(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_vllm_backend_without_a_gpu_says_so(tmp_path, monkeypatch):
+def test_vllm_backend_without_a_gpu_says_so(make_trainer, tmp_path, monkeypatch):
     fake = tmp_path / "site"
     (fake / "vllm").mkdir(parents=True)
     (fake / "vllm" / "__init__.py").write_text("")  # an importable vllm, as if installed

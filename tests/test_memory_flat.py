@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from bayesalign.config import build_models, build_objective, build_target, parse_config
 from bayesalign.training import Trainer
 
 WARMUP, STEPS = 6, 24
@@ -42,26 +41,19 @@ def census() -> Census:
     return Census(len(tensors), sum(storages.values()), sum(t.grad_fn is not None for t in tensors))
 
 
-def make_trainer(method: str, update: str, extra: dict | None = None) -> Trainer:
-    raw = {
-        "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
-        "sampling": {"max_new_tokens": 4},
-        "target": {"constraints": [{"type": "word", "words": ["b"]}]},
-        "training": {
-            "method": method,
-            "steps": WARMUP + STEPS,
-            "batch_size": 32,
-            "minibatch_size": 16,
-            "lr": 1e-2,
-            "proposal": {"update": update, "every": 2, "samples": 32},
-            **(extra or {}),
-        },
-        "eval": {"every": 4, "samples": 16, "save_samples": 0, "report": False},
-    }
-    config = parse_config(raw)
-    policy, prior = build_models(config.model, config.prompt, config.training.seed)
-    target = build_target(config.target, prior)
-    return Trainer(policy, target, build_objective(config.training, target), config)
+BASE = {
+    "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
+    "sampling": {"max_new_tokens": 4},
+    "target": {"constraints": [{"type": "word", "words": ["b"]}]},
+    "training": {
+        "steps": WARMUP + STEPS,
+        "batch_size": 32,
+        "minibatch_size": 16,
+        "lr": 1e-2,
+        "proposal": {"every": 2, "samples": 32},
+    },
+    "eval": {"every": 4, "samples": 16, "save_samples": 0, "report": False},
+}
 
 
 def run_and_count(trainer: Trainer) -> dict[int, Census]:
@@ -79,15 +71,24 @@ def run_and_count(trainer: Trainer) -> dict[int, Census]:
 
 
 CASES = {
-    "dpg, q = a": ("dpg", "fixed", None),
-    "gdc++, KL-adaptive q": ("gdc++", "adaptive", None),
-    "kl-reinforce": ("kl-reinforce", "on_policy", {"kl_reinforce": {"beta": 0.1}}),
-    "ppo (value head, 2 epochs)": ("ppo", "on_policy", {"epochs": 2, "ppo": {"beta": 0.1}}),
+    "dpg, q = a": ("training.method=dpg", "training.proposal.update=fixed"),
+    "gdc++, KL-adaptive q": ("training.method=gdc++", "training.proposal.update=adaptive"),
+    "kl-reinforce": (
+        "training.method=kl-reinforce",
+        "training.proposal.update=on_policy",
+        "training.kl_reinforce={beta: 0.1}",
+    ),
+    "ppo (value head, 2 epochs)": (
+        "training.method=ppo",
+        "training.proposal.update=on_policy",
+        "training.epochs=2",
+        "training.ppo={beta: 0.1}",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_memory_is_flat_over_many_steps(case: str) -> None:
+def test_memory_is_flat_over_many_steps(make_trainer, case: str) -> None:
     trainer = make_trainer(*CASES[case])
     counts = run_and_count(trainer)
     assert trainer.state.step == WARMUP + STEPS
@@ -97,9 +98,9 @@ def test_memory_is_flat_over_many_steps(case: str) -> None:
     assert not grew, f"after step {WARMUP}: {after_warmup}; later: {grew}"
 
 
-def test_census_sees_a_step_that_keeps_its_graph() -> None:
+def test_census_sees_a_step_that_keeps_its_graph(make_trainer) -> None:
     """The check above is not blind: keeping each step's loss (and so its graph) is caught."""
-    trainer = make_trainer("dpg", "fixed")
+    trainer = make_trainer(*CASES["dpg, q = a"])
     kept = []
     forward = trainer.policy.forward_generated
 

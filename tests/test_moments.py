@@ -26,7 +26,6 @@ from bayesalign.config import (
     ConfigError,
     apply_overrides,
     build_models,
-    build_objective,
     build_target,
     parse_config,
 )
@@ -36,7 +35,7 @@ from bayesalign.moments import MomentFit, MomentFitError, solve_dual
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Constraint, Feature, Target
 from bayesalign.toy import toy_model
-from bayesalign.training import RunFolder, Trainer
+from bayesalign.training import RunFolder
 from bayesalign.training.session import train
 
 WORDS = ["a", "b", "c"]
@@ -299,13 +298,6 @@ BASE = {
 WANTED = {"has_a": 0.7, "has_c": 0.3}
 
 
-def make_trainer(*overrides: str) -> Trainer:
-    cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
-    policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
-    target = build_target(cfg.target, prior, cfg.sampling)
-    return Trainer(policy, target, build_objective(cfg.training, target), cfg)
-
-
 @pytest.mark.parametrize(
     ("override", "pattern"),
     [
@@ -365,7 +357,7 @@ TRAINING = {
 
 
 @pytest.mark.parametrize("method", ["dpg", "gdc++"])
-def test_training_brings_the_exact_moments_of_pi_to_the_targets(method):
+def test_training_brings_the_exact_moments_of_pi_to_the_targets(make_trainer, method):
     trainer = make_trainer(f"training.method={method}", *TRAINING[method])
     records = trainer.fit()
     start, end = records[0], records[-1]

@@ -9,10 +9,15 @@ import math
 import pytest
 import torch
 
-from bayesalign.config import ConfigError, build_models, build_objective, build_target, parse_config
+from bayesalign.config import (
+    ConfigError,
+    build_models,
+    build_target,
+    build_trainer,
+    parse_config,
+)
 from bayesalign.perplexity import perplexity
 from bayesalign.toy import toy_model
-from bayesalign.training import Trainer
 
 WORDS = ["a", "b", "c"]
 
@@ -57,7 +62,7 @@ def test_training_eval_reports_perplexity_and_misalignment_of_pis_samples(tmp_pa
     cfg = parse_config(raw)
     policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
     target = build_target(cfg.target, prior)
-    trainer = Trainer(policy, target, build_objective(cfg.training, target), cfg)
+    trainer = build_trainer(cfg, policy, target)
     draws = []
     draw = trainer.draw
     monkeypatch.setattr(trainer, "draw", lambda *a, **k: draws.append(draw(*a, **k)) or draws[-1])

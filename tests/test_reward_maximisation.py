@@ -13,17 +13,23 @@ import math
 import pytest
 import torch
 
-from bayesalign.config import ConfigError, apply_overrides, build_models, build_objective, parse_config
+from bayesalign.config import ConfigError, apply_overrides, parse_config
 from bayesalign.exact import ExactTarget, SequenceSpace, entropy, kl
 from bayesalign.objectives import PPO, Batch, KLController, KLReinforce, PolicyOutput, policy_output
 from bayesalign.objectives.reward_maximisation import gae, token_kl, with_baseline
 from bayesalign.scorers import CallableScorer
 from bayesalign.targets import Target
 from bayesalign.toy import perturbed_policy, toy_model
-from bayesalign.training import RunFolder, Trainer
+from bayesalign.training import RunFolder
 
 WORDS = ["a", "b", "c"]
 COUNT_B = CallableScorer(lambda text: float(text.split().count("b")), name="count_b")
+
+
+def DEFAULT_TARGET(prior):  # noqa: N802 (read by conftest's make_trainer)
+    return Target.tilt(prior, COUNT_B, 0.5)
+
+
 HAS_B = CallableScorer(lambda text: "b" in text.split(), boolean=True, name="has_b")
 
 BASE = {
@@ -34,14 +40,6 @@ BASE = {
     "eval": {"every": 50, "samples": 32, "exact": True},
 }
 BASE["training"]["proposal"] = {"update": "on_policy"}
-
-
-def make_trainer(*overrides: str, target=None, run: RunFolder | None = None) -> Trainer:
-    """Built as the CLI builds it; ``target`` (a function of the prior) replaces the configured one."""
-    cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
-    policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
-    tgt = target(prior) if target is not None else Target.tilt(prior, COUNT_B, 0.5)
-    return Trainer(policy, tgt, build_objective(cfg.training, tgt), cfg, run)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +191,7 @@ METHODS = {
 
 @pytest.mark.parametrize("beta", [0.5, 0.2])
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_kl_regularised_rl_converges_to_the_tilted_target(method, beta):
+def test_kl_regularised_rl_converges_to_the_tilted_target(make_trainer, method, beta):
     trainer = make_trainer(*METHODS[method], target=lambda prior: Target.tilt(prior, COUNT_B, beta))
     records = trainer.fit()
     first, last = records[0], records[-1]
@@ -202,7 +200,7 @@ def test_kl_regularised_rl_converges_to_the_tilted_target(method, beta):
     assert last["kl_coef"] == beta  # the KL coefficient is the target's β (fixed: no kl_target)
 
 
-def test_plain_reinforce_on_b_collapses(space_and_prior):
+def test_plain_reinforce_on_b_collapses(make_trainer, space_and_prior):
     space, prior = space_and_prior
     trainer = make_trainer(
         "training.method=reinforce",
@@ -221,7 +219,7 @@ def test_plain_reinforce_on_b_collapses(space_and_prior):
     assert records[-1]["exact_entropy_pi"] < 0.3 * base_entropy
 
 
-def test_plain_reinforce_skips_the_prior_pass_and_trains_the_same(monkeypatch):
+def test_plain_reinforce_skips_the_prior_pass_and_trains_the_same(make_trainer, monkeypatch):
     """REINFORCE reads only the reward: its training draws never run the prior's forward, and
     skipping it changes nothing (same seed, same weights as a loop forced to score the prior)."""
     overrides = ("training.method=reinforce", "training.steps=3", "eval.every=100", "eval.exact=false")
@@ -325,7 +323,7 @@ def test_kl_controller_moves_beta_towards_the_target_within_its_clip():
 
 
 @pytest.mark.parametrize(("kl_target", "direction"), [(0.01, 1), (100.0, -1)])
-def test_adaptive_beta_in_a_ppo_run(kl_target, direction):
+def test_adaptive_beta_in_a_ppo_run(make_trainer, kl_target, direction):
     horizon = 2560
     trainer = make_trainer(
         "training.method=ppo",
@@ -355,7 +353,7 @@ def test_kl_rl_on_a_constraint_target_needs_an_explicit_beta():
     assert cfg.training.kl_reinforce.beta == 0.1
 
 
-def test_reward_methods_refuse_a_target_without_a_single_reward():
+def test_reward_methods_refuse_a_target_without_a_single_reward(make_trainer):
     raw = copy.deepcopy(BASE)
     raw["target"]["constraints"] = [{"type": "word", "words": ["c"], "name": "has_c"}]
     with pytest.raises(ValueError, match="needs one reward"):
@@ -369,7 +367,7 @@ def test_reward_methods_refuse_a_target_without_a_single_reward():
         )
 
 
-def test_ppo_refuses_samples_from_another_proposal():
+def test_ppo_refuses_samples_from_another_proposal(make_trainer):
     with pytest.raises(ValueError, match="ppo trains on samples from the policy itself"):
         make_trainer("training.method=ppo", "training.proposal.update=fixed")
 
@@ -390,7 +388,7 @@ PPO_RESUME = (
 )
 
 
-def test_ppo_resume_restores_the_value_head_and_beta(tmp_path):
+def test_ppo_resume_restores_the_value_head_and_beta(make_trainer, tmp_path):
     reference = make_trainer(*PPO_RESUME, run=RunFolder(tmp_path / "once").create())
     reference.fit()
     run = RunFolder(tmp_path / "twice").create()

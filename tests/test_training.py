@@ -17,16 +17,13 @@ import torch
 from bayesalign.config import (
     ConfigError,
     apply_overrides,
-    build_models,
-    build_objective,
-    build_target,
     load_config,
     parse_config,
 )
 from bayesalign.diagnostics import gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import kl as exact_kl
-from bayesalign.objectives import DPG, Batch, GDCPlusPlus, PolicyOutput
+from bayesalign.objectives import DPG, Batch, GDCPlusPlus, Objective, PolicyOutput
 from bayesalign.proposals import NonFiniteLogProbError
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Target
@@ -42,16 +39,6 @@ BASE = {
     "training": {"method": "gdc++", "steps": 20, "batch_size": 64, "lr": 3e-2},
     "eval": {"every": 10, "samples": 32, "exact": True},
 }
-
-
-def make_trainer(*overrides: str, run: RunFolder | None = None, target=None, objective=None) -> Trainer:
-    """A trainer built the way the CLI builds one: config dict -> --set overrides -> objects.
-    ``target`` (a function of the prior) and ``objective`` replace the configured ones."""
-    cfg = parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
-    policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
-    tgt = target(prior) if target is not None else build_target(cfg.target, prior)
-    obj = objective if objective is not None else build_objective(cfg.training, tgt)
-    return Trainer(policy, tgt, obj, cfg, run)
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:
@@ -76,7 +63,7 @@ CONVERGENCE = (
 
 
 @pytest.fixture(scope="module")
-def convergence_runs() -> dict[str, list[dict]]:
+def convergence_runs(make_trainer) -> dict[str, list[dict]]:
     return {m: make_trainer(*CONVERGENCE, f"training.method={m}").fit() for m in ("dpg", "gdc++")}
 
 
@@ -100,7 +87,7 @@ def test_gdcpp_ends_closer_to_the_target_than_dpg(convergence_runs):
     assert gdc["exact_kl_p_pi"] < dpg["exact_kl_p_pi"]
 
 
-def test_dpg_from_a_fixed_proposal_reaches_a_tilt_target_where_p_over_pi_weights_would_not():
+def test_dpg_from_a_fixed_proposal_reaches_a_tilt_target_where_p_over_pi_weights_would_not(make_trainer):
     """DPG's weight is p/q for samples of q. With q fixed at a and a tilt target, weighting by
     p/π instead (a plausible slip) has another fixed point: this test tells the two apart by
     where training ends, not only by one gradient."""
@@ -131,7 +118,7 @@ def _cosine(u: torch.Tensor, v: torch.Tensor) -> float:
     return float(u @ v / (u.norm() * v.norm()))
 
 
-def test_gdcpp_has_lower_gradient_variance_than_dpg_on_the_same_batches():
+def test_gdcpp_has_lower_gradient_variance_than_dpg_on_the_same_batches(make_trainer):
     trainer = make_trainer("training.proposal.update=fixed")  # q = a = π at initialisation
     policy, exact = trainer.policy, trainer.exact[0]
     # the exact gradient of KL(p‖π) = −Σ_x p(x) ∇log π(x), over the whole space
@@ -156,7 +143,7 @@ def test_gdcpp_has_lower_gradient_variance_than_dpg_on_the_same_batches():
     assert (mean_dpg - mean_gdc).norm() < 0.5 * exact_grad.norm()
 
 
-def test_gradient_variance_matches_explicit_per_sample_gradients():
+def test_gradient_variance_matches_explicit_per_sample_gradients(make_trainer):
     trainer = make_trainer("training.proposal.update=fixed")
     policy, objective = trainer.policy, GDCPlusPlus()
     draw = trainer.draw(trainer.proposal, 6, torch.Generator().manual_seed(0))
@@ -195,7 +182,7 @@ def test_proposal_should_update_rejects_unknown_criterion():
         proposal_should_update("kll", 0.1, 0.2)
 
 
-def test_adaptive_proposal_is_replaced_exactly_when_the_policy_is_closer(monkeypatch):
+def test_adaptive_proposal_is_replaced_exactly_when_the_policy_is_closer(make_trainer, monkeypatch):
     trainer = make_trainer(
         "training.steps=40",
         "training.proposal.update=adaptive",
@@ -250,7 +237,7 @@ def _forbid_checks(trainer: Trainer, monkeypatch) -> None:
     monkeypatch.setattr(trainer, "check_proposal", fail)
 
 
-def test_fixed_proposal_stays_the_prior(monkeypatch):
+def test_fixed_proposal_stays_the_prior(make_trainer, monkeypatch):
     trainer = make_trainer("training.proposal.update=fixed", "eval.every=5")
     prior_weights = snapshot(trainer.base)
     _forbid_checks(trainer, monkeypatch)
@@ -264,7 +251,7 @@ def test_fixed_proposal_stays_the_prior(monkeypatch):
     assert records[-1]["exact_kl_p_pi"] < records[-1]["exact_kl_p_q"]
 
 
-def test_on_policy_proposal_is_the_policy(monkeypatch):
+def test_on_policy_proposal_is_the_policy(make_trainer, monkeypatch):
     trainer = make_trainer("training.proposal.update=on_policy", "eval.every=5")
     assert trainer.proposal is trainer.policy
     _forbid_checks(trainer, monkeypatch)
@@ -311,7 +298,7 @@ def _assert_same_metrics(a: list[dict], b: list[dict]) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(make_trainer, tmp_path_factory):
     """The reference: 12 steps in one go, with its final weights."""
     run = RunFolder(tmp_path_factory.mktemp("uninterrupted")).create()
     trainer = make_trainer(*RESUME, run=run)
@@ -319,7 +306,7 @@ def uninterrupted(tmp_path_factory):
     return run.read_metrics(), snapshot(trainer.policy), snapshot(trainer.proposal)
 
 
-def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, uninterrupted):
+def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(make_trainer, tmp_path, uninterrupted):
     metrics, policy_weights, proposal_weights = uninterrupted
     run = RunFolder(tmp_path).create()
     first = make_trainer(*RESUME, "training.steps=6", run=run)
@@ -343,7 +330,9 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, uninter
     assert kept == ["step_000012"]  # checkpoint.keep = 1 pruned step 6 once step 12 was complete
 
 
-def test_a_checkpoint_that_fails_midway_leaves_the_previous_one_usable(tmp_path, monkeypatch, uninterrupted):
+def test_a_checkpoint_that_fails_midway_leaves_the_previous_one_usable(
+    make_trainer, tmp_path, monkeypatch, uninterrupted
+):
     metrics, policy_weights, _ = uninterrupted
     run = RunFolder(tmp_path).create()
     real_save_file = checkpoint_module.save_file
@@ -374,7 +363,7 @@ def test_a_checkpoint_that_fails_midway_leaves_the_previous_one_usable(tmp_path,
     assert run.latest_checkpoint() == run.checkpoint_dir(12)
 
 
-def test_resume_restores_the_last_proposal_check_reported_in_records(tmp_path):
+def test_resume_restores_the_last_proposal_check_reported_in_records(make_trainer, tmp_path):
     # eval every 2 steps, checks every 3: the record of step 8 repeats the check made at step 6,
     # just before the checkpoint the resumed run starts from
     schedule = (*RESUME, "eval.every=2")
@@ -456,7 +445,7 @@ def test_load_config_applies_overrides_and_validates_them(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-def test_unsatisfiable_constraint_raises_before_any_optimizer_step():
+def test_unsatisfiable_constraint_raises_before_any_optimizer_step(make_trainer):
     trainer = make_trainer(
         'target.constraints=[{type: word, words: ["zebra"], name: needs_zebra}]',
         "eval.exact=false",
@@ -470,7 +459,7 @@ def test_unsatisfiable_constraint_raises_before_any_optimizer_step():
     assert trainer.state.step == 0 and not trainer.optimizer.state
 
 
-def test_nan_from_a_scorer_is_reported_by_name():
+def test_nan_from_a_scorer_is_reported_by_name(make_trainer):
     nan_reward = CallableScorer(lambda text: float("nan") if "c" in text.split() else 0.0, name="nan_reward")
     trainer = make_trainer("eval.exact=false", target=lambda prior: Target.tilt(prior, nan_reward, beta=1.0))
     before = snapshot(trainer.policy)
@@ -479,7 +468,7 @@ def test_nan_from_a_scorer_is_reported_by_name():
     assert same_weights(trainer.policy, before)
 
 
-class NaNObjective:
+class NaNObjective(Objective):
     """DPG whose loss turns NaN: stands in for any objective that produces a non-finite loss."""
 
     name = "broken_objective"
@@ -488,7 +477,7 @@ class NaNObjective:
         return DPG().per_sample_loss(batch, out) * float("nan")
 
 
-def test_non_finite_loss_names_the_objective():
+def test_non_finite_loss_names_the_objective(make_trainer):
     trainer = make_trainer("eval.exact=false", objective=NaNObjective())
     before = snapshot(trainer.policy)
     with pytest.raises(NonFiniteLossError, match=r"broken_objective loss is nan at step 1"):
@@ -497,7 +486,7 @@ def test_non_finite_loss_names_the_objective():
     assert trainer.state.step == 0
 
 
-def test_nan_policy_log_prob_is_a_non_finite_loss(monkeypatch):
+def test_nan_policy_log_prob_is_a_non_finite_loss(make_trainer, monkeypatch):
     trainer = make_trainer("eval.exact=false")
     original = trainer.policy.forward_generated
 
@@ -512,7 +501,7 @@ def test_nan_policy_log_prob_is_a_non_finite_loss(monkeypatch):
     assert same_weights(trainer.policy, before)
 
 
-def test_nan_importance_weights_are_refused_before_the_loss(monkeypatch):
+def test_nan_importance_weights_are_refused_before_the_loss(make_trainer, monkeypatch):
     trainer = make_trainer("eval.exact=false")
     original = trainer.target.log_prob
 
@@ -536,7 +525,7 @@ def test_nan_importance_weights_are_refused_before_the_loss(monkeypatch):
         "target.reward={scorer: {type: regex, pattern: a, count: true, name: n_a}, beta: 0.5}",
     ],
 )
-def test_kl_p_a_estimate_matches_the_exact_divergence_of_the_target(target_override):
+def test_kl_p_a_estimate_matches_the_exact_divergence_of_the_target(make_trainer, target_override):
     """kl_p_a is KL(p‖a) for any target: −log Z for a pointwise one, E_p[r/β] − log Z for a tilt."""
     overrides = [target_override, "training.steps=0", "eval.samples=4000", "eval.exact=true"]
     if "reward" in target_override:
@@ -550,7 +539,7 @@ def test_kl_p_a_estimate_matches_the_exact_divergence_of_the_target(target_overr
         assert record["kl_p_a"] == pytest.approx(record["minus_log_z"], abs=1e-9)
 
 
-def test_a_policy_that_does_not_start_at_the_prior_gets_its_own_evaluation_samples():
+def test_a_policy_that_does_not_start_at_the_prior_gets_its_own_evaluation_samples(make_trainer):
     """At step 0 π's samples are q's only when π really equals a (checked, not assumed)."""
     trainer = make_trainer("training.steps=0", "training.proposal.update=fixed")
     same = trainer.evaluate()

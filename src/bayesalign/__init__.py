@@ -9,8 +9,12 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bayesalign.evaluator import Evaluator
     from bayesalign.models import LanguageModel, Samples, SamplingParams, make_policy
+    from bayesalign.objectives import CDPG, DPG, FDPG, PPO, GDCPlusPlus, KLReinforce, Objective, Reinforce
     from bayesalign.targets import Constraint, Feature, Target, Tilt
+    from bayesalign.training import Trainer
+    from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
 
 _HOME = {
     "LanguageModel": "bayesalign.models",
@@ -21,16 +25,42 @@ _HOME = {
     "Feature": "bayesalign.targets",
     "Target": "bayesalign.targets",
     "Tilt": "bayesalign.targets",
+    "Objective": "bayesalign.objectives",
+    "DPG": "bayesalign.objectives",
+    "GDCPlusPlus": "bayesalign.objectives",
+    "FDPG": "bayesalign.objectives",
+    "CDPG": "bayesalign.objectives",
+    "Reinforce": "bayesalign.objectives",
+    "KLReinforce": "bayesalign.objectives",
+    "PPO": "bayesalign.objectives",
+    "Trainer": "bayesalign.training",
+    "TrainArgs": "bayesalign.training.args",
+    "SamplingArgs": "bayesalign.training.args",
+    "CheckpointArgs": "bayesalign.training.args",
+    "Evaluator": "bayesalign.evaluator",
 }
 
 __all__ = [
+    "CDPG",
+    "CheckpointArgs",
     "Constraint",
+    "DPG",
+    "Evaluator",
+    "FDPG",
     "Feature",
+    "GDCPlusPlus",
+    "KLReinforce",
     "LanguageModel",
+    "Objective",
+    "PPO",
+    "Reinforce",
     "Samples",
+    "SamplingArgs",
     "SamplingParams",
     "Target",
     "Tilt",
+    "TrainArgs",
+    "Trainer",
     "make_policy",
 ]
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.contexts import load_contexts
-from bayesalign.evaluator import Draw, Evaluator
+from bayesalign.evaluator import Evaluator
 from bayesalign.models import LanguageModel, SamplingParams, make_policy
 from bayesalign.moments import MomentFit, MomentFitError
 from bayesalign.objectives import (
@@ -51,6 +51,10 @@ from bayesalign.scorers.parallel import ParallelScorer
 from bayesalign.scorers.pii import DEFAULT_KINDS, PIIKind, PIIScorer
 from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
 from bayesalign.tasks.code_completion import CompletionCompiles, CompletionPep8
+from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
+from bayesalign.training.distributed import Distributed
+from bayesalign.training.run import RunFolder
+from bayesalign.training.trainer import Trainer
 
 
 class ConfigError(ValueError):
@@ -1178,8 +1182,6 @@ def load_eval_contexts(config: Config) -> tuple[list[str] | None, list[str] | No
 def build_evaluator(
     config: Config,
     target: Target,
-    draw: Draw,
-    generator: torch.Generator,
     *,
     eval_contexts: list[str] | None = None,
     references: list[str] | None = None,
@@ -1190,11 +1192,10 @@ def build_evaluator(
     misaligned = section.misalignment
     return Evaluator(
         target,
-        draw,
-        generator,
         samples=section.samples,
         sampling=config.sampling.params(),
         micro=config.training.micro,
+        seed=config.training.seed + 1,
         sample_batch=config.sampling.batch_size,
         eval_contexts=eval_contexts,
         exact=section.exact,
@@ -1210,4 +1211,39 @@ def build_evaluator(
         references=references,
         reference_bleu=config.contexts is not None and config.contexts.bleu,
         status=status,
+    )
+
+
+def build_trainer(
+    config: Config,
+    policy: LanguageModel,
+    target: Target,
+    objective: Objective | None = None,
+    *,
+    run: RunFolder | None = None,
+    distributed: Distributed | None = None,
+    status: Callable[[str], None] = lambda phase: None,
+) -> Trainer:
+    """The `Trainer` that the config describes (``objective``: the configured method's unless
+    given), with its evaluator, contexts and checkpoint settings."""
+    eval_contexts, references = load_eval_contexts(config)
+    contexts = (
+        None if config.contexts is None else load_contexts(config.contexts.train, config.contexts.field)
+    )
+    return Trainer(
+        policy,
+        target,
+        objective if objective is not None else build_objective(config.training, target),
+        TrainArgs.model_validate(config.training.model_dump(include=set(TrainArgs.model_fields))),
+        sampling=SamplingArgs.model_validate(config.sampling.model_dump()),
+        evaluator=build_evaluator(
+            config, target, eval_contexts=eval_contexts, references=references, status=status
+        ),
+        eval_every=config.eval.every,
+        save_samples=config.eval.save_samples,
+        checkpoints=CheckpointArgs.model_validate(config.checkpoint.model_dump()),
+        contexts=contexts,
+        contexts_per_step=config.contexts.per_step if config.contexts is not None else 8,
+        run=run,
+        distributed=distributed,
     )

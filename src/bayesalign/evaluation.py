@@ -13,10 +13,7 @@ import torch
 from rich.console import Console
 
 from bayesalign.config import Config, build_evaluator, build_models, build_target, load_eval_contexts
-from bayesalign.contexts import evaluation_rows
-from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
-from bayesalign.proposals import Scored, propose
 from bayesalign.samplers import load_proposal, proposal_folder
 from bayesalign.training.run import RunFolder
 
@@ -39,25 +36,13 @@ def evaluate_policy(config: Config, policy: str | Path | None, console: Console)
     with console.status("building the target"):
         target = build_target(config.target, prior, config.sampling, fitted=fitted)
     eval_contexts, references = load_eval_contexts(config)
-    params, batch = config.sampling.params(), config.sampling.batch_size
-
-    def draw(model: LanguageModel, n: int, generator: torch.Generator) -> Scored:
-        contexts = None
-        if eval_contexts is not None:  # as in training's evaluations: n // k samples per context
-            contexts = evaluation_rows(eval_contexts, n)
-            n = len(contexts)
-        return propose(target, model, n, params, generator=generator, batch_size=batch, contexts=contexts)
-
-    generator = torch.Generator().manual_seed(config.training.seed + 1)
     with console.status("evaluating") as status:
         evaluator = build_evaluator(
             config,
             target,
-            draw,
-            generator,
             eval_contexts=eval_contexts,
             references=references,
             status=lambda phase: status.update(phase),
         )
-        metrics, _ = evaluator.evaluate(model, prior)
+        metrics = evaluator.evaluate(model, prior)
     return metrics

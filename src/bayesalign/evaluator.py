@@ -21,7 +21,7 @@ import torch
 
 from bayesalign import estimators as est
 from bayesalign.builtin_models import cache_root, resolve_model_name
-from bayesalign.contexts import group_by_context
+from bayesalign.contexts import evaluation_rows, group_by_context
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
 from bayesalign.frontier import Frontier
@@ -30,7 +30,7 @@ from bayesalign.models import LanguageModel, Samples, SamplingParams
 from bayesalign.perplexity import perplexity
 from bayesalign.pools import PosteriorPool, pool_metrics
 from bayesalign.prior_draws import PoolCache, draw_prior
-from bayesalign.proposals import Scored
+from bayesalign.proposals import Scored, propose
 from bayesalign.scorers import Scorer, checked_scores
 from bayesalign.targets import Target
 
@@ -54,25 +54,28 @@ def unsatisfied_message(target: Target, draw: Scored) -> str:
 
 
 class Evaluator:
-    """Measures π and q against ``target`` on ``samples`` fresh draws of each per call.
+    """Measures π and q against ``target`` on ``samples`` fresh draws of each per call::
 
-    ``draw(model, n, generator)`` draws and scores evaluation samples (over the evaluation
-    contexts for conditional targets); ``generator`` is the evaluation stream (kept apart from
-    training's, and saved in checkpoints by the trainer). Optional parts: ``exact`` (enumerated
-    spaces, one per context), ``pool`` settings (a posterior pool drawn at the first call),
-    ``fluency_model`` (perplexity of π's samples), ``misalignment`` (scorer, k, threshold),
-    ``references`` (reference outputs of the eval contexts: NLL, optionally BLEU).
+        Evaluator(target, pool_samples=2048).evaluate(policy)  # q = a: the prior
+
+    Optional parts: ``exact`` (enumerated spaces, one per context), ``pool_*`` settings (a
+    posterior pool drawn at the first call), ``fluency_model`` (perplexity of π's samples),
+    ``misalignment`` (scorer, k, threshold), ``references`` (reference outputs of the eval
+    contexts: NLL, optionally BLEU). ``micro``: sequences per forward pass when scoring.
+
+    Samples are drawn with ``sampling`` over the evaluation contexts (conditional targets) from
+    the evaluation stream ``seed``; a trainer `connect`s its own (sharded) draw and generator,
+    which its checkpoints save.
     """
 
     def __init__(
         self,
         target: Target,
-        draw: Draw,
-        generator: torch.Generator,
         *,
-        samples: int,
-        sampling: SamplingParams,
-        micro: int,
+        samples: int = 256,
+        sampling: SamplingParams | None = None,
+        micro: int = 64,
+        seed: int = 1,
         sample_batch: int | None = None,
         eval_contexts: list[str] | None = None,
         exact: bool = False,
@@ -87,7 +90,8 @@ class Evaluator:
         reference_bleu: bool = False,
         status: Callable[[str], None] = lambda phase: None,
     ) -> None:
-        self.target, self._draw, self.generator = target, draw, generator
+        sampling = sampling if sampling is not None else SamplingParams()
+        self.target, self.generator = target, torch.Generator().manual_seed(seed)
         self.n, self.sampling, self.micro, self.sample_batch = samples, sampling, micro, sample_batch
         self.eval_contexts = eval_contexts
         self.status = status
@@ -120,6 +124,24 @@ class Evaluator:
             self.reference_nll_a = self._reference_nll(target.base)
 
     # -- the posterior pool ---------------------------------------------------------------------
+    def _draw(self, model: LanguageModel, n: int, generator: torch.Generator) -> Scored:
+        """n evaluation samples of ``model``, scored (spread over the evaluation contexts)."""
+        contexts = None if self.eval_contexts is None else evaluation_rows(self.eval_contexts, n)
+        return propose(
+            self.target,
+            model,
+            n if contexts is None else len(contexts),
+            self.sampling,
+            generator=generator,
+            batch_size=self.sample_batch,
+            contexts=contexts,
+        )
+
+    def connect(self, draw: Draw, generator: torch.Generator, status: Callable[[str], None]) -> None:
+        """Draw through a trainer (sharded over its processes) from its evaluation stream, and
+        report phases to its status line."""
+        self._draw, self.generator, self.status = draw, generator, status
+
     def ensure_pool(self) -> PosteriorPool | None:
         """The posterior pool the metrics come from (its validation split with a holdout), drawn
         or read from the cache at the first call. The split is a seeded permutation of the
@@ -155,8 +177,15 @@ class Evaluator:
 
     # -- one evaluation -----------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, policy: LanguageModel, proposal: LanguageModel) -> tuple[dict[str, float], Scored]:
-        """Every metric of π and q, and π's evaluation draw (for saving its texts)."""
+    def evaluate(self, policy: LanguageModel, proposal: LanguageModel | None = None) -> dict[str, float]:
+        """Every metric of π and of the proposal q (default: the prior a)."""
+        return self.measure(policy, proposal)[0]
+
+    def measure(
+        self, policy: LanguageModel, proposal: LanguageModel | None = None
+    ) -> tuple[dict[str, float], Scored]:
+        """`evaluate`, and π's evaluation draw (for saving its texts)."""
+        proposal = proposal if proposal is not None else self.target.base
         self.status("evaluating")
         q_draw = self._pool_draw() if proposal is self.target.base else None
         q_draw = q_draw if q_draw is not None else self._draw(proposal, self.n, self.generator)

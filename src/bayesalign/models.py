@@ -32,6 +32,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from bayesalign.builtin_models import resolve_model_name
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -219,7 +221,9 @@ class LanguageModel:
     ) -> LanguageModel:
         """Load any HF causal LM, or encoder-decoder (T5/BART-style) model, from a hub id or a
         local folder, with safetensors weights. For an encoder-decoder the context (prompt) is
-        the encoder's input and the sample is the decoder's output."""
+        the encoder's input and the sample is the decoder's output. ``builtin:NAME`` loads a
+        model that ships with a pip package (`builtin_models`), e.g. builtin:smollm2-135m-instruct."""
+        name_or_path = resolve_model_name(str(name_or_path))
         local = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only}
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **local)
         config = AutoConfig.from_pretrained(name_or_path, **local)

@@ -13,7 +13,8 @@ of iterations where plain gradient ascent (GDC, disco) needs hundreds.
 base weights a·b/q (self-normalised importance sampling), or every sequence of an enumerable
 space with weights a·b (exact expectations). Everything stays in log space: weights are
 normalised with logsumexp and features are centred, so λ·φ in the thousands neither overflows nor
-costs precision. `Target.constrain` (targets.py) is the entry point that draws the samples.
+costs precision. `Target.constrain` (targets.py) is the entry point that draws the samples and
+builds the target; this module knows nothing of targets (it sits below them).
 """
 
 from __future__ import annotations
@@ -21,16 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 import torch
-
-from bayesalign.models import LanguageModel, SamplingParams
-from bayesalign.scorers import Scorer
-from bayesalign.targets import Constraint, Feature, Target
-
-if TYPE_CHECKING:
-    from bayesalign.exact import SequenceSpace
 
 ARMIJO = 1e-4  # sufficient increase of the dual, as a fraction of the Newton step's predicted one
 MAX_HALVINGS = 60  # line-search halvings before a step counts as stalled
@@ -108,7 +101,7 @@ class MomentFit:
         )
 
 
-def _check_counts(names: Sequence[str], moments: Sequence[float]) -> None:
+def check_counts(names: Sequence[str], moments: Sequence[float]) -> None:
     if len(moments) != len(names):
         raise MomentFitError(
             f"got {len(moments)} moments for {len(names)} features {list(names)}; give one target "
@@ -203,7 +196,7 @@ def solve_dual(
     """
     names = tuple(names)
     moments = [float(m) for m in moments]
-    _check_counts(names, moments)
+    check_counts(names, moments)
     phi, log_base = features.double(), log_base.double()
     if phi.shape != (len(log_base), len(names)):
         raise ValueError(f"features must be [{len(log_base)}, {len(names)}], got {tuple(phi.shape)}")
@@ -293,57 +286,3 @@ def solve_dual(
             fit,
         )
     return fit
-
-
-def constrain(
-    base: LanguageModel,
-    features: Sequence[Scorer],
-    moments: Sequence[float],
-    constraints: Sequence[Scorer] = (),
-    *,
-    proposal: LanguageModel | None = None,
-    n_samples: int = 4096,
-    sampling: SamplingParams | None = None,
-    generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-    space: SequenceSpace | None = None,
-    max_iter: int = 100,
-    tol: float = 1e-6,
-) -> Target:
-    """Fit λ and build the target; `Target.constrain` (same arguments) documents it."""
-    features, moments = list(features), [float(m) for m in moments]
-    names = [f.name for f in features]
-    _check_counts(names, moments)  # before any sampling
-    fixed = [Constraint(s) for s in constraints]
-    # a target with every λ = 0: checks names and constraints, and scores everything in one run
-    probe = Target(base, [*fixed, *(Feature(f, 0.0) for f in features)])
-    if space is not None:
-        samples = space.samples
-        log_a = space.log_prob(base)
-        log_q = torch.zeros_like(log_a)
-    else:
-        if n_samples < 2:
-            raise MomentFitError(f"fitting λ needs at least 2 samples, got n_samples={n_samples}")
-        sampling = sampling if sampling is not None else SamplingParams()
-        q = proposal if proposal is not None else base
-        samples = q.sample(n_samples, sampling, generator=generator, batch_size=batch_size)
-        log_q = samples.log_q.double()
-        if q is base and sampling.is_ancestral:
-            log_a = log_q  # sampled from a itself: no second pass
-        else:
-            log_a = base.log_prob_frozen(samples, batch_size=batch_size).double()
-    evidence = probe.evidence(samples)
-    log_base = log_a.double() + evidence.log_factor - log_q
-    phi = torch.stack([evidence.scores[n] for n in names], 1)
-    fit = solve_dual(
-        log_base,
-        phi,
-        moments,
-        names,
-        max_iter=max_iter,
-        tol=tol,
-        exact=space is not None,
-        boolean=[bool(f.boolean) for f in features],
-    )
-    terms = [*fixed, *(Feature(f, fit.lambdas[f.name]) for f in features)]
-    return Target(base, terms, moment_fit=fit)

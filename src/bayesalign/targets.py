@@ -14,15 +14,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 import torch
 
-from bayesalign.models import LanguageModel, Samples
+from bayesalign.models import LanguageModel, Samples, SamplingParams
+from bayesalign.moments import MomentFit, MomentFitError, check_counts, solve_dual
 from bayesalign.scorers import Scorer, checked_scores
 
-if TYPE_CHECKING:
-    from bayesalign.moments import MomentFit
+
+class Enumeration(Protocol):
+    """Every sequence of a space small enough to enumerate (`exact.SequenceSpace`): what
+    `Target.constrain` needs to fit λ on exact expectations instead of samples."""
+
+    samples: Samples
+
+    def log_prob(self, model: LanguageModel) -> torch.Tensor: ...
 
 
 class Term(Protocol):
@@ -154,7 +161,15 @@ class Target:
         features: Sequence[Scorer],
         moments: Sequence[float],
         constraints: Sequence[Scorer] = (),
-        **options: Any,
+        *,
+        proposal: LanguageModel | None = None,
+        n_samples: int = 4096,
+        sampling: SamplingParams | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+        space: Enumeration | None = None,
+        max_iter: int = 100,
+        tol: float = 1e-6,
     ) -> Target:
         """The target closest to ``base`` (min KL(p‖a)) with E_p[φ_i] = moments[i] and every
         pointwise constraint b_j(x) = 1: P(x) = a(x)·Π_j b_j(x)·exp(Σ_i λ_i φ_i(x)).
@@ -167,12 +182,44 @@ class Target:
         sample size. A moment the samples cannot reach, a feature that never varies, or a fit
         that does not converge raises `moments.MomentFitError`, naming the feature.
 
-        ``options`` (proposal, n_samples, sampling, generator, batch_size, space, max_iter, tol)
-        are those of `moments.constrain`, which does the work.
+        ``max_iter``/``tol`` are those of `moments.solve_dual`, which finds λ.
         """
-        from bayesalign.moments import constrain  # moments.py builds on this module
-
-        return constrain(base, features, moments, constraints, **options)
+        features, moments = list(features), [float(m) for m in moments]
+        names = [f.name for f in features]
+        check_counts(names, moments)  # before any sampling
+        fixed = [Constraint(s) for s in constraints]
+        # a target with every λ = 0: checks names and constraints, and scores everything in one run
+        probe = cls(base, [*fixed, *(Feature(f, 0.0) for f in features)])
+        if space is not None:
+            samples = space.samples
+            log_a = space.log_prob(base)
+            log_q = torch.zeros_like(log_a)
+        else:
+            if n_samples < 2:
+                raise MomentFitError(f"fitting λ needs at least 2 samples, got n_samples={n_samples}")
+            sampling = sampling if sampling is not None else SamplingParams()
+            q = proposal if proposal is not None else base
+            samples = q.sample(n_samples, sampling, generator=generator, batch_size=batch_size)
+            log_q = samples.log_q.double()
+            if q is base and sampling.is_ancestral:
+                log_a = log_q  # sampled from a itself: no second pass
+            else:
+                log_a = base.log_prob_frozen(samples, batch_size=batch_size).double()
+        evidence = probe.evidence(samples)
+        log_base = log_a.double() + evidence.log_factor - log_q
+        phi = torch.stack([evidence.scores[n] for n in names], 1)
+        fit = solve_dual(
+            log_base,
+            phi,
+            moments,
+            names,
+            max_iter=max_iter,
+            tol=tol,
+            exact=space is not None,
+            boolean=[bool(f.boolean) for f in features],
+        )
+        terms = [*fixed, *(Feature(f, fit.lambdas[f.name]) for f in features)]
+        return cls(base, terms, moment_fit=fit)
 
     @property
     def constraints(self) -> tuple[Constraint, ...]:

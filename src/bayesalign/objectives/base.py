@@ -3,13 +3,15 @@ the policy's differentiable log-probabilities on them."""
 
 from __future__ import annotations
 
+import difflib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar
 
 import torch
 
 from bayesalign.models import LanguageModel, Samples
-from bayesalign.targets import Evidence
+from bayesalign.targets import Evidence, Target
 
 
 @dataclass
@@ -100,36 +102,83 @@ def policy_output(policy: LanguageModel, samples: Samples, *, hidden: bool = Fal
     return PolicyOutput(token_log_probs, samples.mask.to(token_log_probs.device), states)
 
 
-class Objective(Protocol):
+HOOKS = ("check_target", "attach", "prepare", "step_metrics", "after_update", "state_dict", "load_state_dict")
+
+
+class Objective(ABC):
     """A loss per sample; the loop sums it over the minibatch, divides by its size and
-    back-propagates.
-
-    Optional members, which the loop looks for by capability, never by the objective's name:
-
-    - ``check_target(target)``: raise, before any sampling, if the objective cannot work with
-      this target (e.g. reverse KL towards a target with P(x) = 0 somewhere).
-    - ``requires_on_policy = True``: the objective's math assumes q is the policy that drew the
-      samples (PPO's ratio π/π_old); the loop refuses a fixed or adaptive proposal.
-    - ``needs_hidden = True``: `PolicyOutput.hidden` is filled (costs memory).
-    - ``reads_prior = False``: the objective reads neither log a nor log P (plain REINFORCE
-      reads the reward only), so training draws skip the prior's forward pass and leave
-      ``Batch.log_target``/``token_log_a`` None; they then do not add to the running Z.
-    - ``attach(policy) -> list[Parameter]``: called once before the optimizer is built; returns
-      the objective's own trainable parameters (a value head), optimised with the policy's.
-    - ``prepare(batch, old) -> Batch``: called once per step before the updates, with ``old``,
-      the policy's detached `PolicyOutput` on the batch at the start of the step; returns the
-      batch with per-sample ``extras`` (advantages, returns). Step-level bookkeeping such as an
-      adaptive KL coefficient happens here, once per step.
-    - ``step_metrics() -> dict[str, float]``: numbers of the last step for the log (β, KL).
-    - ``after_update()``: called after every optimizer update, for running statistics (a
-      moving-average baseline) that must advance once per update, not once per micro-batch.
-    - ``state_dict()`` / ``load_state_dict(state)``: state (a dict of tensors) that a resumed
-      run needs to continue exactly; checkpoints save and restore it. Each instance owns its
-      state: objectives are built per run, never shared.
+    back-propagates. Subclasses set ``name`` and implement `per_sample_loss`; everything else
+    is an optional capability with a no-op default, listed here so that the loop never looks
+    for a method by name and a misspelt hook is an error at class definition (``prepair``
+    raises ``TypeError: ... did you mean 'prepare'?``) instead of being silently skipped.
+    Each instance owns its state: objectives are built per run, never shared.
     """
 
-    name: str
+    name: ClassVar[str] = ""
+    #: the objective's math assumes q is the policy that drew the samples (PPO's ratio π/π_old);
+    #: the loop refuses a fixed or adaptive proposal
+    requires_on_policy: ClassVar[bool] = False
+    #: `PolicyOutput.hidden` is filled (costs memory), for a value head
+    needs_hidden: ClassVar[bool] = False
+    #: False: the objective reads neither log a nor log P (plain REINFORCE reads the reward
+    #: only), so training draws skip the prior's forward pass and leave ``Batch.log_target``/
+    #: ``token_log_a`` None; they then do not add to the running Z
+    reads_prior: ClassVar[bool] = True
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        known = set(dir(Objective))
+        for attr, value in vars(cls).items():
+            if attr.startswith("_") or attr in known or not callable(value):
+                continue
+            near = difflib.get_close_matches(attr, HOOKS, n=1, cutoff=0.8)
+            if near:
+                raise TypeError(f"{cls.__name__}.{attr} is not an Objective hook: did you mean {near[0]!r}?")
+
+    @abstractmethod
     def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
         """``out``: the policy on the batch's samples, differentiable; returns shape [B]."""
-        ...
+
+    def check_target(self, target: Target) -> None:  # noqa: B027 (a hook: no-op by default)
+        """Raise, before any sampling, if the objective cannot work with this target (e.g.
+        reverse KL towards a target with P(x) = 0 somewhere)."""
+
+    def attach(self, policy: LanguageModel) -> list[torch.nn.Parameter]:
+        """Called once before the optimizer is built; returns the objective's own trainable
+        parameters (a value head), optimised with the policy's."""
+        return []
+
+    def prepare(self, batch: Batch, old: PolicyOutput) -> Batch:
+        """Called once per step before the updates, with ``old``, the policy's detached
+        `PolicyOutput` on the batch at the start of the step; returns the batch with per-sample
+        ``extras`` (advantages, returns). Step-level bookkeeping such as an adaptive KL
+        coefficient happens here, once per step."""
+        return batch
+
+    @property
+    def prepares_batches(self) -> bool:
+        """Whether `prepare` does anything (the loop then computes π's detached output for it)."""
+        return type(self).prepare is not Objective.prepare
+
+    def step_metrics(self) -> dict[str, float]:
+        """Numbers of the last step for the log (β, KL)."""
+        return {}
+
+    def after_update(self) -> None:  # noqa: B027 (a hook: no-op by default)
+        """Called after every optimizer update, for running statistics (a moving-average
+        baseline) that must advance once per update, not once per micro-batch."""
+
+    @property
+    def keeps_running_statistics(self) -> bool:
+        """Whether `after_update` does anything: such statistics come from the samples each
+        process trains on, so the objective cannot train on several processes."""
+        return type(self).after_update is not Objective.after_update
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """State (a dict of tensors) that a resumed run needs to continue exactly;
+        checkpoints save and restore it."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no state, got {sorted(state)}")

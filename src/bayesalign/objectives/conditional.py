@@ -20,7 +20,7 @@ import math
 import torch
 
 from bayesalign.contexts import group_by_context
-from bayesalign.objectives.base import Batch, PolicyOutput
+from bayesalign.objectives.base import Batch, Objective, PolicyOutput
 
 
 def context_key(context: str) -> int:
@@ -28,7 +28,7 @@ def context_key(context: str) -> int:
     return int.from_bytes(hashlib.sha256(context.encode()).digest()[:8], "big") >> 1
 
 
-class CDPG:
+class CDPG(Objective):
     """Conditional DPG with per-context normalisers (running per context) and an optional
     GDC++-style baseline."""
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesalign.objectives.base import Batch, PolicyOutput
+from bayesalign.objectives.base import Batch, Objective, PolicyOutput
 
 
 @dataclass(frozen=True)
-class DPG:
+class DPG(Objective):
     """Distributional Policy Gradient (Parshakova et al. 2019; GDC, Khalifa et al. 2021).
 
     loss = −(p/q)·log π. Every weight is ≥ 0, so samples that violate a constraint contribute
@@ -28,7 +28,7 @@ class DPG:
 
 
 @dataclass(frozen=True)
-class GDCPlusPlus:
+class GDCPlusPlus(Objective):
     """DPG with a baseline (GDC++, Korbak et al. 2022).
 
     loss = −(p/q − π/q)·log π. The subtracted term has expectation zero under q

@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 import torch.nn.functional as F
 
-from bayesalign.objectives.base import Batch, PolicyOutput
+from bayesalign.objectives.base import Batch, Objective, PolicyOutput
 
 if TYPE_CHECKING:
     from bayesalign.targets import Target
@@ -171,7 +171,7 @@ class MovingBaseline:
         self.pending_reward = state["pending_reward"].double().clone()
 
 
-class FDPG:
+class FDPG(Objective):
     """f-DPG loss for one divergence (see the module docstring for the maths and the choices).
 
     loss(x) = −(π/q)·(R(x) − B)·log π(x), x ∼ q, R = −f′(π/p), B the moving-average baseline.

@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 
 from bayesalign.models import LanguageModel
-from bayesalign.objectives.base import Batch, PolicyOutput
+from bayesalign.objectives.base import Batch, Objective, PolicyOutput
 from bayesalign.targets import Target
 
 KLEstimator = Literal["k1", "k3"]
@@ -82,7 +82,7 @@ def _importance_ratio(batch: Batch, log_pi: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_pi.detach().double().cpu() - batch.log_q)
 
 
-class Reinforce:
+class Reinforce(Objective):
     """REINFORCE on the target's reward r (b(x) for a constraint target): loss = −(π/q)·(r − b)·log π.
 
     Nothing keeps π near a: on a constraint target π collapses onto a few satisfying sequences.
@@ -115,7 +115,7 @@ class Reinforce:
         return self._metrics
 
 
-class KLReinforce:
+class KLReinforce(Objective):
     """KL-penalised REINFORCE on r − β·KL(π‖a): its optimum is p* = a·exp(r/β)/Z (with k1 in
     the reward). ``estimator`` and ``penalty`` are explained in the module docstring."""
 
@@ -216,7 +216,7 @@ def gae(
     return advantages, (advantages + values) * mask
 
 
-class PPO:
+class PPO(Objective):
     """PPO as in Ziegler et al. 2019: per-token reward −β·k_t plus the score r(x) on the last
     token, a value head on the policy's last hidden states, GAE(γ, λ), clipped ratio and
     clipped value loss, several epochs over each batch (``training.epochs``), and a fixed or

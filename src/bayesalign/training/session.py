@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bayesalign.atomic import write_atomic
-from bayesalign.config import Config, ConfigError, build_models, build_objective, build_target, parse_config
+from bayesalign.config import Config, ConfigError, build_models, build_target, build_trainer, parse_config
 from bayesalign.console import before_after_table, headline
 from bayesalign.contexts import load_contexts
 from bayesalign.model_card import write_model_card
@@ -176,7 +176,7 @@ def _train(
         target = dist.main_first(lambda: prepare_target(config, prior, run, resume, console))
         if not dist.is_main:
             target = prepare_target(config, prior, run, True, console)
-        trainer = Trainer(policy, target, build_objective(config.training, target), config, run, dist)
+        trainer = build_trainer(config, policy, target, run=run, distributed=dist)
         if resume:
             resumed = trainer.resume()
             console.print(

@@ -11,25 +11,26 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from bayesalign import estimators as est
 from bayesalign.atomic import write_atomic
-from bayesalign.config import Config, build_evaluator, load_eval_contexts
-from bayesalign.contexts import evaluation_rows, load_contexts, step_contexts
+from bayesalign.contexts import evaluation_rows, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
-from bayesalign.evaluator import unsatisfied_message
+from bayesalign.evaluator import Evaluator, unsatisfied_message
 from bayesalign.exact import ExactTarget
 from bayesalign.models import LanguageModel, Samples
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
 from bayesalign.proposals import Scored, propose
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.targets import Target
-from bayesalign.training.checkpoint import load_newest_checkpoint, save_checkpoint
+from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
+from bayesalign.training.checkpoint import CheckpointData, newest_checkpoint, save_checkpoint
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
 from bayesalign.training.run import RunFolder
@@ -65,81 +66,107 @@ def proposal_should_update(criterion: str, policy_score: float, proposal_score: 
 
 
 class Trainer:
+    """Trains ``policy`` towards ``target`` with ``objective`` (objectives/), as ``args`` say::
+
+        trainer = Trainer(policy, target, GDCPlusPlus(), TrainArgs(steps=30, batch_size=64))
+        for record in trainer.fit(): ...
+
+    ``sampling``: how samples are drawn (its ``params()`` and generation batch size);
+    ``evaluator``: what each evaluation measures (default: IS estimates on 256 samples of q and
+    π), every ``eval_every`` steps and at the end, with ``save_samples`` of π's texts written to
+    the run folder; ``contexts``: the contexts c of a conditional target, ``contexts_per_step``
+    of them drawn per step (the evaluator holds the evaluation contexts); ``run``: the run folder
+    (metrics, samples, checkpoints as ``checkpoints`` say); ``distributed``: this process's place
+    among the processes of an ``accelerate launch`` (default: one process without a launcher).
+    """
+
     def __init__(
         self,
         policy: LanguageModel,
         target: Target,
         objective: Objective,
-        config: Config,
+        args: TrainArgs | None = None,
+        *,
+        sampling: SamplingArgs | None = None,
+        evaluator: Evaluator | None = None,
+        eval_every: int = 10,
+        save_samples: int = 20,
+        checkpoints: CheckpointArgs | None = None,
+        contexts: list[str] | None = None,
+        contexts_per_step: int = 8,
         run: RunFolder | None = None,
         distributed: Distributed | None = None,
     ) -> None:
-        """``distributed``: this process's place among the processes of an ``accelerate launch``
-        (built from the config when omitted; one process without a launcher)."""
+        if not isinstance(objective, Objective):
+            raise TypeError(f"{objective!r} is not an Objective (bayesalign.objectives.Objective)")
+        args = args if args is not None else TrainArgs()
+        sampling = sampling if sampling is not None else SamplingArgs()
         self.policy, self.target, self.objective = policy, target, objective
-        if (check_target := getattr(objective, "check_target", None)) is not None:
-            check_target(target)  # an objective that cannot work with this target says so now
-        on_policy = config.training.proposal.update == "on_policy"
-        if getattr(objective, "requires_on_policy", False) and not on_policy:
+        objective.check_target(target)  # an objective that cannot work with this target says so now
+        on_policy = args.proposal.update == "on_policy"
+        if objective.requires_on_policy and not on_policy:
             raise ValueError(
                 f"{objective.name} trains on samples from the policy itself; set "
-                f"training.proposal.update: on_policy (it is {config.training.proposal.update!r})"
+                f"training.proposal.update: on_policy (it is {args.proposal.update!r})"
             )
-        self.needs_hidden = getattr(objective, "needs_hidden", False)
-        self.reads_prior = getattr(objective, "reads_prior", True)
+        self.needs_hidden = objective.needs_hidden
+        self.reads_prior = objective.reads_prior
         self.base = target.base
-        self.config = config
-        self.train_cfg, self.eval_cfg = config.training, config.eval
-        self.sampling = config.sampling.params()
-        self.sample_batch = config.sampling.batch_size
+        self.args = args
+        self.checkpoints = checkpoints if checkpoints is not None else CheckpointArgs()
+        self.eval_every, self.save_samples = eval_every, save_samples
+        self.sampling = sampling.params()
+        self.sample_batch = sampling.batch_size
         self.run = run
         self.status: Callable[[str], None] = lambda phase: None  # what the loop is doing now
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
         self.best_params: dict[str, torch.Tensor] | None = None  # training.keep_best
-        self.dist = distributed or Distributed(self.train_cfg.sample_shards, self.train_cfg.mixed_precision)
-        self.dist.check_batches(self.train_cfg.minibatch, self.train_cfg.micro)
-        if self.dist.world > 1 and hasattr(objective, "after_update"):
+        self.dist = distributed or Distributed(self.args.sample_shards, self.args.mixed_precision)
+        self.dist.check_batches(self.args.minibatch, self.args.micro)
+        if self.dist.world > 1 and objective.keeps_running_statistics:
             raise ValueError(
                 f"{objective.name} updates running statistics from the samples each process trains "
                 "on, which differ between processes; train it on one process"
             )
         for model in (policy, self.base):
             model.module.to(self.dist.device)
-        if self.train_cfg.gradient_checkpointing:
+        if self.args.gradient_checkpointing:
             enable_gradient_checkpointing(policy.module)
         self.params = [p for p in policy.module.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the policy has no trainable parameters")
         # the objective's own weights (a value head): outside the policy, so no wrapper syncs them
-        attach = getattr(objective, "attach", None)
-        self.own_params: list[torch.nn.Parameter] = attach(policy) if attach is not None else []
+        self.own_params: list[torch.nn.Parameter] = objective.attach(policy)
         self.params += self.own_params
-        opt = torch.optim.AdamW if self.train_cfg.optimizer == "adamw" else torch.optim.Adam
-        optimizer = opt(self.params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
-        warmup = self.train_cfg.warmup_steps
+        opt = torch.optim.AdamW if self.args.optimizer == "adamw" else torch.optim.Adam
+        optimizer = opt(self.params, lr=self.args.lr, weight_decay=self.args.weight_decay)
+        warmup = self.args.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0
         )
         # accelerate wraps the policy's module (DDP, FSDP, DeepSpeed; itself on one process) and
         # the optimizer; forwards that train go through the wrapper (Distributed.training_forward)
         self.wrapper, self.optimizer = self.dist.accelerator.prepare(policy.module, optimizer)
-        self.vllm = VLLMSampler(policy) if config.sampling.backend == "vllm" else None
-        seed = self.train_cfg.seed
+        self.vllm = VLLMSampler(policy) if sampling.backend == "vllm" else None
+        seed = self.args.seed
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_generator = torch.Generator().manual_seed(seed + 1)
-        self.contexts: list[str] | None = None  # conditional targets: contexts c of P_c
-        if config.contexts is not None:
-            self.contexts = load_contexts(config.contexts.train, config.contexts.field)
-        self.eval_contexts, references = load_eval_contexts(config)
-        self.evaluator = build_evaluator(
-            config,
-            target,
-            lambda m, n, g: self.draw(m, n, g, evaluation=True),
-            self.eval_generator,
-            eval_contexts=self.eval_contexts,
-            references=references,
-            status=lambda p: self.status(p),
+        self.contexts = contexts  # conditional targets: contexts c of P_c
+        self.contexts_per_step = contexts_per_step
+        self.evaluator = evaluator or Evaluator(
+            target, sampling=self.sampling, micro=args.micro, sample_batch=self.sample_batch
+        )
+        if self.evaluator.sampling != self.sampling:
+            raise ValueError(
+                f"the evaluator samples with {self.evaluator.sampling}, training with {self.sampling}: "
+                "give both the same sampling settings (Evaluator(..., sampling=sampling.params()))"
+            )
+        self.eval_contexts = self.evaluator.eval_contexts
+        if (contexts is None) != (self.eval_contexts is None):
+            raise ValueError("a conditional target needs both training contexts and evaluation contexts")
+        self.evaluator.connect(
+            lambda m, n, g: self.draw(m, n, g, evaluation=True), self.eval_generator, lambda p: self.status(p)
         )
 
     # -- sampling and scoring ------------------------------------------------------------------
@@ -163,7 +190,7 @@ class Trainer:
         if self.contexts is not None and evaluation:
             contexts = evaluation_rows(self.eval_contexts, n)
         elif self.contexts is not None:
-            contexts = step_contexts(self.contexts, self.config.contexts.per_step, n, generator)
+            contexts = step_contexts(self.contexts, self.contexts_per_step, n, generator)
         sampler = self.vllm if model is self.policy and self.vllm is not None else model
 
         def draw_rows(rows: slice, shard_generator: torch.Generator) -> Scored:
@@ -208,7 +235,7 @@ class Trainer:
         accepted, rows = pool.accepted, []
         while len(rows) < n:
             epoch, offset = divmod(self.state.replay_position, len(accepted))
-            seed = self.train_cfg.seed * 7919 + epoch
+            seed = self.args.seed * 7919 + epoch
             order = torch.randperm(len(accepted), generator=torch.Generator().manual_seed(seed))
             take = order[offset : offset + n - len(rows)]
             rows += accepted[take].tolist()
@@ -217,7 +244,7 @@ class Trainer:
         return pool.scored(index, log_q=pool.log_a[index] + pool.log_factor[index] - pool.log_z().value)
 
     def train_step(self) -> dict[str, float]:
-        cfg = self.train_cfg
+        cfg = self.args
         if cfg.replay_pool:
             draw = self._replay_batch(cfg.batch_size)
         else:
@@ -250,8 +277,7 @@ class Trainer:
                 norms.append(float("nan") if norm is None else float(norm))  # None: DeepSpeed clips itself
                 self.optimizer.step()
                 self.scheduler.step()
-                if (after_update := getattr(self.objective, "after_update", None)) is not None:
-                    after_update()  # running statistics advance once per update (objectives/base.py)
+                self.objective.after_update()  # running statistics advance once per update
                 losses.append(total)
         if self.vllm is not None:
             self.vllm.sync()  # the engine samples the next step with the updated weights
@@ -259,8 +285,7 @@ class Trainer:
         self.state.samples_seen += len(batch)
         metrics = self.dist.mean({"loss": sum(losses) / len(losses)})  # each process: its share's mean
         metrics |= {"grad_norm": sum(norms) / len(norms), "lr": self.scheduler.get_last_lr()[0]}
-        if (step_metrics := getattr(self.objective, "step_metrics", None)) is not None:
-            metrics |= step_metrics()
+        metrics |= self.objective.step_metrics()
         return metrics
 
     def _batch(self, draw: Scored) -> Batch:
@@ -275,9 +300,9 @@ class Trainer:
             token_log_a=draw.token_log_a,
             reward=reward,
         )
-        if (prepare := getattr(self.objective, "prepare", None)) is not None:
+        if self.objective.prepares_batches:
             self.status("preparing advantages")
-            batch = prepare(batch, self._frozen_output(batch.samples))
+            batch = self.objective.prepare(batch, self._frozen_output(batch.samples))
         return batch
 
     def gradient_stats(self, n: int) -> GradientStats:
@@ -294,7 +319,7 @@ class Trainer:
             return PolicyOutput(samples.token_log_q, samples.mask)
         parts = [
             policy_output(self.policy, chunk, hidden=self.needs_hidden)
-            for chunk in samples.chunks(self.train_cfg.micro)
+            for chunk in samples.chunks(self.args.micro)
         ]
         hidden = torch.cat([p.hidden for p in parts]) if self.needs_hidden else None
         return PolicyOutput(
@@ -314,7 +339,7 @@ class Trainer:
 
     def check_proposal(self) -> dict[str, float]:
         """KL-adaptive proposal: on fresh samples from q, replace q by π if π is closer to p."""
-        cfg = self.train_cfg.proposal
+        cfg = self.args.proposal
         draw = self.draw(self.proposal, cfg.samples, self.generator)
         self._accumulate_z(draw)
         self.state.samples_seen += len(draw.samples)
@@ -340,14 +365,14 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         """The evaluator's metrics of π and q now (evaluator.py); π's texts go to the run folder."""
-        metrics, pi_draw = self.evaluator.evaluate(self.policy, self.proposal)
-        if self.run is not None and self.eval_cfg.save_samples:
+        metrics, pi_draw = self.evaluator.measure(self.policy, self.proposal)
+        if self.run is not None and self.save_samples:
             self.run.write_samples(self.state.step, self._sample_rows(pi_draw))
         return metrics
 
     def _sample_rows(self, draw: Scored) -> list[dict]:
         rows = []
-        for i in range(min(self.eval_cfg.save_samples, len(draw.samples))):
+        for i in range(min(self.save_samples, len(draw.samples))):
             row = {"text": draw.samples.texts[i], "log_pi": draw.log_q[i].item()}
             row |= {name: s[i].item() for name, s in draw.evidence.scores.items()}
             rows.append(row)
@@ -360,12 +385,54 @@ class Trainer:
         interrupted first steps are dropped too, so that the run starts over cleanly."""
         if self.run is None:
             return False
-        folder = load_newest_checkpoint(self, self.run)
+        found = newest_checkpoint(self.run)
+        folder = found[0] if found is not None else None
+        if found is not None:
+            self.load_state_dict(found[1], folder)
         self.run.truncate_metrics(self.state.step if folder is not None else -1)
         best = self.run.path / "best.safetensors"
-        if folder is not None and self.train_cfg.keep_best and self.state.best_step >= 0 and best.exists():
+        if folder is not None and self.args.keep_best and self.state.best_step >= 0 and best.exists():
             self.best_params = load_file(str(best))
         return folder is not None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> CheckpointData:
+        """Everything a resumed run needs to continue exactly (training/checkpoint.py writes it)."""
+        extra = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "eval_generator": self.eval_generator.get_state(),
+        }
+        if objective_state := self.objective.state_dict():
+            extra["objective"] = objective_state
+        proposal = _trainable(self.proposal, self.policy) if self.state.proposal_is_copy else None
+        return CheckpointData(_trainable(self.policy, self.policy), proposal, asdict(self.state), extra)
+
+    def load_state_dict(self, data: CheckpointData, folder: Path | str = "the checkpoint") -> None:
+        """Put a `state_dict` back. An objective and a checkpoint that disagree on whether there
+        is objective state are refused rather than resumed with a reset (or ignored) state."""
+        objective_state, name = data.extra.get("objective"), self.objective.name
+        keeps = bool(self.objective.state_dict())
+        if objective_state and not keeps:
+            raise ValueError(f"checkpoint {folder} holds objective state, but objective {name} keeps none")
+        if keeps and not objective_state:
+            raise ValueError(f"checkpoint {folder} holds no state for objective {name}, which keeps some")
+        _copy_params(self.policy, data.policy)
+        self.state = TrainState(**data.state)
+        if data.proposal is not None:
+            self.proposal = self.policy.frozen_copy()
+            _copy_params(self.proposal, data.proposal)
+        self.optimizer.load_state_dict(data.extra["optimizer"])
+        self.scheduler.load_state_dict(data.extra["scheduler"])
+        self.generator.set_state(data.extra["generator"])
+        self.eval_generator.set_state(data.extra["eval_generator"])
+        if objective_state:
+            self.objective.load_state_dict(objective_state)
+
+    def _save_checkpoint(self, folder: Path) -> None:
+        loadable = self.policy if self.checkpoints.loadable else None
+        save_checkpoint(folder, self.state_dict(), self.checkpoints.keep, loadable)
 
     # -- keeping the best policy ---------------------------------------------------------------
     def _remember_if_best(self, record: dict) -> None:
@@ -373,14 +440,10 @@ class Trainer:
         split) is the lowest so far; the run folder holds them too (best.safetensors), so a
         resumed run still knows them. The first record is π = a, so the prior is a candidate."""
         kl = record.get("pool_kl_p_pi")
-        if not self.train_cfg.keep_best or kl is None or not kl < self.state.best_kl:
+        if not self.args.keep_best or kl is None or not kl < self.state.best_kl:
             return
         self.state.best_kl, self.state.best_step = kl, self.state.step
-        self.best_params = {
-            n: p.detach().clone().contiguous()
-            for n, p in self.policy.module.named_parameters()
-            if p.requires_grad
-        }
+        self.best_params = _trainable(self.policy, self.policy)
         if self.run is not None and self.dist.is_main:
             tmp = self.run.path / "best.safetensors.tmp"
             save_file(self.best_params, str(tmp))
@@ -389,12 +452,9 @@ class Trainer:
     def restore_best(self) -> dict | None:
         """Put the best evaluated weights back into π (training.keep_best); returns what was
         chosen ({"step", "pool_kl_p_pi"}), or None when nothing is kept."""
-        if not self.train_cfg.keep_best or self.best_params is None:
+        if not self.args.keep_best or self.best_params is None:
             return None
-        params = dict(self.policy.module.named_parameters())
-        with torch.no_grad():
-            for name, value in self.best_params.items():
-                params[name].copy_(value)
+        _copy_params(self.policy, self.best_params)
         return {"step": self.state.best_step, "pool_kl_p_pi": self.state.best_kl}
 
     def fit(
@@ -426,7 +486,7 @@ class Trainer:
             if on_record is not None:
                 on_record(rec)
 
-        steps, proposal = self.train_cfg.steps, self.train_cfg.proposal
+        steps, proposal = self.args.steps, self.args.proposal
         if self.run is not None and self.dist.is_main and (curve := self.evaluator.frontier_curve()):
             write_atomic(self.run.path / "frontier.json", json.dumps(curve))  # for the report's plot
         with stop_at_step_boundary(self.dist.world == 1) as stop:
@@ -441,11 +501,11 @@ class Trainer:
                     on_step(step)
                 if proposal.update == "adaptive" and step % proposal.every == 0:
                     self.state.last_check = self.check_proposal()
-                if step % self.eval_cfg.every == 0 or step == steps:
+                if step % self.eval_every == 0 or step == steps:
                     record(train)
-                at_checkpoint = step % self.config.checkpoint.every == 0 or step == steps
+                at_checkpoint = step % self.checkpoints.every == 0 or step == steps
                 if self.run is not None and self.dist.is_main and at_checkpoint:
-                    save_checkpoint(self, self.run.checkpoint_dir(step), self.config.checkpoint.keep)
+                    self._save_checkpoint(self.run.checkpoint_dir(step))
         return records
 
     def _stop(self, signum: int) -> TrainingInterrupted:
@@ -455,5 +515,20 @@ class Trainer:
         if self.run is not None and step > 0:
             folder = self.run.checkpoint_dir(step)
             if self.dist.is_main and not folder.is_dir():
-                save_checkpoint(self, folder, self.config.checkpoint.keep)
+                self._save_checkpoint(folder)
         return TrainingInterrupted(signum, step, folder)
+
+
+def _trainable(model: LanguageModel, policy: LanguageModel) -> dict[str, torch.Tensor]:
+    """``model``'s copies of the policy's trainable weights (q, when a frozen copy of an earlier
+    π, has no trainable weights of its own), detached on the CPU."""
+    names = [n for n, p in policy.module.named_parameters() if p.requires_grad]
+    params = dict(model.module.named_parameters())
+    return {n: params[n].detach().clone().contiguous().cpu() for n in names}
+
+
+def _copy_params(model: LanguageModel, values: dict[str, torch.Tensor]) -> None:
+    params = dict(model.module.named_parameters())
+    with torch.no_grad():
+        for name, value in values.items():
+            params[name].copy_(value)

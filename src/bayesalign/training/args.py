@@ -1,0 +1,100 @@
+"""What the training loop is told: plain, validated argument objects with defaults and help text.
+
+`TrainArgs` is the YAML ``training:`` section itself (config/ adds the method's name and
+options on top), `SamplingArgs` the ``sampling:`` section and `CheckpointArgs` the
+``checkpoint:`` section, so a Python user and a config file set the same fields with the same
+checks::
+
+    Trainer(policy, target, GDCPlusPlus(), TrainArgs(steps=30, batch_size=64, lr=3e-4))
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from bayesalign.arguments import Args
+from bayesalign.models import SamplingParams
+
+
+class ProposalArgs(Args):
+    update: Literal["adaptive", "fixed", "on_policy"] = "adaptive"
+    every: int = Field(10, gt=0, description="steps between KL-adaptive checks")
+    criterion: Literal["kl", "tv"] = "kl"
+    samples: int = Field(256, gt=1, description="fresh samples from q per check")
+
+
+class TrainArgs(Args):
+    steps: int = Field(100, ge=0)
+    batch_size: int = Field(256, gt=0, description="samples drawn from q per step")
+    minibatch_size: int | None = Field(None, gt=0, description="samples per optimizer update")
+    micro_batch_size: int | None = Field(None, gt=0, description="samples per forward/backward")
+    epochs: int = Field(1, gt=0, description="passes over each step's samples")
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="optimizer updates of linear warm-up")
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    threads: int | None = Field(None, gt=0)
+    sample_shards: int | None = Field(
+        None,
+        gt=0,
+        description="independently seeded pieces of every draw (default: the number of processes); "
+        "a run gives the same result on any number of processes that divides it",
+    )
+    mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16: autocast the policy (CUDA only)")
+    gradient_checkpointing: bool = Field(False, description="recompute the policy's activations in backward")
+    proposal: ProposalArgs = ProposalArgs()
+    replay_pool: bool = Field(
+        False,
+        description="train on the posterior pool's training split (prior samples, q = a) in passes, "
+        "instead of drawing fresh samples every step: every sample drawn is reused",
+    )
+    keep_best: bool = Field(
+        False,
+        description="final/ holds the evaluated policy with the lowest pool KL(p‖π) on the validation "
+        "split (the prior included), not the last one",
+    )
+
+    @model_validator(mode="after")
+    def _batch_sizes(self) -> TrainArgs:
+        if self.minibatch > self.batch_size or self.batch_size % self.minibatch:
+            raise ValueError(f"minibatch_size {self.minibatch} must divide batch_size {self.batch_size}")
+        if self.micro > self.minibatch or self.minibatch % self.micro:
+            raise ValueError(f"micro_batch_size {self.micro} must divide minibatch_size {self.minibatch}")
+        return self
+
+    @property
+    def minibatch(self) -> int:
+        return self.minibatch_size or self.batch_size
+
+    @property
+    def micro(self) -> int:
+        return self.micro_batch_size or self.minibatch
+
+
+class SamplingArgs(Args):
+    max_new_tokens: int = Field(20, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    batch_size: int | None = Field(None, gt=0, description="sequences generated per forward pass")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="vllm: π's samples from a vLLM engine on the GPU (extra 'vllm'; untested)"
+    )
+
+    def params(self) -> SamplingParams:
+        return SamplingParams(self.max_new_tokens, self.temperature, self.top_p, self.top_k)
+
+
+class CheckpointArgs(Args):
+    every: int = Field(50, gt=0)
+    keep: int = Field(2, gt=0)
+    merge_lora: bool = Field(True, description="final/ holds merged weights (else the adapter only)")
+    loadable: bool = Field(
+        True,
+        description="each checkpoint is also a Hugging Face folder that from_pretrained loads: the LoRA "
+        "adapter, or the full weights (then twice the disk of the resumable state alone)",
+    )
