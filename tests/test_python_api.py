@@ -28,4 +28,3 @@ def test_the_python_api_page_runs_and_training_moves_pi_towards_p(tmp_path, monk
     assert best is not None and round(best["pool_kl_p_pi"], 3) == min(kls)
     assert namespace["metrics"]["pool_kl_p_pi"] <= kls[0]
     assert (tmp_path / "italian-policy" / "model.safetensors").exists()
-
