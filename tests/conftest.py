@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from bayesalign.config import apply_overrides, build_models, build_target, build_trainer, parse_config
+from bayesalign.runs import RunFolder
 from bayesalign.targets import Target
-from bayesalign.training import RunFolder, Trainer
+from bayesalign.training import Trainer
 
 torch.set_num_threads(1)
 

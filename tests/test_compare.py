@@ -15,7 +15,7 @@ from bayesalign import compare as compare_module
 from bayesalign.cli import main
 from bayesalign.compare import CompareRunError, compare, run_config
 from bayesalign.config import ConfigError, apply_overrides
-from bayesalign.training import RunFolder
+from bayesalign.runs import RunFolder
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 RAW = {

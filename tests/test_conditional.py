@@ -22,11 +22,11 @@ from bayesalign.metrics import bleu
 from bayesalign.models import make_policy
 from bayesalign.objectives import CDPG, Batch, PolicyOutput
 from bayesalign.proposals import propose
+from bayesalign.runs import RunFolder
 from bayesalign.scorers import CallableScorer
 from bayesalign.scorers.conditional import NamesSubsetScorer, NumbersAsDigitsScorer
 from bayesalign.targets import Target
 from bayesalign.toy import toy_model
-from bayesalign.training import RunFolder
 
 CONTEXTS = ["a", "b b", "c c c"]
 

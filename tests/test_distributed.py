@@ -29,8 +29,8 @@ import yaml
 from safetensors.torch import load_file
 
 from bayesalign.config import parse_config
+from bayesalign.session import train
 from bayesalign.training.distributed import shard_generator, shard_sizes
-from bayesalign.training.session import train
 
 CONFIG = {
     "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},

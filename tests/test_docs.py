@@ -51,8 +51,8 @@ def test_methods_json_is_what_the_method_configs_give_now(tmp_path):
     from rich.console import Console
 
     from bayesalign.config import load_config
-    from bayesalign.training import RunFolder
-    from bayesalign.training.session import train
+    from bayesalign.runs import RunFolder
+    from bayesalign.session import train
 
     results = json.loads((ROOT / "docs" / "results" / "methods.json").read_text())
     for config in sorted((ROOT / "configs" / "methods").glob("*.yaml")):

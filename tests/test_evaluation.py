@@ -14,8 +14,8 @@ from rich.console import Console
 from bayesalign.cli import main
 from bayesalign.config import parse_config
 from bayesalign.evaluation import evaluate_policy
-from bayesalign.training.run import RunFolder
-from bayesalign.training.session import train
+from bayesalign.runs import RunFolder
+from bayesalign.session import train
 
 RAW = {
     "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},

@@ -23,10 +23,11 @@ from bayesalign.config import (
 from bayesalign.exact import ExactTarget, SequenceSpace, kl, tv
 from bayesalign.objectives import DPG, FDPG, Batch, GDCPlusPlus, InfiniteDivergenceError, PolicyOutput
 from bayesalign.objectives.f_divergence import PSEUDO_REWARDS, MovingBaseline
+from bayesalign.runs import RunFolder
 from bayesalign.scorers import CallableScorer
 from bayesalign.targets import Target
 from bayesalign.toy import perturbed_policy, toy_model
-from bayesalign.training import RunFolder, Trainer
+from bayesalign.training import Trainer
 
 WORDS = ["a", "b", "c"]
 COUNT_A = CallableScorer(lambda text: float(text.split().count("a")), name="count_a")

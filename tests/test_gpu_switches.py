@@ -12,9 +12,9 @@ import torch
 
 from bayesalign.config import apply_overrides, parse_config
 from bayesalign.objectives import policy_output
+from bayesalign.session import train
 from bayesalign.toy import toy_model
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
-from bayesalign.training.session import train
 
 BASE = {
     "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1, "n_layer": 2}},

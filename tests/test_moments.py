@@ -32,11 +32,11 @@ from bayesalign.config import (
 from bayesalign.exact import ExactTarget, SequenceSpace, expectation, kl
 from bayesalign.models import SamplingParams
 from bayesalign.moments import MomentFit, MomentFitError, solve_dual
+from bayesalign.runs import RunFolder
 from bayesalign.scorers import CallableScorer, WordScorer
+from bayesalign.session import train
 from bayesalign.targets import Constraint, Feature, Target
 from bayesalign.toy import toy_model
-from bayesalign.training import RunFolder
-from bayesalign.training.session import train
 
 WORDS = ["a", "b", "c"]
 MAX_NEW_TOKENS = 4

@@ -23,9 +23,9 @@ from safetensors.torch import load_file
 from bayesalign import atomic
 from bayesalign.cli import main
 from bayesalign.preflight import PreflightError, check_model_name
+from bayesalign.runs import RunFolder, RunFolderError, RunFolderWarning
 from bayesalign.training import trainer as trainer_module
 from bayesalign.training.interrupt import stop_at_step_boundary
-from bayesalign.training.run import RunFolder, RunFolderError, RunFolderWarning
 
 CONFIG = Path(__file__).parents[1] / "configs" / "toy_word.yaml"
 FAST = [
@@ -142,9 +142,7 @@ def test_a_damaged_line_followed_by_records_is_an_error_naming_it(tmp_path):
 # -- 2. one writer per run folder ------------------------------------------------------------------
 def test_a_second_process_cannot_write_a_run_folder_in_use(tmp_path, capsys):
     out = tmp_path / "run"
-    holding = (
-        f"import sys; from bayesalign.training.run import RunFolder; run = RunFolder({str(out)!r}).lock()"
-    )
+    holding = f"import sys; from bayesalign.runs import RunFolder; run = RunFolder({str(out)!r}).lock()"
     command = [sys.executable, "-c", f"{holding}; print('locked', flush=True); sys.stdin.read()"]
     env = {**os.environ, "PYTHONPATH": SRC}
     with subprocess.Popen(
@@ -291,7 +289,7 @@ def test_ctrl_c_outside_training_is_one_line(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("bayesalign.training.session.train", interrupted)  # the CLI imports it lazily
+    monkeypatch.setattr("bayesalign.session.train", interrupted)  # the CLI imports it lazily
     assert train(tmp_path / "run", 2) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
 

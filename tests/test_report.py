@@ -13,8 +13,8 @@ import yaml
 from bayesalign.cli import main
 from bayesalign.config import apply_overrides, parse_config
 from bayesalign.report import ReportError, build_report, plotted_metrics
-from bayesalign.training.run import RunFolder
-from bayesalign.training.session import train
+from bayesalign.runs import RunFolder
+from bayesalign.session import train
 
 RAW = {
     "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},

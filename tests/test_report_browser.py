@@ -19,7 +19,7 @@ from matplotlib import image as mpimg
 
 from bayesalign.config import apply_overrides, parse_config
 from bayesalign.report import build_report
-from bayesalign.training.session import train
+from bayesalign.session import train
 
 pytestmark = pytest.mark.browser
 

@@ -17,10 +17,10 @@ from bayesalign.config import ConfigError, apply_overrides, parse_config
 from bayesalign.exact import ExactTarget, SequenceSpace, entropy, kl
 from bayesalign.objectives import PPO, Batch, KLController, KLReinforce, PolicyOutput, policy_output
 from bayesalign.objectives.reward_maximisation import gae, token_kl, with_baseline
+from bayesalign.runs import RunFolder
 from bayesalign.scorers import CallableScorer
 from bayesalign.targets import Target
 from bayesalign.toy import perturbed_policy, toy_model
-from bayesalign.training import RunFolder
 
 WORDS = ["a", "b", "c"]
 COUNT_B = CallableScorer(lambda text: float(text.split().count("b")), name="count_b")

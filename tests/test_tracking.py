@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bayesalign.config import ConfigError, apply_overrides, parse_config
-from bayesalign.training.run import RunFolder
-from bayesalign.training.session import train
+from bayesalign.runs import RunFolder
+from bayesalign.session import train
 from bayesalign.training.tracking import tensorboard_scalars
 
 RAW = {

@@ -25,9 +25,10 @@ from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import kl as exact_kl
 from bayesalign.objectives import DPG, Batch, GDCPlusPlus, Objective, PolicyOutput
 from bayesalign.proposals import NonFiniteLogProbError
+from bayesalign.runs import RunFolder
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Target
-from bayesalign.training import NonFiniteLossError, RunFolder, Trainer, proposal_should_update
+from bayesalign.training import NonFiniteLossError, Trainer, proposal_should_update
 from bayesalign.training import checkpoint as checkpoint_module
 
 WORDS = ["a", "b", "c"]

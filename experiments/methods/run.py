@@ -17,8 +17,8 @@ from pathlib import Path
 from rich.console import Console
 
 from bayesalign.config import load_config
-from bayesalign.training import RunFolder
-from bayesalign.training.session import train
+from bayesalign.runs import RunFolder
+from bayesalign.session import train
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOWN = ("exact_kl_p_pi", "exact_kl_pi_p", "exact_kl_pi_a", "exact_satisfaction_pi", "exact_entropy_pi")

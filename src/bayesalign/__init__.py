@@ -13,8 +13,7 @@ if TYPE_CHECKING:
     from bayesalign.models import LanguageModel, Samples, SamplingParams, make_policy
     from bayesalign.objectives import CDPG, DPG, FDPG, PPO, GDCPlusPlus, KLReinforce, Objective, Reinforce
     from bayesalign.targets import Constraint, Feature, Target, Tilt
-    from bayesalign.training import Trainer
-    from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
+    from bayesalign.training import CheckpointArgs, SamplingArgs, TrainArgs, Trainer
 
 _HOME = {
     "LanguageModel": "bayesalign.models",
@@ -34,9 +33,9 @@ _HOME = {
     "KLReinforce": "bayesalign.objectives",
     "PPO": "bayesalign.objectives",
     "Trainer": "bayesalign.training",
-    "TrainArgs": "bayesalign.training.args",
-    "SamplingArgs": "bayesalign.training.args",
-    "CheckpointArgs": "bayesalign.training.args",
+    "TrainArgs": "bayesalign.training",
+    "SamplingArgs": "bayesalign.training",
+    "CheckpointArgs": "bayesalign.training",
     "Evaluator": "bayesalign.evaluator",
 }
 

@@ -19,12 +19,12 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from bayesalign.config import SamplerSection
-    from bayesalign.training.run import RunFolder
+    from bayesalign.runs import RunFolder
 
 
 def _train(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.config import load_config
-    from bayesalign.training.session import train
+    from bayesalign.session import train
 
     config = load_config(args.config, args.set)
     train(config, args.out, resume=args.resume, console=console)
@@ -78,7 +78,7 @@ def _pretrain(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.pretraining.corpus import CorpusError
     from bayesalign.pretraining.trainer import Pretrainer
     from bayesalign.progress import progress_bar, show_record
-    from bayesalign.training.run import RunFolder
+    from bayesalign.runs import RunFolder
 
     config = _load_schema_config(args, PretrainConfig)
     if RunFolder(args.out).metrics_file.exists():
@@ -159,8 +159,8 @@ def _report(args: argparse.Namespace, console: Console) -> None:
 
 def _demo(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.config import load_config
-    from bayesalign.training.run import RunFolder
-    from bayesalign.training.session import train
+    from bayesalign.runs import RunFolder
+    from bayesalign.session import train
 
     path = resources.files("bayesalign") / "configs" / "demo.yaml"
     with resources.as_file(path) as config_path:
@@ -507,10 +507,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     from bayesalign.prior_draws import PoolError
     from bayesalign.proposals import NonFiniteLogProbError
     from bayesalign.report import ReportError
+    from bayesalign.runs import RunFolderError
     from bayesalign.samplers import SamplingError
     from bayesalign.scorers import ScorerError
     from bayesalign.training import NonFiniteLossError
-    from bayesalign.training.run import RunFolderError
 
     return (
         ConfigError,
@@ -534,7 +534,7 @@ def user_errors() -> tuple[type[Exception], ...]:
 def _show_run_warnings(console: Console) -> None:
     """A repaired or skipped part of a run folder is said in one line, like an error, without
     the source location Python's warnings print (it points into bayesalign, not at the cause)."""
-    from bayesalign.training.run import RunFolderWarning
+    from bayesalign.runs import RunFolderWarning
 
     default = warnings.showwarning
 

@@ -1,6 +1,6 @@
 """Several methods on one target with one sample budget: what `bayesalign compare` runs.
 
-Each (method, seed) is an ordinary training run (training/session.py) in its own folder
+Each (method, seed) is an ordinary training run (session.py) in its own folder
 ``OUT/<method>/seed<s>/``, from the same base config with only three changes: the method, the
 seed s = base seed + k for the k-th run of a method (the folder names the seed the run used),
 and ``training.proposal.update: on_policy``, so that every method draws ``training.batch_size``
@@ -40,26 +40,16 @@ from bayesalign.config import (
     parse_config,
 )
 from bayesalign.report import build_report
-from bayesalign.training.run import RunFolder
-from bayesalign.training.session import train
+from bayesalign.runs import RunFolder, metric_names
+from bayesalign.runs.metric_names import ENTROPY_PI, KL_P_PI, KL_PI_A, KL_PI_P, POOL_KL_P_PI, SATISFACTION_PI
+from bayesalign.session import train
 
 # Final metrics of the summary, in this order; those absent from every run are left out. The
 # scores of reward terms (score_<name>_pi) are added per target.
 FINAL = (
-    "satisfaction_pi",
-    "pool_kl_p_pi",
-    "frontier_excess",
-    "kl_p_pi",
-    "kl_pi_p",
-    "kl_pi_a",
-    "entropy_pi",
-    "distinct_1_pi",
-    "distinct_2_pi",
-    "exact_satisfaction_pi",
-    "exact_kl_p_pi",
-    "exact_kl_pi_p",
-    "exact_kl_pi_a",
-    "exact_entropy_pi",
+    *(n for n in metric_names.HEADLINE if n != metric_names.KL_P_A),  # KL(p‖a) is the target's
+    *metric_names.QUALITY[:3],
+    *(metric_names.exact(n) for n in (SATISFACTION_PI, KL_P_PI, KL_PI_P, KL_PI_A, ENTROPY_PI)),
     "grad_variance",
     "grad_mean_sq_norm",
     "seconds",
@@ -186,9 +176,9 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 def summarise(results: list[RunResult], budget: str = "") -> dict:
     """Per method: mean ± std over seeds of each final metric, and the mean curve per step."""
-    scores = sorted({k for r in results for k in r.final if k.startswith("score_") and k.endswith("_pi")})
+    scores = metric_names.reward_scores(k for r in results for k in r.final)
     names = [n for n in (*FINAL[:1], *scores, *FINAL[1:]) if any(n in r.final for r in results)]
-    curve = ("satisfaction_pi", *scores, "pool_kl_p_pi", "kl_p_pi", "kl_pi_p", "kl_pi_a")
+    curve = (SATISFACTION_PI, *scores, POOL_KL_P_PI, KL_P_PI, KL_PI_P, KL_PI_A)
     curve_names = [n for n in curve if n in names]
     methods: dict[str, dict] = {}
     for method in dict.fromkeys(r.method for r in results):

@@ -34,6 +34,7 @@ from bayesalign.objectives import (
 )
 from bayesalign.objectives.reward_maximisation import Baseline, KLEstimator, Placement
 from bayesalign.preflight import PreflightError, check_model_name, hub_allowed
+from bayesalign.runs import RunFolder
 from bayesalign.scorers import (
     CallableScorer,
     RegexScorer,
@@ -53,7 +54,6 @@ from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
 from bayesalign.tasks.code_completion import CompletionCompiles, CompletionPep8
 from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
 from bayesalign.training.distributed import Distributed
-from bayesalign.training.run import RunFolder
 from bayesalign.training.trainer import Trainer
 
 

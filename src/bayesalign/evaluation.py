@@ -14,8 +14,8 @@ from rich.console import Console
 
 from bayesalign.config import Config, build_evaluator, build_models, build_target, load_eval_contexts
 from bayesalign.moments import MomentFit
+from bayesalign.runs import RunFolder
 from bayesalign.samplers import load_proposal, proposal_folder
-from bayesalign.training.run import RunFolder
 
 
 def evaluate_policy(config: Config, policy: str | Path | None, console: Console) -> dict[str, float]:

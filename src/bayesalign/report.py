@@ -18,38 +18,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from bayesalign.training.run import RunFolder
+from bayesalign.runs import RunFolder, metric_names
+from bayesalign.runs.metric_names import KL_PI_A
 
 # Shown first, in this order (then every other metric, alphabetically)
-LEADING = (
-    "satisfaction_pi",
-    "pool_kl_p_pi",
-    "frontier_excess",
-    "kl_p_pi",
-    "kl_pi_p",
-    "kl_pi_a",
-    "kl_p_a",
-    "entropy_pi",
-    "distinct_1_pi",
-    "distinct_2_pi",
-    "reference_nll_pi",
-)
-NOT_PLOTTED = {
-    "step",
-    "samples_seen",
-    "seconds",
-    "lr",
-    "z",
-    "ess_low",
-    "pool_z",
-    "pool_size",
-    "pool_accepted",
-    "pool_reliable",
-    "pool_bound_observed",
-    "pool_at_bound",
-    "pool_draw_seconds",
-    "pool_holdout",
-}  # bookkeeping and constants of the target: in the tables, not worth a plot
+LEADING = (*metric_names.HEADLINE, *metric_names.QUALITY)
 SAMPLE_ROWS = 12
 
 
@@ -77,9 +50,9 @@ def plotted_metrics(records: Sequence[dict]) -> list[str]:
         for r in records
         for k, v in r.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and not k.endswith("_stderr")
-    } - NOT_PLOTTED
+    } - metric_names.BOOKKEEPING
     leading = [n for n in LEADING if n in names]
-    scores = sorted(n for n in names if n.startswith("score_") and n.endswith("_pi"))
+    scores = metric_names.reward_scores(names)
     return leading + scores + sorted(names - set(leading) - set(scores))
 
 
@@ -136,7 +109,7 @@ def _frontier_plot(runs: list[tuple[str, RunFolder, list[dict]]]) -> str:
     means, kls = zip(*frontier["points"], strict=True)
     ax.plot(kls, means, color="black", linewidth=2, label="frontier: least KL(π‖a) (tilts of a)")
     for label, _, records in runs:
-        points = [(r["kl_pi_a"], r[statistic]) for r in records if statistic in r and "kl_pi_a" in r]
+        points = [(r[KL_PI_A], r[statistic]) for r in records if statistic in r and KL_PI_A in r]
         if points:
             x, y = zip(*points, strict=True)
             ax.plot(x, y, marker="o", markersize=4, label=label)
@@ -163,7 +136,11 @@ def _warnings(runs: list[tuple[str, RunFolder, list[dict]]]) -> str:
             notes.append(
                 f"{html.escape(label)}: the importance-sampling estimates (kl_p_pi, tv_p_pi, log_z, ...) "
                 f"at steps {low} rest on an effective sample size below 30 and are unreliable"
-                + ("; the pool_* estimates are not affected" if "pool_kl_p_pi" in records[-1] else "")
+                + (
+                    "; the pool_* estimates are not affected"
+                    if metric_names.POOL_KL_P_PI in records[-1]
+                    else ""
+                )
             )
         unreliable = [r["step"] for r in records if r.get("pool_reliable") == 0.0]
         if unreliable:

@@ -28,8 +28,8 @@ from bayesalign.pretraining.data import (
     score_document,
     segments,
 )
+from bayesalign.runs import RunFolder
 from bayesalign.scorers import checked_scores
-from bayesalign.training.run import RunFolder
 
 EOS = "<|endoftext|>"
 

@@ -1,7 +1,16 @@
 """The training loop: sample from q → score → weights → loss → step, plus Z and proposal
-bookkeeping, evaluation, checkpoints and the run folder. No algorithm math lives here."""
+bookkeeping, evaluation and checkpoints. No algorithm math lives here, and no config: the loop
+takes objects (`Trainer`, `TrainArgs`)."""
 
-from bayesalign.training.run import RunFolder
+from bayesalign.training.args import CheckpointArgs, ProposalArgs, SamplingArgs, TrainArgs
 from bayesalign.training.trainer import NonFiniteLossError, Trainer, proposal_should_update
 
-__all__ = ["NonFiniteLossError", "RunFolder", "Trainer", "proposal_should_update"]
+__all__ = [
+    "CheckpointArgs",
+    "NonFiniteLossError",
+    "ProposalArgs",
+    "SamplingArgs",
+    "TrainArgs",
+    "Trainer",
+    "proposal_should_update",
+]

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from bayesalign.atomic import fsync_dir, fsync_file
 from bayesalign.models import LanguageModel
-from bayesalign.training.run import RunFolder, RunFolderError, RunFolderWarning
+from bayesalign.runs import RunFolder, RunFolderError, RunFolderWarning
 
 CHECKSUMS = "checksums.json"
 

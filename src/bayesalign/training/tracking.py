@@ -10,7 +10,7 @@ import math
 import os
 from pathlib import Path
 
-from bayesalign.training.run import RunFolder
+from bayesalign.runs import RunFolder
 
 BACKENDS = ("tensorboard", "wandb", "mlflow")
 

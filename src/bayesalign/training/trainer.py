@@ -27,13 +27,13 @@ from bayesalign.exact import ExactTarget
 from bayesalign.models import LanguageModel, Samples
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
 from bayesalign.proposals import Scored, propose
+from bayesalign.runs import RunFolder
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.targets import Target
 from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
 from bayesalign.training.checkpoint import CheckpointData, newest_checkpoint, save_checkpoint
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
-from bayesalign.training.run import RunFolder
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -20,14 +20,13 @@ from bayesalign.moments import MomentFit
 from bayesalign.preflight import check_generation_fits
 from bayesalign.progress import Heartbeat, progress_bar, show_record
 from bayesalign.report import build_report
+from bayesalign.runs import RunFolder
+from bayesalign.runs.metric_names import HEADLINE, POOL_KL_P_PI
 from bayesalign.sampling_backends import require_vllm
 from bayesalign.targets import Target, Tilt
 from bayesalign.training.distributed import Distributed
-from bayesalign.training.run import RunFolder
 from bayesalign.training.tracking import log_record, make_tracker
 from bayesalign.training.trainer import Trainer
-
-HEADLINE = ("satisfaction_pi", "pool_kl_p_pi", "kl_p_pi", "kl_pi_p", "kl_pi_a", "kl_p_a", "frontier_excess")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -220,7 +219,7 @@ def _train(
         policy.save_pretrained(run.final, merge_lora=merged)
         if chosen is not None:  # what final/ holds and why: the evaluated π closest to p
             last = run.read_metrics()[-1]
-            chosen |= {"last_step": last["step"], "last_pool_kl_p_pi": last.get("pool_kl_p_pi")}
+            chosen |= {"last_step": last["step"], f"last_{POOL_KL_P_PI}": last.get(POOL_KL_P_PI)}
             write_atomic(run.final / "selection.json", json.dumps(chosen, indent=1))
             console.print(
                 f"final/ holds π of step {chosen['step']}: the lowest pool KL(p‖π) on the validation "
