@@ -17,7 +17,7 @@ from bayesalign.contexts import evaluation_rows
 from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit
 from bayesalign.proposals import Scored, propose
-from bayesalign.samplers import load_proposal, proposal_folder
+from bayesalign.saved_policy import load_proposal, proposal_folder
 from bayesalign.training.run import RunFolder
 
 
