@@ -639,3 +639,10 @@ def test_sample_refuses_rejection_without_a_bound_from_a_trained_proposal(cases)
         tilt.target, tilt.proposal, 5, S.SampleArgs(method="rejection", bound=math.e**4), params=PARAMS
     )
     assert len(run.result) == 5
+
+
+def test_the_sampling_page_example_runs():
+    """docs/api/sampling.md's example runs as written."""
+    page = (Path(__file__).parents[1] / "docs" / "api" / "sampling.md").read_text()
+    (code,) = [block.split("\n", 1)[1] for block in page.split("```")[1::2] if block.startswith("python")]
+    exec(compile(code, "docs/api/sampling.md", "exec"), {})
