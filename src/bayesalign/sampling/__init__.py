@@ -23,7 +23,7 @@ from bayesalign.sampling.diagnostics import (
     qrs_tv,
 )
 from bayesalign.sampling.exact import ExactQRS, exact_max_ratio, exact_qrs
-from bayesalign.sampling.loop import Sampler, SampleResult, SamplerStats
+from bayesalign.sampling.loop import Sampler, SamplerResult, SamplerStats
 from bayesalign.sampling.options import SampleArgs, SampleRun, sample
 from bayesalign.sampling.rules import (
     BoundExceededError,
@@ -47,7 +47,7 @@ __all__ = [
     "Rejection",
     "Rule",
     "SampleArgs",
-    "SampleResult",
+    "SamplerResult",
     "SampleRun",
     "Sampler",
     "SamplerStats",

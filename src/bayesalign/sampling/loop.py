@@ -51,7 +51,7 @@ class SamplerStats:
 
 
 @dataclass
-class SampleResult:
+class SamplerResult:
     """The n samples (``scored``: in the order accepted, or as resampled), the counts, the rule,
     and log P, log q of every proposal drawn (for the IS diagnostics, ESS and Z)."""
 
@@ -123,7 +123,7 @@ class Sampler:
         *,
         generator: torch.Generator | None = None,
         on_round: Callable[[SamplerStats], None] | None = None,
-    ) -> SampleResult:
+    ) -> SamplerResult:
         if n < 1:
             raise ValueError(f"the number of samples must be >= 1, got {n}")
         pool = self.rule.pool_size(n)
@@ -153,7 +153,7 @@ class Sampler:
             if stats.accepted < wanted:  # never fails for a pool: all kept, so needed < pool
                 self._check_progress(stats, cap, torch.cat(log_targets))
         chosen = Scored.concat([k for k in kept if len(k)])
-        return SampleResult(
+        return SamplerResult(
             scored=chosen.select(self.rule.choose(chosen, n, generator)),
             stats=stats,
             rule=self.rule,

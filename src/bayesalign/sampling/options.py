@@ -19,7 +19,7 @@ import torch
 from bayesalign.models import LanguageModel, SamplingParams
 from bayesalign.proposals import ANCESTRAL, Scored, propose
 from bayesalign.sampling.diagnostics import QRSTable, beta_for_acceptance, qrs_table
-from bayesalign.sampling.loop import Sampler, SampleResult, SamplerStats
+from bayesalign.sampling.loop import Sampler, SamplerResult, SamplerStats
 from bayesalign.sampling.rules import ImportanceResampling, QuasiRejection, Rejection, Rule, SamplingError
 from bayesalign.targets import Constraint, Feature, Target, Tilt
 
@@ -103,7 +103,7 @@ class SampleRun:
     (``pilot``, with ``acceptance``; they are not among the candidates) and, for qrs, the
     diagnostic table on the pilot and every proposal drawn."""
 
-    result: SampleResult
+    result: SamplerResult
     pilot: Scored | None
     table: QRSTable | None
 

@@ -92,7 +92,9 @@ class Rule(ABC):
     def pool_size(self, n: int) -> int | None:
         return None
 
-    def choose(self, kept: Scored, n: int, generator: torch.Generator | None = None) -> Sequence[int]:
+    def choose(
+        self, kept: Scored, n: int, generator: torch.Generator | None = None
+    ) -> Sequence[int] | torch.Tensor:
         """Indices into the kept proposals (in the order kept) of the n samples returned."""
         return range(n)
 
