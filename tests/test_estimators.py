@@ -306,7 +306,7 @@ def test_kl_policy_target_with_estimated_log_z_is_within_3_stderr_over_10_seeds(
 
 
 def test_quasi_rejection_acceptance_probability_is_at_most_one():
-    from bayesalign.samplers import QuasiRejection
+    from bayesalign.sampling import QuasiRejection
 
     rule = QuasiRejection(beta=2.0)
     log_target = torch.tensor([0.0, 5.0, -1.0, float("-inf")], dtype=torch.float64)

@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bayesalign import samplers as S
+from bayesalign import sampling as S
 from bayesalign.cli import main
-from bayesalign.estimators import effective_sample_size
+from bayesalign.estimators import ZeroPartitionError, effective_sample_size
 from bayesalign.exact import ExactTarget, SequenceSpace, tv
-from bayesalign.models import SamplingParams, make_policy
+from bayesalign.models import SamplingParams
+from bayesalign.proposals import Scored, propose
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Target
 from bayesalign.toy import toy_model
@@ -65,8 +66,8 @@ class Case:
             counts[self.index[t]] += 1
         return counts
 
-    def pool(self, n: int = N_POOL, seed: int = 0) -> S.Scored:
-        return S.propose(self.target, self.proposal, n, PARAMS, generator=torch.Generator().manual_seed(seed))
+    def pool(self, n: int = N_POOL, seed: int = 0) -> Scored:
+        return propose(self.target, self.proposal, n, PARAMS, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def cases(prior) -> dict[str, Case]:
 
 
 @pytest.fixture(scope="module")
-def pools(cases) -> dict[str, S.Scored]:
+def pools(cases) -> dict[str, Scored]:
     return {name: case.pool() for name, case in cases.items()}
 
 
@@ -185,9 +186,9 @@ def test_accepted_samples_follow_p_beta(cases, name, fraction):
     assert exact.tv > 0.15  # p_β and p differ enough for the test to tell them apart
     sampler = S.Sampler(case.target, case.proposal, S.QuasiRejection(beta), PARAMS, proposals_per_round=2048)
     result = sampler.sample(N_ACCEPTED, generator=torch.Generator().manual_seed(2))
-    assert len(result.accepted) == N_ACCEPTED
+    assert len(result.scored) == N_ACCEPTED
     assert result.stats.accepted >= N_ACCEPTED and result.stats.proposed == len(result.proposal_log_q)
-    counts = case.counts(result.accepted.samples.texts)
+    counts = case.counts(result.scored.samples.texts)
     stat, df, pvalue = chi_square(counts, exact.log_p_beta)
     _, _, pvalue_p = chi_square(counts, case.exact.log_p)
     distance = empirical_tv(counts, exact.log_p_beta)
@@ -277,7 +278,7 @@ def test_rejection_sampling_gives_exact_draws_from_p(cases, name, log_bound):
     assert case.max_ratio <= math.exp(log_bound) * (1 + 1e-6)
     sampler = S.Sampler(case.target, case.proposal, S.Rejection(log_bound=log_bound), PARAMS)
     result = sampler.sample(N_ACCEPTED, generator=torch.Generator().manual_seed(3))
-    counts = case.counts(result.accepted.samples.texts)
+    counts = case.counts(result.scored.samples.texts)
     stat, df, pvalue = chi_square(counts, case.exact.log_p)
     exact_rate = math.exp(case.exact.log_z - log_bound)  # Z/M
     st = result.stats
@@ -289,7 +290,7 @@ def test_rejection_sampling_gives_exact_draws_from_p(cases, name, log_bound):
     assert pvalue > ALPHA
     assert abs(st.acceptance_rate - exact_rate) < SE_LIMIT * st.acceptance_stderr
     if case.exact.evidence.satisfied is not None:
-        assert result.accepted.evidence.satisfied.all()
+        assert result.scored.evidence.satisfied.all()
 
 
 def test_rejection_refuses_a_sample_above_the_bound(cases):
@@ -316,14 +317,15 @@ def test_importance_resampling_approaches_p_as_the_pool_grows(cases, name):
     k = 20_000
     distances = {}
     for pool in (50, 20_000):
-        resampler = S.ImportanceResampler(case.target, case.proposal, pool, PARAMS, proposals_per_round=4096)
+        rule = S.ImportanceResampling(pool)
+        resampler = S.Sampler(case.target, case.proposal, rule, PARAMS, proposals_per_round=4096)
         result = resampler.sample(k, generator=torch.Generator().manual_seed(4))
-        assert len(result.resampled) == k and result.pool_size == pool
+        assert len(result.scored) == k and result.stats.proposed == pool
         assert result.ess == pytest.approx(
             effective_sample_size(result.proposal_log_target, result.proposal_log_q)
         )
         assert 1 <= result.ess <= pool and result.distinct <= pool
-        counts = case.counts(result.resampled.samples.texts)
+        counts = case.counts(result.scored.samples.texts)
         distances[pool] = empirical_tv(counts, case.exact.log_p)
         if pool == 20_000:
             ess = result.ess
@@ -336,17 +338,56 @@ def test_importance_resampling_approaches_p_as_the_pool_grows(cases, name):
 
 def test_resample_refuses_a_pool_with_no_positive_weight():
     log_target = torch.full((4,), float("-inf"), dtype=torch.float64)
-    with pytest.raises(S.est.ZeroPartitionError, match="none of the 4 samples"):
+    with pytest.raises(ZeroPartitionError, match="none of the 4 samples"):
         S.resample(log_target, torch.zeros(4, dtype=torch.float64), 3)
 
 
 # -- the loop: seeds, caps, errors ----------------------------------------------------------------
+def test_one_loop_draws_as_its_rounds_and_coins_do(cases):
+    """The loop's output for a seed is fixed by one order of random draws, the order of the two
+    loops it replaced: accept/reject rules draw a round of proposals, then its coins, round after
+    round, and return the first n accepted; resampling draws every round of the pool, then the
+    resampling indices. Rebuilt here by hand from propose and the rules, draw for draw."""
+    case = cases["pointwise/π"]
+
+    def rounds(generator: torch.Generator, sizes: list[int]) -> list[Scored]:
+        return [propose(case.target, case.proposal, k, PARAMS, generator=generator) for k in sizes]
+
+    rule = S.QuasiRejection(2.0)
+    result = S.Sampler(case.target, case.proposal, rule, PARAMS, proposals_per_round=64).sample(
+        100, generator=torch.Generator().manual_seed(5)
+    )
+    gen, kept, drawn = torch.Generator().manual_seed(5), [], []
+    while sum(len(k) for k in kept) < 100:
+        (batch,) = rounds(gen, [64])
+        accepted = rule.accept(batch.log_target, batch.log_q, gen)
+        drawn.append(batch)
+        kept.append(batch.select(accepted.nonzero().squeeze(1)))
+    by_hand = Scored.concat(kept).samples.texts[:100]
+    assert len(drawn) >= 3  # several rounds, so the order of draws across rounds is exercised
+    assert result.texts == by_hand
+    assert result.stats.proposed == 64 * len(drawn) and result.stats.accepted == len(Scored.concat(kept))
+    torch.testing.assert_close(result.proposal_log_q, Scored.concat(drawn).log_q, rtol=0, atol=0)
+
+    rule = S.ImportanceResampling(pool=300)
+    result = S.Sampler(case.target, case.proposal, rule, PARAMS, proposals_per_round=128).sample(
+        50, generator=torch.Generator().manual_seed(4)
+    )
+    gen = torch.Generator().manual_seed(4)
+    pool = Scored.concat(rounds(gen, [128, 128, 44]))
+    index = S.resample(pool.log_target, pool.log_q, 50, gen)
+    assert result.texts == pool.select(index).samples.texts
+    assert result.stats.proposed == 300 and result.ess == pytest.approx(
+        effective_sample_size(pool.log_target, pool.log_q), rel=1e-12
+    )
+
+
 def test_sampler_is_repeatable_with_a_seed(cases):
     case = cases["pointwise/π"]
     sampler = S.Sampler(case.target, case.proposal, S.QuasiRejection(2.0), PARAMS, proposals_per_round=64)
 
     def texts(seed: int) -> list[str]:
-        return sampler.sample(200, generator=torch.Generator().manual_seed(seed)).accepted.samples.texts
+        return sampler.sample(200, generator=torch.Generator().manual_seed(seed)).texts
 
     assert texts(5) == texts(5)
     assert texts(5) != texts(6)
@@ -383,28 +424,6 @@ def test_beta_and_bound_must_be_positive_and_finite(cases, bad):
         S.exact_qrs(case.exact, case.log_q, bad)
     with pytest.raises(ValueError, match="beta must be a positive finite number"):
         S.qrs_tv(case.exact.log_target, case.log_q, bad)
-
-
-def test_load_proposal_from_merged_and_adapter_folders(tmp_path, prior):
-    policy = make_policy(
-        toy_model(WORDS, seed=0, prompt=PROMPT), dict(r=4, lora_alpha=8, target_modules=["c_attn"])
-    )
-    with torch.no_grad():
-        for name, param in policy.module.named_parameters():
-            if "lora_B" in name:
-                param.normal_(generator=torch.Generator().manual_seed(0))
-    samples = policy.sample(64, PARAMS, generator=torch.Generator().manual_seed(0))
-    for merge in (True, False):
-        folder = tmp_path / f"merge_{merge}" / "final"
-        policy.save_pretrained(folder, merge_lora=merge)
-        loaded = S.load_proposal(folder.parent, prior)  # a run folder resolves to its final/
-        torch.testing.assert_close(loaded.log_prob_frozen(samples), samples.log_q, atol=1e-5, rtol=0)
-        assert not any(p.requires_grad for p in loaded.module.parameters())
-    with pytest.raises(S.SamplingError, match="does not exist"):
-        S.proposal_folder(tmp_path / "nope")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(S.SamplingError, match="holds no model"):
-        S.proposal_folder(tmp_path / "empty")
 
 
 # -- the command line -----------------------------------------------------------------------------
@@ -517,9 +536,9 @@ def test_a_draw_without_the_prior_pass_keeps_the_samples_and_refuses_weights(cas
     evidence as a full draw, no log a or log P, and cannot be mixed with full draws."""
     case = cases["pointwise/π"]
 
-    def draw(seed: int, prior: bool) -> S.Scored:
+    def draw(seed: int, prior: bool) -> Scored:
         generator = torch.Generator().manual_seed(seed)
-        return S.propose(case.target, case.proposal, 16, PARAMS, generator=generator, prior=prior)
+        return propose(case.target, case.proposal, 16, PARAMS, generator=generator, prior=prior)
 
     full, bare = draw(0, True), draw(0, False)
     assert bare.samples.texts == full.samples.texts
@@ -528,9 +547,102 @@ def test_a_draw_without_the_prior_pass_keeps_the_samples_and_refuses_weights(cas
     assert bare.log_target is None and bare.token_log_a is None
     with pytest.raises(ValueError, match="skipped the prior's pass"):
         _ = bare.log_weight
-    joined = S.Scored.concat([bare, draw(1, False)])
+    joined = Scored.concat([bare, draw(1, False)])
     assert len(joined) == 32 and joined.log_target is None
     assert joined.select([0, 31]).samples.texts == [bare.samples.texts[0], joined.samples.texts[31]]
     assert "log_target" not in joined.rows()[0] and "log_target" in full.rows()[0]
     with pytest.raises(ValueError, match="with and without the prior's pass"):
-        S.Scored.concat([full, bare])
+        Scored.concat([full, bare])
+
+
+# -- sample(): `bayesalign sample` as a Python function --------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("pointwise/a", S.SampleArgs(method="rejection", seed=1)),
+        ("pointwise/π", S.SampleArgs(method="qrs", beta=2.0, proposals_per_round=1024, seed=2)),
+        ("tilt/a", S.SampleArgs(method="qrs", acceptance=0.3, proposals_per_round=2048, seed=3)),
+    ],
+)
+def test_sample_follows_the_exact_law_of_its_rule(cases, name, args):
+    """Rejection gives p, QRS gives p_β (β given, or chosen on a pilot for a rate): chi-square
+    at level ALPHA against the exact law, and the acceptance rate within SE_LIMIT binomial se."""
+    case = cases[name]
+    betas: list[float] = []
+    run = S.sample(case.target, case.proposal, N_ACCEPTED, args, params=PARAMS, on_beta=betas.append)
+    beta = run.rule.beta
+    assert betas == ([] if args.acceptance is None else [beta])  # announced once, before sampling
+    assert (run.pilot is None) == (args.acceptance is None)
+    law = S.exact_qrs(case.exact, case.log_q, beta)
+    log_p = case.exact.log_p if args.method == "rejection" else law.log_p_beta
+    counts = case.counts(run.result.texts)
+    stat, df, pvalue = chi_square(counts, log_p)
+    st = run.result.stats
+    print(
+        f"{name} {run.rule.describe()}: chi2 {stat:.1f} df {df} p={pvalue:.3f}, rate {st.acceptance_rate:.4f}"
+    )
+    assert len(run.result) == N_ACCEPTED and pvalue > ALPHA
+    assert abs(st.acceptance_rate - law.acceptance) < SE_LIMIT * st.acceptance_stderr
+    if args.method == "qrs":  # the table of the command: IS on pilot + loop proposals, β marked
+        table = run.table
+        seen = st.proposed + (0 if run.pilot is None else len(run.pilot))
+        assert table.chosen == beta and table.proposals == seen and beta in [r.beta for r in table.rows]
+        (row,) = [r for r in table.rows if r.beta == beta]
+        assert abs(row.tv.value - law.tv) < SE_LIMIT * row.tv.stderr + 1e-12
+    if args.acceptance is not None:  # the pilot chose β for the rate; exactly it gives about that
+        assert abs(law.acceptance - args.acceptance) < 0.03
+    else:
+        assert run.table is None or run.table.chosen == beta
+
+
+def test_sample_resamples_towards_p(cases):
+    case = cases["tilt/a"]
+    run = S.sample(
+        case.target, case.proposal, 20_000, S.SampleArgs(method="importance", pool=20_000), params=PARAMS
+    )
+    assert run.table is None and run.result.stats.proposed == 20_000
+    distance = empirical_tv(case.counts(run.result.texts), case.exact.log_p)
+    tolerance = sampling_noise(case.exact.log_p, round(run.result.ess)) + sampling_noise(
+        case.exact.log_p, 20_000
+    )
+    assert distance < tolerance
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flags"),
+    [
+        (dict(method="qrs"), ["--method", "qrs"]),
+        (dict(method="qrs", bound=1.0), ["--method", "qrs", "--bound", "1"]),
+        (dict(method="importance", beta=2.0), ["--method", "importance", "--beta", "2"]),
+        (dict(method="rejection"), ["--method", "rejection", "--set", "sampling.temperature=0.7"]),
+    ],
+)
+def test_sample_refuses_bad_input_with_the_error_the_command_prints(cases, tmp_path, capsys, kwargs, flags):
+    case = cases["pointwise/a"]
+    with pytest.raises(S.SamplingError) as info:
+        args = S.SampleArgs(**kwargs)  # the options alone are checked at construction
+        params = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.7)  # q ≠ a: M = 1 fails
+        S.sample(case.target, case.proposal, 5, args, params=params)
+    assert sample_cli(tmp_path / "s.jsonl", "--n", "5", *flags) == 2
+    assert capsys.readouterr().err.split() == ["error:", *str(info.value).split()]
+
+
+def test_sample_refuses_rejection_without_a_bound_from_a_trained_proposal(cases):
+    """M = 1 holds for q = a only: the check reads the objects, as the CLI reads its config."""
+    case = cases["pointwise/π"]
+    with pytest.raises(S.SamplingError, match="needs a bound M ≥ P/q .* the proposal is a trained policy"):
+        S.sample(case.target, case.proposal, 5, S.SampleArgs(method="rejection"), params=PARAMS)
+    tilt = cases["tilt/a"]
+    with pytest.raises(S.SamplingError, match="the target has a reward tilt"):
+        S.sample(tilt.target, tilt.proposal, 5, S.SampleArgs(method="rejection"), params=PARAMS)
+    run = S.sample(
+        tilt.target, tilt.proposal, 5, S.SampleArgs(method="rejection", bound=math.e**4), params=PARAMS
+    )
+    assert len(run.result) == 5
+
+
+def test_the_sampling_page_example_runs():
+    """docs/api/sampling.md's example runs as written."""
+    page = (Path(__file__).parents[1] / "docs" / "api" / "sampling.md").read_text()
+    (code,) = [block.split("\n", 1)[1] for block in page.split("```")[1::2] if block.startswith("python")]
+    exec(compile(code, "docs/api/sampling.md", "exec"), {})

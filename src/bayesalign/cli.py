@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from bayesalign.config import SamplerSection
     from bayesalign.runs import RunFolder
+    from bayesalign.sampling import QRSTable, SampleArgs
 
 
 def _train(args: argparse.Namespace, console: Console) -> None:
@@ -242,161 +242,116 @@ def summarise(run: RunFolder, console: Console, seconds: float) -> None:
 SAMPLE_FLAGS = ("method", "beta", "acceptance", "bound", "pool", "max_proposals", "seed")
 
 
-def _check_sample_request(args: argparse.Namespace, config, spec: SamplerSection) -> None:
-    """Every error that can be known before loading a model."""
-    from bayesalign.config import ConfigError
+def _sample_request(args: argparse.Namespace, config) -> SampleArgs:
+    """The sampler's options, with every error that can be known before loading a model."""
+    from bayesalign.config import ConfigError, SamplerSection
+    from bayesalign.sampling import SampleArgs
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     if args.out.exists() and not args.overwrite:
         raise ConfigError(f"{args.out} already exists; pass --overwrite or choose another --out")
-    given = {k for k in ("beta", "acceptance", "bound", "pool") if getattr(spec, k) is not None}
-    allowed = {"qrs": {"beta", "acceptance"}, "rejection": {"bound"}, "importance": {"pool"}}[spec.method]
-    if given - allowed:
-        raise ConfigError(
-            f"sample.{sorted(given - allowed)[0]} does not apply to method {spec.method!r}; "
-            f"it takes {', '.join(sorted(allowed))}"
-        )
-    if spec.method == "qrs" and spec.beta is None and spec.acceptance is None:
-        raise ConfigError(
-            "quasi-rejection sampling needs --beta B (accept x ~ q with probability "
-            "min(1, P/(β q))) or --acceptance R (choose β for that acceptance rate)"
-        )
-    if spec.method == "rejection" and spec.bound is None:
-        why = []
-        if args.proposal is not None:
-            why.append("the proposal is a trained policy")
-        if not config.sampling.params().is_ancestral:
-            why.append("sampling is not ancestral (temperature, top_k or top_p), so q ≠ a")
-        if config.target.reward is not None:
-            why.append("the target has a reward tilt")
-        if getattr(config.target, "distributional", None):
-            why.append("the target has distributional constraints")
-        if why:
-            raise ConfigError(
-                "rejection sampling needs a bound M ≥ P/q (--bound M): it is 1 only for a pointwise "
-                f"target sampled from the prior, but {' and '.join(why)}. Or use --method qrs"
-            )
+    options = SampleArgs(**(config.sample or SamplerSection()).model_dump())
+    options.check_bound(
+        trained_proposal=args.proposal is not None,
+        ancestral=config.sampling.params().is_ancestral,
+        reward=config.target.reward is not None,
+        distributional=bool(config.target.distributional),
+    )
+    return options
 
 
-def _qrs_table(rows, chosen: float, proposals: int) -> Table:
+def _qrs_table(table: QRSTable) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"quasi-rejection: acceptance and distance to p vs β (IS, {proposals:,} proposals)")
+    title = f"quasi-rejection: acceptance and distance to p vs β (IS, {table.proposals:,} proposals)"
+    out = Table(title=title)
     for name in ("β", "acceptance Z_β/β", "TV(p, p_β)", "KL(p‖p_β)"):
-        table.add_column(escape(name), justify="right")
-    for row in rows:
-        mark = " ←" if row.beta == chosen else ""
-        table.add_row(
+        out.add_column(escape(name), justify="right")
+    for row in table.rows:
+        mark = " ←" if row.beta == table.chosen else ""
+        out.add_row(
             f"{row.beta:.4g}{mark}",
             f"{row.acceptance.value:.4f} ± {row.acceptance.stderr:.4f}",
             f"{row.tv.value:.4f} ± {row.tv.stderr:.4f}",
             f"{row.kl.value:.4f} ± {row.kl.stderr:.4f}",
         )
-    return table
+    return out
 
 
 def _sample(args: argparse.Namespace, console: Console) -> None:
     import torch
     import yaml
 
-    from bayesalign import samplers
-    from bayesalign.config import ConfigError, SamplerSection, build_models, build_target, load_config
+    from bayesalign.config import build_models, build_target, load_config
     from bayesalign.preflight import check_generation_fits
     from bayesalign.progress import progress_bar
-    from bayesalign.targets import Constraint
+    from bayesalign.sampling import SamplerStats, sample
+    from bayesalign.saved_policy import load_proposal, proposal_folder
 
     # flags are overrides of the config's sample section (dumped as YAML so every value round-trips)
     flags = [f"sample.{k}={yaml.safe_dump(v)}" for k in SAMPLE_FLAGS if (v := getattr(args, k)) is not None]
     config = load_config(args.config, [*args.set, *flags])
-    spec = config.sample or SamplerSection()
-    _check_sample_request(args, config, spec)
-    folder = samplers.proposal_folder(args.proposal) if args.proposal is not None else None
+    options = _sample_request(args, config)
+    folder = proposal_folder(args.proposal) if args.proposal is not None else None
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
 
     with console.status("loading models"):
-        _, prior = build_models(config.model.model_copy(update={"lora": None}), config.prompt, spec.seed)
-        proposal = prior if folder is None else samplers.load_proposal(folder, prior)
+        _, prior = build_models(config.model.model_copy(update={"lora": None}), config.prompt, options.seed)
+        proposal = prior if folder is None else load_proposal(folder, prior)
     check_generation_fits(prior, config.sampling.max_new_tokens, [config.prompt])
     with console.status("building the target"):  # fits λ of distributional constraints, seeded
         target = build_target(config.target, prior, config.sampling)
-    params, batch = config.sampling.params(), config.sampling.batch_size
-    generator = torch.Generator().manual_seed(spec.seed)
-    log_targets, log_qs = [], []
 
-    if spec.method == "rejection":
-        if spec.bound is None and not all(isinstance(t, Constraint) for t in target.terms):
-            raise ConfigError("rejection sampling needs --bound M ≥ P/q: the target is not pointwise")
-        rule: samplers.QuasiRejection = samplers.Rejection(spec.bound or 1.0)
-    elif spec.method == "qrs" and spec.beta is None:
-        with console.status(f"pilot: {spec.proposals_per_round} proposals to choose β"):
-            pilot = samplers.propose(
-                target, proposal, spec.proposals_per_round, params, generator=generator, batch_size=batch
-            )
-        log_targets, log_qs = [pilot.log_target], [pilot.log_q]
-        beta = samplers.beta_for_acceptance(pilot.log_target, pilot.log_q, spec.acceptance)
-        console.print(f"β = {beta:.4g}: estimated acceptance rate {spec.acceptance:g} on the pilot")
-        rule = samplers.QuasiRejection(beta)
-    elif spec.method == "qrs":
-        rule = samplers.QuasiRejection(spec.beta)
+    pool = options.method == "importance"
+    with progress_bar(console, f"sample {options.method}") as progress:
+        phase = "drawing the pool" if pool else "accepted"
+        if options.acceptance is not None:
+            phase = f"pilot: {options.proposals_per_round} proposals to choose β"
+        task = progress.add_task("sample", total=None, phase=phase, info="")
 
-    with progress_bar(console, f"sample {spec.method}") as progress:
-        if spec.method == "importance":
-            pool = spec.pool or 10 * args.n
-            task = progress.add_task("sample", total=pool, phase="drawing the pool", info="")
-            resampler = samplers.ImportanceResampler(
-                target, proposal, pool, params, proposals_per_round=spec.proposals_per_round, batch_size=batch
-            )
-            result = resampler.sample(
-                args.n,
-                generator=generator,
-                on_round=lambda st: progress.update(task, completed=st.proposed),
-            )
-            out = result.resampled
-        else:
-            task = progress.add_task("sample", total=args.n, phase="accepted", info="")
+        def on_beta(beta: float) -> None:
+            console.print(f"β = {beta:.4g}: estimated acceptance rate {options.acceptance:g} on the pilot")
+            progress.update(task, phase="accepted")
 
-            def on_round(st: samplers.SamplerStats) -> None:
-                info = f"proposed {st.proposed:,}  acceptance {st.acceptance_rate:.3f}"
-                progress.update(task, completed=min(st.accepted, args.n), info=info)
+        def on_round(st: SamplerStats) -> None:
+            info = "" if pool else f"proposed {st.proposed:,}  acceptance {st.acceptance_rate:.3f}"
+            progress.update(task, total=st.wanted, completed=min(st.accepted, st.wanted), info=info)
 
-            sampler = samplers.Sampler(
-                target,
-                proposal,
-                rule,
-                params,
-                proposals_per_round=spec.proposals_per_round,
-                max_proposals=spec.max_proposals,
-                batch_size=batch,
-            )
-            result = sampler.sample(args.n, generator=generator, on_round=on_round)
-            out = result.accepted
+        run = sample(
+            target,
+            proposal,
+            args.n,
+            options,
+            params=config.sampling.params(),
+            batch_size=config.sampling.batch_size,
+            on_round=on_round,
+            on_beta=on_beta,
+        )
 
+    result = run.result
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as f:
-        for row in out.rows():
+        for row in result.scored.rows():
             f.write(json.dumps(row) + "\n")
     source = "q = a (the prior)" if folder is None else f"q = {folder}"
-    if spec.method == "importance":
+    if pool:
         console.print(
-            f"wrote {args.n} samples to {args.out}: resampled ∝ P/q from {result.pool_size:,} proposals "
-            f"of {source}; ESS {result.ess:.1f}, {result.distinct} distinct, log Z ≈ {result.log_z:.4g}"
+            f"wrote {args.n} samples to {args.out}: resampled ∝ P/q from {result.stats.proposed:,} "
+            f"proposals of {source}; ESS {result.ess:.1f}, {result.distinct} distinct, "
+            f"log Z ≈ {result.log_z:.4g}"
         )
         return
     st = result.stats
     console.print(
-        f"wrote {args.n} samples to {args.out}: {rule.describe()}, proposal {source}; accepted "
+        f"wrote {args.n} samples to {args.out}: {run.rule.describe()}, proposal {source}; accepted "
         f"{st.accepted:,} of {st.proposed:,} proposals (rate {st.acceptance_rate:.4f} ± "
         f"{st.acceptance_stderr:.4f})"
     )
-    if spec.method == "qrs":
-        log_t = torch.cat([*log_targets, result.proposal_log_target])
-        log_q = torch.cat([*log_qs, result.proposal_log_q])
-        betas = spec.diagnostic_betas or samplers.default_betas(log_t, log_q)
-        rows = samplers.qrs_diagnostics(log_t, log_q, [*betas, rule.beta])
-        console.print(_qrs_table(rows, rule.beta, len(log_t)))
+    if run.table is not None:
+        console.print(_qrs_table(run.table))
         console.print(
             "TV and KL are 0 from the largest P/q seen on: a heavier weight not seen would make "
             "them positive. Rows at larger β are more faithful and slower."
@@ -508,7 +463,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     from bayesalign.proposals import NonFiniteLogProbError
     from bayesalign.report import ReportError
     from bayesalign.runs import RunFolderError
-    from bayesalign.samplers import SamplingError
+    from bayesalign.sampling import SamplingError
+    from bayesalign.saved_policy import SavedPolicyError
     from bayesalign.scorers import ScorerError
     from bayesalign.training import NonFiniteLossError
 
@@ -519,6 +475,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         NonFiniteLogProbError,
         SpaceTooLargeError,
         SamplingError,
+        SavedPolicyError,
         InfiniteDivergenceError,
         CompareRunError,
         ContextError,

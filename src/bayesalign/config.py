@@ -786,7 +786,7 @@ SAMPLE_METHODS = ("rejection", "qrs", "importance")
 
 
 class SamplerSection(Section):
-    """`bayesalign sample`: draw from the target without training (see samplers.py)."""
+    """`bayesalign sample`: draw from the target without training (see sampling/)."""
 
     method: str = Field("qrs", description="rejection | qrs (quasi-rejection) | importance (resampling)")
     beta: float | None = Field(None, gt=0, description="qrs: accept x ~ q with probability min(1, P/(β q))")

@@ -15,7 +15,7 @@ from rich.console import Console
 from bayesalign.config import Config, build_evaluator, build_models, build_target, load_eval_contexts
 from bayesalign.moments import MomentFit
 from bayesalign.runs import RunFolder
-from bayesalign.samplers import load_proposal, proposal_folder
+from bayesalign.saved_policy import load_proposal, proposal_folder
 
 
 def evaluate_policy(config: Config, policy: str | Path | None, console: Console) -> dict[str, float]:
