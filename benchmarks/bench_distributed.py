@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from bayesalign.config import build_models, build_objective, build_target, parse_config
+from bayesalign.config import parse_config
+from bayesalign.config.build import build_models, build_objective, build_target
 from bayesalign.training import Trainer
 from bayesalign.training.distributed import Distributed
 

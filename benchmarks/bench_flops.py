@@ -59,7 +59,8 @@ from bench_step import MEDIUM, PhaseClock, build_prior, constraint_words
 from transformers.pytorch_utils import Conv1D
 from transformers.utils import logging as hf_logging
 
-from bayesalign.config import build_models, build_objective, build_target, parse_config
+from bayesalign.config import parse_config
+from bayesalign.config.build import build_models, build_objective, build_target
 from bayesalign.models import LanguageModel, Samples, make_policy
 from bayesalign.training.trainer import Trainer
 

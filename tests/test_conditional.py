@@ -15,7 +15,8 @@ import sys
 import pytest
 import torch
 
-from bayesalign.config import ConfigError, apply_overrides, build_models, build_objective, parse_config
+from bayesalign.config import ConfigError, apply_overrides, parse_config
+from bayesalign.config.build import build_models, build_objective
 from bayesalign.contexts import ContextError, group_by_context, load_contexts, step_contexts
 from bayesalign.exact import ExactTarget, SequenceSpace
 from bayesalign.metrics import bleu

@@ -13,15 +13,9 @@ import math
 import pytest
 import torch
 
-from bayesalign.config import (
-    ConfigError,
-    TrainingSection,
-    apply_overrides,
-    build_models,
-    build_objective,
-    build_target,
-    parse_config,
-)
+from bayesalign.config import ConfigError, apply_overrides, parse_config
+from bayesalign.config.build import build_models, build_objective, build_target
+from bayesalign.config.sections import TrainingSection
 from bayesalign.exact import ExactTarget, SequenceSpace, kl, tv
 from bayesalign.objectives import DPG, FDPG, Batch, GDCPlusPlus, InfiniteDivergenceError, PolicyOutput
 from bayesalign.objectives.f_divergence import PSEUDO_REWARDS, MovingBaseline

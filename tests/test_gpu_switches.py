@@ -10,7 +10,8 @@ import importlib.util
 import pytest
 import torch
 
-from bayesalign.config import apply_overrides, build_models, build_objective, build_target, parse_config
+from bayesalign.config import apply_overrides, parse_config
+from bayesalign.config.build import build_models, build_objective, build_target
 from bayesalign.objectives import policy_output
 from bayesalign.toy import toy_model
 from bayesalign.training import Trainer

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from bayesalign.config import build_models, build_objective, build_target, parse_config
+from bayesalign.config import parse_config
+from bayesalign.config.build import build_models, build_objective, build_target
 from bayesalign.training import Trainer
 
 WARMUP, STEPS = 6, 24

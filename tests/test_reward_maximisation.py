@@ -13,7 +13,8 @@ import math
 import pytest
 import torch
 
-from bayesalign.config import ConfigError, apply_overrides, build_models, build_objective, parse_config
+from bayesalign.config import ConfigError, apply_overrides, parse_config
+from bayesalign.config.build import build_models, build_objective
 from bayesalign.exact import ExactTarget, SequenceSpace, entropy, kl
 from bayesalign.objectives import PPO, Batch, KLController, KLReinforce, PolicyOutput, policy_output
 from bayesalign.objectives.reward_maximisation import gae, token_kl, with_baseline

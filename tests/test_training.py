@@ -14,15 +14,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from bayesalign.config import (
-    ConfigError,
-    apply_overrides,
-    build_models,
-    build_objective,
-    build_target,
-    load_config,
-    parse_config,
-)
+from bayesalign.config import ConfigError, apply_overrides, load_config, parse_config
+from bayesalign.config.build import build_models, build_objective, build_target
 from bayesalign.diagnostics import gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import kl as exact_kl

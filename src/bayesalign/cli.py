@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from bayesalign.config import SamplerSection
+    from bayesalign.config.sections import SamplerSection
     from bayesalign.training.run import RunFolder
 
 
@@ -34,7 +34,8 @@ def _train(args: argparse.Namespace, console: Console) -> None:
 def _compare(args: argparse.Namespace, console: Console) -> None:
 
     from bayesalign.compare import compare
-    from bayesalign.config import apply_overrides, read_yaml_file
+    from bayesalign.config import apply_overrides
+    from bayesalign.config.loading import read_yaml_file
 
     raw = apply_overrides(read_yaml_file(args.config), args.set)
     compare(
@@ -54,13 +55,8 @@ def _load_schema_config(args: argparse.Namespace, schema: type) -> Any:
     its callable scorers imported, as `load_config` does for training configs."""
     from pydantic import ValidationError
 
-    from bayesalign.config import (
-        ConfigError,
-        apply_overrides,
-        format_validation_error,
-        import_callables,
-        read_yaml_file,
-    )
+    from bayesalign.config import ConfigError, apply_overrides
+    from bayesalign.config.loading import format_validation_error, import_callables, read_yaml_file
 
     raw = apply_overrides(read_yaml_file(args.config), args.set)
     try:
@@ -302,7 +298,9 @@ def _sample(args: argparse.Namespace, console: Console) -> None:
     import yaml
 
     from bayesalign import samplers
-    from bayesalign.config import ConfigError, SamplerSection, build_models, build_target, load_config
+    from bayesalign.config import ConfigError, load_config
+    from bayesalign.config.build import build_models, build_target
+    from bayesalign.config.sections import SamplerSection
     from bayesalign.preflight import check_generation_fits
     from bayesalign.progress import progress_bar
     from bayesalign.targets import Constraint
@@ -407,7 +405,7 @@ DESCRIPTION = """\
 Align a language model with preferences as Bayesian inference: the pretrained model is the
 prior a(x), preferences are evidence (constraints b(x), rewards r(x)), and training moves a
 policy π towards the posterior p(x) ∝ a(x)·b(x). Every command but report and demo reads a
-YAML config (examples under configs/; the schema is src/bayesalign/config.py)."""
+YAML config (examples under configs/; the schema is src/bayesalign/config/)."""
 
 EXAMPLES = """\
 examples:

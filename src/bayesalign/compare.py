@@ -29,16 +29,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bayesalign.config import (
-    METHOD_OPTIONS,
-    OBJECTIVES,
-    Config,
-    ConfigError,
-    apply_overrides,
-    closest,
-    import_callables,
-    parse_config,
-)
+from bayesalign.config import Config, ConfigError, apply_overrides, parse_config
+from bayesalign.config.base import closest
+from bayesalign.config.loading import import_callables
+from bayesalign.config.methods import METHOD_OPTIONS, OBJECTIVES
 from bayesalign.report import build_report
 from bayesalign.training.run import RunFolder
 from bayesalign.training.session import train

@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from bayesalign import estimators as est
 from bayesalign.atomic import write_atomic
-from bayesalign.config import Config, build_evaluator, load_eval_contexts
+from bayesalign.config import Config
+from bayesalign.config.build import build_evaluator, load_eval_contexts
 from bayesalign.contexts import evaluation_rows, load_contexts, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError

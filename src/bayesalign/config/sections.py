@@ -1,0 +1,369 @@
+"""The run sections of a training config (model, sampling, training, eval, checkpoint, sample,
+contexts, tracking) and `Config`, the whole file, whose checks span sections."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from bayesalign.config.base import Section, closest
+from bayesalign.config.methods import (
+    METHOD_OPTIONS,
+    OBJECTIVES,
+    CDPGSection,
+    FDPGSection,
+    KLReinforceSection,
+    PPOSection,
+    ReinforceSection,
+)
+from bayesalign.config.scorers import ScorerSpec, check_scorer_type
+from bayesalign.config.target import TargetSection
+from bayesalign.models import SamplingParams
+
+
+class LoraSection(Section):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class ToySection(Section):
+    architecture: Literal["gpt2", "t5"] = Field("gpt2", description="t5: an encoder-decoder (seq2seq)")
+    words: list[str] = ["a", "b", "c"]
+    seed: int = 0
+    n_embd: int = 16
+    n_layer: int = 1
+    init_std: float = 0.3
+
+
+class ModelSection(Section):
+    name: str = Field(
+        description="hub id, local folder, 'builtin:smollm2-135m-instruct', or 'toy' (tiny model)"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+    hub: bool = Field(
+        False,
+        description="allow downloading model.name from the Hugging Face Hub (also HF_HUB_OFFLINE=0); "
+        "otherwise only local folders and the local HF cache are read",
+    )
+    lora: LoraSection | None = None
+    toy: ToySection = ToySection()
+
+
+class SamplingSection(Section):
+    max_new_tokens: int = Field(20, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    batch_size: int | None = Field(None, gt=0, description="sequences generated per forward pass")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="vllm: π's samples from a vLLM engine on the GPU (extra 'vllm'; untested)"
+    )
+
+    def params(self) -> SamplingParams:
+        return SamplingParams(self.max_new_tokens, self.temperature, self.top_p, self.top_k)
+
+
+class ProposalSection(Section):
+    update: Literal["adaptive", "fixed", "on_policy"] = "adaptive"
+    every: int = Field(10, gt=0, description="steps between KL-adaptive checks")
+    criterion: Literal["kl", "tv"] = "kl"
+    samples: int = Field(256, gt=1, description="fresh samples from q per check")
+
+
+class TrainingSection(Section):
+    method: str = "gdc++"
+    steps: int = Field(100, ge=0)
+    batch_size: int = Field(256, gt=0, description="samples drawn from q per step")
+    minibatch_size: int | None = Field(None, gt=0, description="samples per optimizer update")
+    micro_batch_size: int | None = Field(None, gt=0, description="samples per forward/backward")
+    epochs: int = Field(1, gt=0, description="passes over each step's samples")
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="optimizer updates of linear warm-up")
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    threads: int | None = Field(None, gt=0)
+    sample_shards: int | None = Field(
+        None,
+        gt=0,
+        description="independently seeded pieces of every draw (default: the number of processes); "
+        "a run gives the same result on any number of processes that divides it",
+    )
+    mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16: autocast the policy (CUDA only)")
+    gradient_checkpointing: bool = Field(False, description="recompute the policy's activations in backward")
+    proposal: ProposalSection = ProposalSection()
+    replay_pool: bool = Field(
+        False,
+        description="train on the posterior pool's training split (prior samples, q = a) in passes, "
+        "instead of drawing fresh samples every step: every sample drawn is reused",
+    )
+    keep_best: bool = Field(
+        False,
+        description="final/ holds the evaluated policy with the lowest pool KL(p‖π) on the validation "
+        "split (the prior included), not the last one",
+    )
+    f_dpg: FDPGSection | None = Field(None, description="options of method 'f-dpg'")
+    cdpg: CDPGSection | None = Field(None, description="options of method 'cdpg'")
+    reinforce: ReinforceSection | None = Field(None, description="options of method 'reinforce'")
+    kl_reinforce: KLReinforceSection | None = Field(None, description="options of method 'kl-reinforce'")
+    ppo: PPOSection | None = Field(None, description="options of method 'ppo'")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in OBJECTIVES:
+            raise ValueError(f"unknown method {value!r}; {closest(value, OBJECTIVES)}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method_options(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, method in METHOD_OPTIONS.items():
+                if data.get("method") == method and data.get(key) is None:
+                    data = {**data, key: {}}
+        return data
+
+    @model_validator(mode="after")
+    def _options_match_method(self) -> TrainingSection:
+        for key, method in METHOD_OPTIONS.items():
+            if self.method != method and getattr(self, key) is not None:
+                raise ValueError(
+                    f"{key} is set but method is {self.method!r}; {key} applies to method {method!r} only"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_sizes(self) -> TrainingSection:
+        if self.minibatch > self.batch_size or self.batch_size % self.minibatch:
+            raise ValueError(f"minibatch_size {self.minibatch} must divide batch_size {self.batch_size}")
+        if self.micro > self.minibatch or self.minibatch % self.micro:
+            raise ValueError(f"micro_batch_size {self.micro} must divide minibatch_size {self.minibatch}")
+        return self
+
+    @property
+    def minibatch(self) -> int:
+        return self.minibatch_size or self.batch_size
+
+    @property
+    def micro(self) -> int:
+        return self.micro_batch_size or self.minibatch
+
+
+class MisalignmentSection(Section):
+    """Misalignment of π's samples under a scorer of its own (higher = worse), next to the
+    target's scores: e.g. a PII or offensiveness scorer that the target does not use."""
+
+    scorer: ScorerSpec
+    k: int = Field(8, gt=0, description="expected max misalignment over k samples")
+    threshold: float = Field(0.5, description="a sample scoring above it counts as misaligned")
+
+    _scorer_type = field_validator("scorer", mode="before")(lambda cls, v: check_scorer_type(v))
+
+
+class PoolSection(Section):
+    """A posterior pool (pools.py): prior samples drawn once, cached and shared across runs,
+    whose accepted ones are exact samples of p. Gives KL(p‖π) without importance weights on π
+    and the KL frontier."""
+
+    samples: int = Field(2048, gt=0, description="prior samples (per evaluation context if conditional)")
+    seed: int = Field(0, description="seed of the prior's draws (part of the cache key)")
+    cache: bool = Field(True, description="reuse and store the draws under $BAYESALIGN_CACHE/pools")
+    holdout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the prior samples held out as the validation split: pool_* metrics come "
+        "from it, and training.replay_pool trains on the rest",
+    )
+
+
+class EvalSection(Section):
+    every: int = Field(10, gt=0)
+    samples: int = Field(256, gt=1, description="fresh samples from q and from π per evaluation")
+    exact: bool = Field(False, description="also enumerate the whole space (toy models only)")
+    exact_limit: int = Field(200_000, gt=0)
+    save_samples: int = Field(20, ge=0, description="texts of π written to samples/ per evaluation")
+    report: bool = Field(True, description="write report.html (plots of every metric) at the end")
+    perplexity_model: str | None = Field(
+        None, description="a local folder, hub id or builtin: name: perplexity of π's samples under it"
+    )
+    misalignment: MisalignmentSection | None = None
+    pool: PoolSection | None = Field(None, description="posterior-pool metrics (pool_*, frontier_*)")
+
+    @model_validator(mode="after")
+    def _k_within_samples(self) -> EvalSection:
+        if self.misalignment is not None and self.misalignment.k > self.samples:
+            raise ValueError(f"eval.misalignment.k {self.misalignment.k} exceeds eval.samples {self.samples}")
+        return self
+
+
+class CheckpointSection(Section):
+    every: int = Field(50, gt=0)
+    keep: int = Field(2, gt=0)
+    merge_lora: bool = Field(True, description="final/ holds merged weights (else the adapter only)")
+    loadable: bool = Field(
+        True,
+        description="each checkpoint is also a Hugging Face folder that from_pretrained loads: the LoRA "
+        "adapter, or the full weights (then twice the disk of the resumable state alone)",
+    )
+
+
+SAMPLE_METHODS = ("rejection", "qrs", "importance")
+
+
+class SamplerSection(Section):
+    """`bayesalign sample`: draw from the target without training (see samplers.py)."""
+
+    method: str = Field("qrs", description="rejection | qrs (quasi-rejection) | importance (resampling)")
+    beta: float | None = Field(None, gt=0, description="qrs: accept x ~ q with probability min(1, P/(β q))")
+    acceptance: float | None = Field(
+        None, gt=0, le=1, description="qrs: choose β for this acceptance rate on a pilot batch"
+    )
+    bound: float | None = Field(
+        None, gt=0, description="rejection: M ≥ P/q (default 1: pointwise target, proposal = prior)"
+    )
+    proposals_per_round: int = Field(256, gt=0, description="samples drawn from q between checks")
+    max_proposals: int = Field(100_000, gt=0, description="stop with an error beyond this many proposals")
+    pool: int | None = Field(None, gt=0, description="importance: proposals to resample from (default 10·n)")
+    diagnostic_betas: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="qrs: β values of the diagnostic table (default: quantiles of P/q)"
+    )
+    seed: int = 0
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in SAMPLE_METHODS:
+            raise ValueError(f"unknown sampling method {value!r}; {closest(value, SAMPLE_METHODS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_beta(self) -> SamplerSection:
+        if self.beta is not None and self.acceptance is not None:
+            raise ValueError("give beta or acceptance (which chooses β), not both")
+        return self
+
+
+class ContextsSection(Section):
+    """Contexts c of a conditional target P_c(x) = a(x|c)·b(x, c) (contexts.py)."""
+
+    train: str | list[str] = Field(
+        description="a .txt file (one context per line), a .jsonl file (see field) or a list"
+    )
+    eval: str | list[str] | None = Field(None, description="held-out contexts (default: train)")
+    field: str = Field("context", description="the key of each .jsonl line's context")
+    per_step: int = Field(8, gt=0, description="contexts per training step (batch_size / per_step each)")
+    eval_contexts: int = Field(
+        16, gt=0, description="evaluation uses the first this many eval contexts, the same every time"
+    )
+    reference_field: str | None = Field(
+        None,
+        description="key of a reference output in each .jsonl line of the eval contexts: evaluation "
+        "then reports the per-token NLL of π and of a on the references (a task metric)",
+    )
+    bleu: bool = Field(
+        False, description="also report BLEU of π's samples against the references (needs sacrebleu)"
+    )
+
+    @model_validator(mode="after")
+    def _bleu_needs_references(self) -> ContextsSection:
+        if self.bleu and self.reference_field is None:
+            raise ValueError("contexts.bleu needs contexts.reference_field (the references to compare with)")
+        return self
+
+
+class TrackingSection(Section):
+    """Where evaluation records also go (training/tracking.py); the run folder always has them."""
+
+    backend: Literal["tensorboard", "wandb", "mlflow"]
+    project: str = Field("bayesalign", description="run name (TensorBoard, MLflow) or W&B project")
+
+    @field_validator("project")
+    @classmethod
+    def _a_name_not_a_path(cls, value: str) -> str:
+        """TensorBoard makes the project a folder under RUN/tensorboard: a path would write outside
+        the run folder (``../../elsewhere``)."""
+        if not value or value in (".", "..") or "/" in value or "\\" in value:
+            raise ValueError(
+                f"{value!r} must be a plain name (no '/', not '..'): it names a folder in the run"
+            )
+        return value
+
+
+class Config(Section):
+    model: ModelSection
+    prompt: str = ""
+    contexts: ContextsSection | None = None
+    sampling: SamplingSection = SamplingSection()
+    target: TargetSection
+    training: TrainingSection = TrainingSection()
+    eval: EvalSection = EvalSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    sample: SamplerSection | None = None  # None keeps configs of earlier runs resumable unchanged
+    tracking: TrackingSection | None = None
+
+    @model_validator(mode="after")
+    def _contexts_fit_the_batches(self) -> Config:
+        if self.training.method == "cdpg" and self.contexts is None:
+            raise ValueError("method 'cdpg' needs a contexts section (contexts: {train: FILE})")
+        if self.contexts is not None:
+            per_step = self.contexts.per_step
+            if self.training.batch_size % per_step:
+                raise ValueError(
+                    f"training.batch_size {self.training.batch_size} must be a multiple of "
+                    f"contexts.per_step {per_step}: each context gets the same number of samples"
+                )
+            if self.training.proposal.update == "adaptive" and self.training.proposal.samples % per_step:
+                raise ValueError(
+                    f"training.proposal.samples {self.training.proposal.samples} must be a multiple "
+                    f"of contexts.per_step {per_step}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _pool_options_have_a_pool(self) -> Config:
+        training, pool = self.training, self.eval.pool
+        if training.replay_pool:
+            if pool is None or pool.holdout == 0:
+                raise ValueError(
+                    "training.replay_pool trains on the posterior pool's training split: set eval.pool "
+                    "with a holdout > 0 (e.g. eval: {pool: {samples: 2048, holdout: 0.3}}), so that the "
+                    "pool metrics stay honest"
+                )
+            if training.proposal.update != "fixed" or self.contexts is not None:
+                raise ValueError(
+                    "training.replay_pool reuses prior samples, so q = a: set training.proposal.update: "
+                    "fixed (and no contexts section)"
+                )
+        if training.keep_best and pool is None:
+            raise ValueError("training.keep_best chooses by the pool's KL(p‖π): set eval.pool")
+        return self
+
+    @model_validator(mode="after")
+    def _kl_coefficient_known(self) -> Config:
+        """KL-RL on a constraint target needs its β spelt out (checked before loading models)."""
+        options = {"kl-reinforce": self.training.kl_reinforce, "ppo": self.training.ppo}
+        section = options.get(self.training.method)
+        if section is not None and section.beta is None and self.target.constraints:
+            key = "kl_reinforce" if self.training.method == "kl-reinforce" else "ppo"
+            raise ValueError(
+                f"training.{key}.beta is required: the target has constraints, so it is not "
+                "a·exp(r/β) for any β (its p is the limit β → 0); set a KL coefficient"
+            )
+        if (
+            self.training.method in ("reinforce", "kl-reinforce", "ppo")
+            and self.target.constraints
+            and (self.target.reward is not None or self.target.distributional)
+        ):
+            raise ValueError(
+                f"method {self.training.method!r} needs one reward r(x): the target mixes "
+                "constraints with a reward or distributional constraints; keep constraints only "
+                "(r = b) or a reward only"
+            )
+        return self
