@@ -441,6 +441,12 @@ def test_fdpg_config_errors_name_the_closest_valid_value(overrides, pattern):
         parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
 
 
+def test_the_objective_and_the_config_refuse_a_misplaced_clip_alike():
+    """One check: the config's f_dpg section calls the objective's own."""
+    with pytest.raises(ValueError, match=r"max_log_ratio applies to divergence 'reverse_kl' only \(js"):
+        FDPG("js", max_log_ratio=2.0)
+
+
 @pytest.mark.parametrize("method", ["f-dpg", "gdc++"])
 def test_a_run_folder_config_reads_back_the_same(method):
     """Runs write the resolved config: f-dpg's with its options filled in, other methods' with

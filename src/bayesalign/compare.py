@@ -30,9 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bayesalign.config import Config, ConfigError, apply_overrides, parse_config
-from bayesalign.config.base import closest
 from bayesalign.config.loading import import_callables
-from bayesalign.config.methods import METHOD_OPTIONS, OBJECTIVES
+from bayesalign.config.methods import METHOD_OPTIONS, check_method
 from bayesalign.report import build_report
 from bayesalign.training.run import RunFolder
 from bayesalign.training.session import train
@@ -79,8 +78,7 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     if not methods:
         raise ConfigError("--methods names no method")
     for method in methods:
-        if method not in OBJECTIVES:
-            raise ConfigError(f"unknown method {method!r}; {closest(method, OBJECTIVES)}")
+        check_method(method)
     repeated = sorted({m for m in methods if methods.count(m) > 1})
     if repeated:
         raise ConfigError(f"--methods repeats {repeated}")

@@ -10,7 +10,7 @@ import torch
 
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.config.base import ConfigError
-from bayesalign.config.methods import OBJECTIVES
+from bayesalign.config.methods import METHODS
 from bayesalign.config.sections import Config, ModelSection, SamplingSection, TrainingSection
 from bayesalign.config.target import TargetSection
 from bayesalign.contexts import load_contexts
@@ -134,7 +134,8 @@ def _build_target(
 def build_objective(training: TrainingSection, target: Target) -> Objective:
     """A new objective for ``training.method`` (with its options) on ``target``, owning its own
     state. Reward-maximisation methods take their KL coefficient from the target unless set."""
-    return OBJECTIVES[training.method](training, target)
+    options = training.options
+    return METHODS[training.method].objective() if options is None else options.build(target)
 
 
 def load_eval_contexts(config: Config) -> tuple[list[str] | None, list[str] | None]:

@@ -1,14 +1,17 @@
 """Training methods as the config knows them: each method's options section and the one registry
-of methods (`OBJECTIVES`). An options section builds its objective (objectives/)."""
+of methods (`METHODS`). An options section builds its objective (objectives/); where a check on
+the options is the objective's own, the section calls it, so that a mistake shows before models
+load."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from bayesalign.config.base import ConfigError, Section
+from bayesalign.config.base import ConfigError, Section, closest
 from bayesalign.objectives import (
     CDPG,
     DPG,
@@ -21,6 +24,7 @@ from bayesalign.objectives import (
     Objective,
     Reinforce,
 )
+from bayesalign.objectives.f_divergence import check_clip
 from bayesalign.objectives.reward_maximisation import Baseline, KLEstimator, Placement
 
 if TYPE_CHECKING:
@@ -45,14 +49,10 @@ class FDPGSection(Section):
 
     @model_validator(mode="after")
     def _clip_is_for_reverse_kl(self) -> FDPGSection:
-        if self.max_log_ratio is not None and self.divergence != "reverse_kl":
-            raise ValueError(
-                f"max_log_ratio applies to divergence 'reverse_kl' only ({self.divergence} is "
-                "bounded where P = 0)"
-            )
+        check_clip(self.divergence, self.max_log_ratio)  # the objective's own check, before any model loads
         return self
 
-    def build(self) -> Objective:
+    def build(self, target: Target) -> Objective:
         return FDPG(self.divergence, self.baseline_window, self.max_log_ratio)
 
 
@@ -61,7 +61,7 @@ class CDPGSection(Section):
 
     baseline: bool = Field(True, description="subtract π/q (GDC++-style) from the weights P_c/(Z_c·q)")
 
-    def build(self) -> Objective:
+    def build(self, target: Target) -> Objective:
         return CDPG(self.baseline)
 
 
@@ -74,16 +74,21 @@ class ReinforceSection(Section):
         return Reinforce(self.baseline)
 
 
-def _kl_coefficient(beta: float | None, target: Target, key: str) -> float:
-    """β as set, else the target's own (a·exp(r/β)), so KL-RL aims at the same p."""
-    if beta is not None:
-        return beta
-    if target.reward_beta is None:
+def check_kl_coefficient(key: str, beta: float | None, constraints: bool) -> None:
+    """Unset, β is the target's own (a·exp(r/β)), so KL-RL aims at the same p; a target with
+    ``constraints`` has no such β (its p is the limit β → 0), so β must be set. The config checks
+    this before any model loads; the section's ``build`` again on the target it is given."""
+    if beta is None and constraints:
         raise ConfigError(
-            f"training.{key}.beta is required: the target {target.describe()} has constraints, so "
-            "it is not a·exp(r/β) for any β (its p is the limit β → 0)"
+            f"training.{key}.beta is required: the target has constraints, so it is not "
+            "a·exp(r/β) for any β (its p is the limit β → 0); set a KL coefficient"
         )
-    return target.reward_beta
+
+
+def kl_coefficient(key: str, beta: float | None, target: Target) -> float:
+    """β as set, else the target's own."""
+    check_kl_coefficient(key, beta, bool(target.constraints))
+    return target.reward_beta if beta is None else beta
 
 
 class KLReinforceSection(Section):
@@ -99,7 +104,7 @@ class KLReinforceSection(Section):
     baseline: Baseline = "loo"
 
     def build(self, target: Target) -> Objective:
-        beta = _kl_coefficient(self.beta, target, "kl_reinforce")
+        beta = kl_coefficient("kl_reinforce", self.beta, target)
         return KLReinforce(beta, self.estimator, self.penalty, self.baseline)
 
 
@@ -125,7 +130,7 @@ class PPOSection(Section):
     )
 
     def build(self, target: Target) -> Objective:
-        beta = _kl_coefficient(self.beta, target, "ppo")
+        beta = kl_coefficient("ppo", self.beta, target)
         return PPO(
             KLController(beta, self.kl_target, self.horizon),
             self.estimator,
@@ -139,29 +144,34 @@ class PPOSection(Section):
         )
 
 
-if TYPE_CHECKING:
-    from bayesalign.config.sections import TrainingSection
+@dataclass(frozen=True)
+class Method:
+    """A training method as the config knows it."""
+
+    objective: Callable[[], Objective] | None = None  # a method without options: its objective
+    options: str | None = None  # else the key of its options section in training (whose build makes it)
+    one_reward: bool = False  # reward maximisation: the target must define one reward r(x)
 
 
-# One entry per method: a builder from the training section and the target, so a method can read
-# its own options section (training.f_dpg) and the target's β. Every call builds a fresh
-# objective with its own state.
-OBJECTIVES: dict[str, Callable[[TrainingSection, Target], Objective]] = {
-    "dpg": lambda training, target: DPG(),
-    "gdc++": lambda training, target: GDCPlusPlus(),
-    "f-dpg": lambda training, target: training.f_dpg.build(),
-    "cdpg": lambda training, target: training.cdpg.build(),
-    "reinforce": lambda training, target: training.reinforce.build(target),
-    "kl-reinforce": lambda training, target: training.kl_reinforce.build(target),
-    "ppo": lambda training, target: training.ppo.build(target),
+# The registry of methods. A method's options section is filled with its defaults when omitted (so
+# the run folder's config shows them); it stays null for the other methods, where setting it is an
+# error, and configs written before it existed still resume. Every build is a fresh objective with
+# its own state.
+METHODS: dict[str, Method] = {
+    "dpg": Method(DPG),
+    "gdc++": Method(GDCPlusPlus),
+    "f-dpg": Method(options="f_dpg"),
+    "cdpg": Method(options="cdpg"),
+    "reinforce": Method(options="reinforce", one_reward=True),
+    "kl-reinforce": Method(options="kl_reinforce", one_reward=True),
+    "ppo": Method(options="ppo", one_reward=True),
 }
-# Options sections of training and the method that reads each. A method's section is filled with
-# its defaults when omitted (so the run folder's config shows them); it stays null for the other
-# methods, where setting it is an error, and configs written before it existed still resume.
-METHOD_OPTIONS: dict[str, str] = {
-    "f_dpg": "f-dpg",
-    "cdpg": "cdpg",
-    "reinforce": "reinforce",
-    "kl_reinforce": "kl-reinforce",
-    "ppo": "ppo",
-}
+# Options sections of training and the method that reads each.
+METHOD_OPTIONS: dict[str, str] = {m.options: name for name, m in METHODS.items() if m.options}
+
+
+def check_method(name: str) -> str:
+    """``name`` if it is a method of the registry, else a ConfigError naming the closest one."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; {closest(name, METHODS)}")
+    return name

@@ -10,12 +10,14 @@ from pydantic import Field, field_validator, model_validator
 from bayesalign.config.base import Section, closest
 from bayesalign.config.methods import (
     METHOD_OPTIONS,
-    OBJECTIVES,
+    METHODS,
     CDPGSection,
     FDPGSection,
     KLReinforceSection,
     PPOSection,
     ReinforceSection,
+    check_kl_coefficient,
+    check_method,
 )
 from bayesalign.config.scorers import ScorerSpec, check_scorer_type
 from bayesalign.config.target import TargetSection
@@ -113,12 +115,7 @@ class TrainingSection(Section):
     kl_reinforce: KLReinforceSection | None = Field(None, description="options of method 'kl-reinforce'")
     ppo: PPOSection | None = Field(None, description="options of method 'ppo'")
 
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        if value not in OBJECTIVES:
-            raise ValueError(f"unknown method {value!r}; {closest(value, OBJECTIVES)}")
-        return value
+    _known_method = field_validator("method")(lambda cls, v: check_method(v))
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +142,12 @@ class TrainingSection(Section):
         if self.micro > self.minibatch or self.minibatch % self.micro:
             raise ValueError(f"micro_batch_size {self.micro} must divide minibatch_size {self.minibatch}")
         return self
+
+    @property
+    def options(self) -> Section | None:
+        """The options section of this method (None for a method without options)."""
+        key = METHODS[self.method].options
+        return None if key is None else getattr(self, key)
 
     @property
     def minibatch(self) -> int:
@@ -346,18 +349,13 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
-    def _kl_coefficient_known(self) -> Config:
-        """KL-RL on a constraint target needs its β spelt out (checked before loading models)."""
-        options = {"kl-reinforce": self.training.kl_reinforce, "ppo": self.training.ppo}
-        section = options.get(self.training.method)
-        if section is not None and section.beta is None and self.target.constraints:
-            key = "kl_reinforce" if self.training.method == "kl-reinforce" else "ppo"
-            raise ValueError(
-                f"training.{key}.beta is required: the target has constraints, so it is not "
-                "a·exp(r/β) for any β (its p is the limit β → 0); set a KL coefficient"
-            )
+    def _method_fits_the_target(self) -> Config:
+        """What the method's objective will ask of the target, checked before models load."""
+        method, options = METHODS[self.training.method], self.training.options
+        if isinstance(options, KLReinforceSection | PPOSection):
+            check_kl_coefficient(method.options, options.beta, bool(self.target.constraints))
         if (
-            self.training.method in ("reinforce", "kl-reinforce", "ppo")
+            method.one_reward
             and self.target.constraints
             and (self.target.reward is not None or self.target.distributional)
         ):
