@@ -144,6 +144,10 @@ class PPOSection(Section):
         )
 
 
+# The options sections; each builds its method's objective for a target.
+MethodOptions = FDPGSection | CDPGSection | ReinforceSection | KLReinforceSection | PPOSection
+
+
 @dataclass(frozen=True)
 class Method:
     """A training method as the config knows it."""

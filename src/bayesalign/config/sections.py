@@ -14,6 +14,7 @@ from bayesalign.config.methods import (
     CDPGSection,
     FDPGSection,
     KLReinforceSection,
+    MethodOptions,
     PPOSection,
     ReinforceSection,
     check_kl_coefficient,
@@ -144,7 +145,7 @@ class TrainingSection(Section):
         return self
 
     @property
-    def options(self) -> Section | None:
+    def options(self) -> MethodOptions | None:
         """The options section of this method (None for a method without options)."""
         key = METHODS[self.method].options
         return None if key is None else getattr(self, key)
