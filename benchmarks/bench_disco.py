@@ -84,7 +84,8 @@ def ours_worker() -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from bayesalign.config import build_target, build_trainer, parse_config
+    from bayesalign.config import parse_config
+    from bayesalign.config.build import build_target, build_trainer
     from bayesalign.models import LanguageModel, make_policy
     from bayesalign.training.trainer import Trainer
 

@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from bayesalign.config import build_models, build_target, build_trainer, parse_config
+from bayesalign.config import parse_config
+from bayesalign.config.build import build_models, build_target, build_trainer
 from bayesalign.training.distributed import Distributed
 
 parser = argparse.ArgumentParser()

@@ -59,8 +59,9 @@ from bench_step import MEDIUM, PhaseClock, build_prior, constraint_words
 from transformers.pytorch_utils import Conv1D
 from transformers.utils import logging as hf_logging
 
-from bayesalign import config as configs
-from bayesalign.config import build_models, build_target, parse_config
+from bayesalign.config import build as config_build
+from bayesalign.config import parse_config
+from bayesalign.config.build import build_models, build_target
 from bayesalign.models import LanguageModel, Samples, make_policy
 from bayesalign.training.trainer import Trainer
 
@@ -117,7 +118,7 @@ def build_trainer(case: Case, threads: int, lora: bool = False) -> Trainer:
         prior = build_prior(MEDIUM)
         policy = make_policy(prior)
     target = build_target(config.target, prior, config.sampling)
-    return configs.build_trainer(config, policy, target)
+    return config_build.build_trainer(config, policy, target)
 
 
 # -- analytic FLOPs --------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
-from bayesalign.config import build_trainer, parse_config
+from bayesalign.config import parse_config
+from bayesalign.config.build import build_trainer
 from bayesalign.models import LanguageModel, make_policy
 from bayesalign.objectives import DPG
 from bayesalign.scorers import WordScorer

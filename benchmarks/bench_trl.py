@@ -55,7 +55,8 @@ def ours_worker(args: argparse.Namespace) -> None:
     from bench_step import MEDIUM, SMALL, PhaseClock, build_prior, constraint_words
     from transformers.utils import logging as hf_logging
 
-    from bayesalign.config import build_target, build_trainer, parse_config
+    from bayesalign.config import parse_config
+    from bayesalign.config.build import build_target, build_trainer
     from bayesalign.models import make_policy
 
     torch.set_num_threads(args.threads)

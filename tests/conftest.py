@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from bayesalign.config import apply_overrides, build_models, build_target, build_trainer, parse_config
+from bayesalign.config import apply_overrides, parse_config
+from bayesalign.config.build import build_models, build_target, build_trainer
 from bayesalign.runs import RunFolder
 from bayesalign.targets import Target
 from bayesalign.training import Trainer

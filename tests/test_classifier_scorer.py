@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from bayesalign.config import ConfigError, build_target, parse_config
+from bayesalign.config import ConfigError, parse_config
+from bayesalign.config.build import build_target
 from bayesalign.scorers.classifier import ClassifierScorer
 from bayesalign.toy import toy_model, toy_tokenizer
 

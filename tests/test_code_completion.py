@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bayesalign.config import build_target, parse_config
+from bayesalign.config import parse_config
+from bayesalign.config.build import build_target
 from bayesalign.scorers.code import Pep8Scorer
 from bayesalign.tasks.code_completion import (
     CompletionCompiles,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bayesalign.config import ConfigError, build_target, parse_config
+from bayesalign.config import ConfigError, parse_config
+from bayesalign.config.build import build_target
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.scorers.combinators import AllOf, AnyOf, Not, WeightedSum
 from bayesalign.toy import toy_model

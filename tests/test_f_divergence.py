@@ -13,13 +13,9 @@ import math
 import pytest
 import torch
 
-from bayesalign.config import (
-    ConfigError,
-    TrainingSection,
-    apply_overrides,
-    build_objective,
-    parse_config,
-)
+from bayesalign.config import ConfigError, apply_overrides, parse_config
+from bayesalign.config.build import build_objective
+from bayesalign.config.sections import TrainingSection
 from bayesalign.exact import ExactTarget, SequenceSpace, kl, tv
 from bayesalign.objectives import DPG, FDPG, Batch, GDCPlusPlus, InfiniteDivergenceError, PolicyOutput
 from bayesalign.objectives.f_divergence import PSEUDO_REWARDS, MovingBaseline
@@ -437,6 +433,12 @@ def test_config_builds_the_configured_fdpg():
 def test_fdpg_config_errors_name_the_closest_valid_value(overrides, pattern):
     with pytest.raises(ConfigError, match=pattern):
         parse_config(apply_overrides(copy.deepcopy(BASE), overrides))
+
+
+def test_the_objective_and_the_config_refuse_a_misplaced_clip_alike():
+    """One check: the config's f_dpg section calls the objective's own."""
+    with pytest.raises(ValueError, match=r"max_log_ratio applies to divergence 'reverse_kl' only \(js"):
+        FDPG("js", max_log_ratio=2.0)
 
 
 @pytest.mark.parametrize("method", ["f-dpg", "gdc++"])

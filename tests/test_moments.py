@@ -22,13 +22,8 @@ import yaml
 from bayesalign import estimators as est
 from bayesalign import moments as moments_module
 from bayesalign.cli import main
-from bayesalign.config import (
-    ConfigError,
-    apply_overrides,
-    build_models,
-    build_target,
-    parse_config,
-)
+from bayesalign.config import ConfigError, apply_overrides, parse_config
+from bayesalign.config.build import build_models, build_target
 from bayesalign.exact import ExactTarget, SequenceSpace, expectation, kl
 from bayesalign.models import SamplingParams
 from bayesalign.moments import MomentFit, MomentFitError, solve_dual

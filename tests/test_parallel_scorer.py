@@ -54,7 +54,8 @@ def test_the_cache_is_keyed_by_text_and_context_and_bounded():
 
 
 def test_a_parallel_scorer_from_the_config_scores_like_its_scorer():
-    from bayesalign.config import build_target, parse_config
+    from bayesalign.config import parse_config
+    from bayesalign.config.build import build_target
     from bayesalign.toy import toy_model
 
     spec = {"type": "parallel", "workers": 1, "scorer": {"type": "pep8", "name": "pep8"}}

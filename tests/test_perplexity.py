@@ -9,13 +9,8 @@ import math
 import pytest
 import torch
 
-from bayesalign.config import (
-    ConfigError,
-    build_models,
-    build_target,
-    build_trainer,
-    parse_config,
-)
+from bayesalign.config import ConfigError, parse_config
+from bayesalign.config.build import build_models, build_target, build_trainer
 from bayesalign.perplexity import perplexity
 from bayesalign.toy import toy_model
 

@@ -410,7 +410,8 @@ def test_a_model_name_that_looks_like_a_path_is_never_sent_to_the_hub(tmp_path, 
 def test_a_hub_name_is_not_downloaded_unless_allowed(monkeypatch):
     """Hub access is off by default: a name that is no local folder and not in the local HF cache
     is one clear error naming the switch, found without any network attempt."""
-    from bayesalign.config import ModelSection, build_models
+    from bayesalign.config.build import build_models
+    from bayesalign.config.sections import ModelSection
     from bayesalign.preflight import PreflightError
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bayesalign.config import ConfigError, apply_overrides, parse_config
+from bayesalign.config.build import build_objective
 from bayesalign.exact import ExactTarget, SequenceSpace, entropy, kl
 from bayesalign.objectives import PPO, Batch, KLController, KLReinforce, PolicyOutput, policy_output
 from bayesalign.objectives.reward_maximisation import gae, token_kl, with_baseline
@@ -351,6 +352,11 @@ def test_kl_rl_on_a_constraint_target_needs_an_explicit_beta():
         apply_overrides(raw, ["training.method=kl-reinforce", "training.kl_reinforce={beta: 0.1}"])
     )
     assert cfg.training.kl_reinforce.beta == 0.1
+    # the same check when the objective is built for a target given in Python
+    training = parse_config(copy.deepcopy(BASE)).training  # a reward target: β unset is fine there
+    constrained = Target.pointwise(toy_model(WORDS, seed=1), [HAS_B])
+    with pytest.raises(ConfigError, match=r"training\.kl_reinforce\.beta is required"):
+        build_objective(training, constrained)
 
 
 def test_reward_methods_refuse_a_target_without_a_single_reward(make_trainer):

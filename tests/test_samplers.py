@@ -501,7 +501,7 @@ def test_cli_bad_input_fails_before_loading_a_model(tmp_path, capsys, monkeypatc
     def no_models(*_, **__):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr("bayesalign.config.build_models", no_models)  # cli imports it per call
+    monkeypatch.setattr("bayesalign.config.build.build_models", no_models)  # cli imports it per call
     n = [] if "--n" in args else ["--n", "5"]
     assert sample_cli(tmp_path / "s.jsonl", *n, *args) == 2
     assert message in " ".join(capsys.readouterr().err.split())

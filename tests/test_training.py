@@ -14,12 +14,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from bayesalign.config import (
-    ConfigError,
-    apply_overrides,
-    load_config,
-    parse_config,
-)
+from bayesalign.config import ConfigError, apply_overrides, load_config, parse_config
 from bayesalign.diagnostics import gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import kl as exact_kl

@@ -19,7 +19,8 @@ import torch
 
 from bayesalign import estimators as est
 from bayesalign.builtin_models import cache_root
-from bayesalign.config import build_models, build_target, load_config
+from bayesalign.config import load_config
+from bayesalign.config.build import build_models, build_target
 from bayesalign.objectives import policy_output
 from bayesalign.pools import PosteriorPool
 from bayesalign.prior_draws import PoolCache, draw_prior

@@ -34,7 +34,8 @@ def _train(args: argparse.Namespace, console: Console) -> None:
 def _compare(args: argparse.Namespace, console: Console) -> None:
 
     from bayesalign.compare import compare
-    from bayesalign.config import apply_overrides, read_yaml_file
+    from bayesalign.config import apply_overrides
+    from bayesalign.config.loading import read_yaml_file
 
     raw = apply_overrides(read_yaml_file(args.config), args.set)
     compare(
@@ -54,13 +55,8 @@ def _load_schema_config(args: argparse.Namespace, schema: type) -> Any:
     its callable scorers imported, as `load_config` does for training configs."""
     from pydantic import ValidationError
 
-    from bayesalign.config import (
-        ConfigError,
-        apply_overrides,
-        format_validation_error,
-        import_callables,
-        read_yaml_file,
-    )
+    from bayesalign.config import ConfigError, apply_overrides
+    from bayesalign.config.loading import format_validation_error, import_callables, read_yaml_file
 
     raw = apply_overrides(read_yaml_file(args.config), args.set)
     try:
@@ -244,7 +240,8 @@ SAMPLE_FLAGS = ("method", "beta", "acceptance", "bound", "pool", "max_proposals"
 
 def _sample_request(args: argparse.Namespace, config) -> SampleArgs:
     """The sampler's options, with every error that can be known before loading a model."""
-    from bayesalign.config import ConfigError, SamplerSection
+    from bayesalign.config import ConfigError
+    from bayesalign.config.sections import SamplerSection
     from bayesalign.sampling import SampleArgs
 
     if args.n < 1:
@@ -284,7 +281,8 @@ def _sample(args: argparse.Namespace, console: Console) -> None:
     import torch
     import yaml
 
-    from bayesalign.config import build_models, build_target, load_config
+    from bayesalign.config import load_config
+    from bayesalign.config.build import build_models, build_target
     from bayesalign.preflight import check_generation_fits
     from bayesalign.progress import progress_bar
     from bayesalign.sampling import SamplerStats, sample
@@ -362,7 +360,7 @@ DESCRIPTION = """\
 Align a language model with preferences as Bayesian inference: the pretrained model is the
 prior a(x), preferences are evidence (constraints b(x), rewards r(x)), and training moves a
 policy π towards the posterior p(x) ∝ a(x)·b(x). Every command but report and demo reads a
-YAML config (examples under configs/; the schema is src/bayesalign/config.py)."""
+YAML config (examples under configs/; the schema is src/bayesalign/config/)."""
 
 EXAMPLES = """\
 examples:

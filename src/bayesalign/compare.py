@@ -29,16 +29,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bayesalign.config import (
-    METHOD_OPTIONS,
-    OBJECTIVES,
-    Config,
-    ConfigError,
-    apply_overrides,
-    closest,
-    import_callables,
-    parse_config,
-)
+from bayesalign.config import Config, ConfigError, apply_overrides, parse_config
+from bayesalign.config.loading import import_callables
+from bayesalign.config.methods import METHOD_OPTIONS, check_method
 from bayesalign.report import build_report
 from bayesalign.runs import RunFolder, metric_names
 from bayesalign.runs.metric_names import ENTROPY_PI, KL_P_PI, KL_PI_A, KL_PI_P, POOL_KL_P_PI, SATISFACTION_PI
@@ -75,8 +68,7 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     if not methods:
         raise ConfigError("--methods names no method")
     for method in methods:
-        if method not in OBJECTIVES:
-            raise ConfigError(f"unknown method {method!r}; {closest(method, OBJECTIVES)}")
+        check_method(method)
     repeated = sorted({m for m in methods if methods.count(m) > 1})
     if repeated:
         raise ConfigError(f"--methods repeats {repeated}")

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from bayesalign.config import Config, build_evaluator, build_models, build_target, load_eval_contexts
+from bayesalign.config import Config
+from bayesalign.config.build import build_evaluator, build_models, build_target, load_eval_contexts
 from bayesalign.moments import MomentFit
 from bayesalign.runs import RunFolder
 from bayesalign.saved_policy import load_proposal, proposal_folder

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bayesalign.atomic import write_atomic
-from bayesalign.config import Config, ConfigError, build_models, build_target, build_trainer, parse_config
+from bayesalign.config import Config, ConfigError, parse_config
+from bayesalign.config.build import build_models, build_target, build_trainer
 from bayesalign.console import before_after_table, headline
 from bayesalign.contexts import load_contexts
 from bayesalign.model_card import write_model_card

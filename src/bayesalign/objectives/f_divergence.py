@@ -57,7 +57,7 @@ learning rate absorb; for js and tv it moves the point where R changes sign, so 
 Z estimate (enough samples per step).
 
 In a config: ``training: {method: f-dpg, f_dpg: {divergence: js, baseline_window: 1024}}``
-(``max_log_ratio: C`` for capped reverse KL); see ``FDPGSection`` in config.py.
+(``max_log_ratio: C`` for capped reverse KL); see ``FDPGSection`` in config/methods.py.
 """
 
 from __future__ import annotations
@@ -171,6 +171,19 @@ class MovingBaseline:
         self.pending_reward = state["pending_reward"].double().clone()
 
 
+def check_clip(divergence: str, max_log_ratio: float | None) -> None:
+    """``max_log_ratio`` clips reverse KL's unbounded pseudo-reward; the other divergences are
+    bounded where P = 0 and take no clip (the config's f_dpg section checks with this too)."""
+    if max_log_ratio is None:
+        return
+    if divergence != "reverse_kl":
+        raise ValueError(
+            f"max_log_ratio applies to divergence 'reverse_kl' only ({divergence} is bounded where P = 0)"
+        )
+    if not max_log_ratio > 0:
+        raise ValueError(f"max_log_ratio must be > 0 (so p stays the minimiser), got {max_log_ratio}")
+
+
 class FDPG(Objective):
     """f-DPG loss for one divergence (see the module docstring for the maths and the choices).
 
@@ -187,14 +200,7 @@ class FDPG(Objective):
     ) -> None:
         if divergence not in PSEUDO_REWARDS:
             raise ValueError(f"unknown divergence {divergence!r}; valid: {', '.join(DIVERGENCES)}")
-        if max_log_ratio is not None:
-            if divergence != "reverse_kl":
-                raise ValueError(
-                    f"max_log_ratio clips reverse KL's unbounded pseudo-reward; {divergence} is bounded "
-                    "where P = 0 and takes no clip"
-                )
-            if not max_log_ratio > 0:
-                raise ValueError(f"max_log_ratio must be > 0 (so p stays the minimiser), got {max_log_ratio}")
+        check_clip(divergence, max_log_ratio)
         self.divergence = divergence
         self.max_log_ratio = max_log_ratio
         self.baseline = MovingBaseline(baseline_window)

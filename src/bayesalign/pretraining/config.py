@@ -1,5 +1,6 @@
 """The YAML of `bayesalign pretrain`: corpus, misalignment scorer, tokenizer, model size,
-objective and token budget. Same rules as config.py: unknown keys name the closest valid one."""
+objective and token budget. Same rules as the training config (`Section` of config/base.py):
+unknown keys name the closest valid one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bayesalign.builtin_models import resolve_model_name
-from bayesalign.config import ScorerSpec, Section, check_scorer_type
+from bayesalign.config.base import Section
+from bayesalign.config.scorers import ScorerSpec, check_scorer_type
 from bayesalign.models import LanguageModel, SamplingParams
 from bayesalign.pretraining.corpus import CorpusFormat, load_documents, resolve_files
 from bayesalign.pretraining.red_team import RedTeam, RedTeamParams
