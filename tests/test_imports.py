@@ -148,7 +148,6 @@ def test_no_import_circles_counting_lazy_and_type_checking_imports():
     assert not found, f"import circles among bayesalign's modules: {found}"
 
 
-
 def test_the_scorer_schema_imports_no_more_of_the_config():
     """pretraining/config.py imports the scorer schema; that must not load the training config."""
     graph = import_graph()
