@@ -260,7 +260,7 @@ def build_prior(folder: Path, init_std: float):
 def draw(model, n: int, seed: int):
     import torch
 
-    from bayesalign.models import SamplingParams
+    from bayesalign.samples import SamplingParams
 
     generator = torch.Generator().manual_seed(seed)
     return model.sample(n, SamplingParams(MAX_NEW_TOKENS), generator=generator, batch_size=2048)
@@ -282,7 +282,8 @@ def check_log_probs(disco: Worker, folder: Path, n: int = 64) -> dict[str, float
     scoring pass, for the float32 rounding that sums of ~15 tokens carry)."""
     import torch
 
-    from bayesalign.models import LanguageModel, Samples
+    from bayesalign.models import LanguageModel
+    from bayesalign.samples import Samples
 
     disco.send(cmd="check", model_dir=str(folder), n=n)
     got = disco.read("checked")

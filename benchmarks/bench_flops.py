@@ -62,7 +62,8 @@ from transformers.utils import logging as hf_logging
 from bayesalign.config import build as config_build
 from bayesalign.config import parse_config
 from bayesalign.config.build import build_models, build_target
-from bayesalign.models import LanguageModel, Samples, make_policy
+from bayesalign.models import LanguageModel, make_policy
+from bayesalign.samples import Samples
 from bayesalign.training.trainer import Trainer
 
 MATMUL_SIZE = 2048

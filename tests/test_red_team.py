@@ -12,7 +12,6 @@ import torch
 import yaml
 
 from bayesalign.cli import main
-from bayesalign.models import SamplingParams
 from bayesalign.pretraining.red_team import (
     RedTeam,
     RedTeamParams,
@@ -20,6 +19,7 @@ from bayesalign.pretraining.red_team import (
     few_shot_prompt,
     prompt_probabilities,
 )
+from bayesalign.samples import SamplingParams
 from bayesalign.toy import toy_model
 
 WORDS = ["a", "b", "bad"]

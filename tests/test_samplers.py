@@ -26,8 +26,8 @@ from bayesalign import sampling as S
 from bayesalign.cli import main
 from bayesalign.estimators import ZeroPartitionError, effective_sample_size
 from bayesalign.exact import ExactTarget, SequenceSpace, tv
-from bayesalign.models import SamplingParams
 from bayesalign.proposals import Scored, propose
+from bayesalign.samples import SamplingParams
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Target
 from bayesalign.toy import toy_model

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bayesalign.models import SamplingParams, make_policy
-from bayesalign.saved_policy import SavedPolicyError, load_proposal, proposal_folder
+from bayesalign.models import make_policy
+from bayesalign.runs.saved_policy import SavedPolicyError, load_proposal, proposal_folder
+from bayesalign.samples import SamplingParams
 from bayesalign.toy import toy_model
 
 WORDS = ["a", "b", "c"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from bayesalign.models import Samples
+from bayesalign.samples import Samples
 from bayesalign.scorers import (
     CallableScorer,
     RegexScorer,

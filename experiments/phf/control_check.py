@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.models import LanguageModel
 from bayesalign.pretraining.config import PretrainConfig
 from bayesalign.pretraining.data import BAD, GOOD
 from bayesalign.pretraining.trainer import EOS
+from bayesalign.samples import SamplingParams
 from bayesalign.scorers import checked_scores
 
 HERE, RUNS = Path(__file__).parent, Path("runs/phf")

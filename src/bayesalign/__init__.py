@@ -10,15 +10,16 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bayesalign.evaluator import Evaluator
-    from bayesalign.models import LanguageModel, Samples, SamplingParams, make_policy
+    from bayesalign.models import LanguageModel, make_policy
     from bayesalign.objectives import CDPG, DPG, FDPG, PPO, GDCPlusPlus, KLReinforce, Objective, Reinforce
+    from bayesalign.samples import Samples, SamplingParams
     from bayesalign.targets import Constraint, Feature, Target, Tilt
     from bayesalign.training import CheckpointArgs, SamplingArgs, TrainArgs, Trainer
 
 _HOME = {
     "LanguageModel": "bayesalign.models",
-    "Samples": "bayesalign.models",
-    "SamplingParams": "bayesalign.models",
+    "Samples": "bayesalign.samples",
+    "SamplingParams": "bayesalign.samples",
     "make_policy": "bayesalign.models",
     "Constraint": "bayesalign.targets",
     "Feature": "bayesalign.targets",

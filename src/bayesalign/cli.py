@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from bayesalign.runs import RunFolder
     from bayesalign.sampling import QRSTable, SampleArgs
 
 
@@ -155,6 +154,7 @@ def _report(args: argparse.Namespace, console: Console) -> None:
 
 def _demo(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.config import load_config
+    from bayesalign.run_summary import summarise
     from bayesalign.runs import RunFolder
     from bayesalign.session import train
 
@@ -170,68 +170,6 @@ def _demo(args: argparse.Namespace, console: Console) -> None:
     args.out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     train(config, args.out, resume=args.resume, console=console, table=False)
     summarise(RunFolder(args.out), console, time.perf_counter() - started)
-
-
-SUMMARY_ROWS = (
-    ("satisfaction E_π[b]", "satisfaction_pi"),
-    ("KL(p‖π), pool (exact p-samples)", "pool_kl_p_pi"),
-    ("KL(p‖a) − KL(p‖π), paired", "pool_kl_gain_pi"),
-    ("KL(p‖π), IS from q", "kl_p_pi"),
-    ("KL(π‖a)", "kl_pi_a"),
-    ("frontier KL* at π's satisf.", "frontier_kl"),
-    ("frontier excess KL(π‖a)/KL*", "frontier_excess"),
-    ("−log Z = KL(p‖a), pool", "pool_kl_p_a"),
-)
-
-
-def summarise(run: RunFolder, console: Console, seconds: float) -> None:
-    """Before/after table from the run folder: the first evaluation and the one final/ holds
-    (the last, or with training.keep_best the chosen one). Posterior-pool rows appear when the
-    run had a pool; the IS row carries its effective sample size."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    records = run.read_metrics()
-    before, after = records[0], records[-1]
-    selection = run.final / "selection.json"
-    if selection.exists():
-        chosen = json.loads(selection.read_text())["step"]
-        after = next(r for r in records if r["step"] == chosen)
-    table = Table(title=f"before (step 0, π = a) vs final/ (step {after['step']}), {seconds:.0f} s")
-    table.add_column("metric")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-
-    def cell(record: dict, key: str) -> str:
-        value = record.get(key)
-        if value is None or value != value:  # absent, or nan (e.g. excess at the prior)
-            return "–"
-        stderr = record.get(key + "_stderr")
-        text = f"{value:.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
-        if key == "kl_p_pi":
-            text += f"  (ESS {record['ess']:.0f})" if "ess" in record else ""
-        return text
-
-    for label, key in SUMMARY_ROWS:
-        if key in after:
-            table.add_row(escape(label), cell(before, key), cell(after, key))
-    console.print(table)
-    console.print(
-        "frontier excess: 1 = no model reaches π's satisfaction closer to a; the paired gain > 2 s.e. "
-        "means π is closer to p than the prior is"
-    )
-    if "pool_accepted" in after:
-        console.print(
-            f"posterior pool: {after['pool_accepted']:.0f} exact p-samples (held out) of "
-            f"{after['pool_size']:.0f} prior samples; drawing them took "
-            f"{before.get('pool_draw_seconds') or 0:.0f} s (0 s: from the cache)"
-        )
-    for title, step in (("before", before["step"]), ("after", after["step"])):
-        rows = [json.loads(line) for line in (run.samples / f"step_{step:06d}.jsonl").open()]
-        console.print(f"[bold]samples {title}[/] (1 = constraint holds)")
-        for row in rows[:5]:
-            flags = " ".join(f"{k}={v:g}" for k, v in row.items() if k not in ("text", "log_pi"))
-            console.print(escape(f"  [{flags}] {row['text']!r}"))
 
 
 # -- bayesalign sample ---------------------------------------------------------------------------
@@ -285,8 +223,8 @@ def _sample(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.config.build import build_models, build_target
     from bayesalign.preflight import check_generation_fits
     from bayesalign.progress import progress_bar
+    from bayesalign.runs.saved_policy import load_proposal, proposal_folder
     from bayesalign.sampling import SamplerStats, sample
-    from bayesalign.saved_policy import load_proposal, proposal_folder
 
     # flags are overrides of the config's sample section (dumped as YAML so every value round-trips)
     flags = [f"sample.{k}={yaml.safe_dump(v)}" for k in SAMPLE_FLAGS if (v := getattr(args, k)) is not None]
@@ -461,8 +399,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     from bayesalign.proposals import NonFiniteLogProbError
     from bayesalign.report import ReportError
     from bayesalign.runs import RunFolderError
+    from bayesalign.runs.saved_policy import SavedPolicyError
     from bayesalign.sampling import SamplingError
-    from bayesalign.saved_policy import SavedPolicyError
     from bayesalign.scorers import ScorerError
     from bayesalign.training import NonFiniteLossError
 

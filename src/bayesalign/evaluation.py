@@ -16,7 +16,7 @@ from bayesalign.config import Config
 from bayesalign.config.build import build_evaluator, build_models, build_target, load_eval_contexts
 from bayesalign.moments import MomentFit
 from bayesalign.runs import RunFolder
-from bayesalign.saved_policy import load_proposal, proposal_folder
+from bayesalign.runs.saved_policy import load_proposal, proposal_folder
 
 
 def evaluate_policy(config: Config, policy: str | Path | None, console: Console) -> dict[str, float]:

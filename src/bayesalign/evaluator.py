@@ -26,11 +26,12 @@ from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
 from bayesalign.frontier import Frontier
 from bayesalign.metrics import bleu, distinct_n, misalignment, ngram_entropy
-from bayesalign.models import LanguageModel, Samples, SamplingParams
+from bayesalign.models import LanguageModel
 from bayesalign.perplexity import perplexity
 from bayesalign.pools import PosteriorPool, pool_metrics
 from bayesalign.prior_draws import PoolCache, draw_prior
 from bayesalign.proposals import Scored, propose
+from bayesalign.samples import Samples, SamplingParams
 from bayesalign.scorers import Scorer, checked_scores
 from bayesalign.targets import Target
 

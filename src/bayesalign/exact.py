@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesalign.models import LanguageModel, Samples
+from bayesalign.models import LanguageModel
+from bayesalign.samples import Samples
 from bayesalign.targets import Evidence, Target
 
 DEFAULT_LIMIT = 200_000

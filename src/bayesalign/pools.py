@@ -25,9 +25,10 @@ import torch
 from bayesalign.contexts import group_by_context
 from bayesalign.estimators import Estimate
 from bayesalign.frontier import Frontier
-from bayesalign.models import LanguageModel, Samples
+from bayesalign.models import LanguageModel
 from bayesalign.prior_draws import PoolError, PriorDraws
 from bayesalign.proposals import Scored
+from bayesalign.samples import Samples
 from bayesalign.targets import Constraint, Evidence, Feature, Target, Tilt
 
 __all__ = ["MIN_ACCEPTED", "PoolError", "PosteriorPool", "known_bound", "pool_metrics"]

@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bayesalign.contexts import group_by_context
-from bayesalign.models import LanguageModel, Samples, SamplingParams
+from bayesalign.models import LanguageModel
+from bayesalign.samples import Samples, SamplingParams
 
 CHUNK = 256  # prior samples per seeded chunk (per context: CONTEXT_CHUNK); pools grow by chunks
 CONTEXT_CHUNK = 32

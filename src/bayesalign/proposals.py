@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesalign.models import LanguageModel, Samples, SamplingParams, pad
+from bayesalign.models import LanguageModel
+from bayesalign.samples import Samples, SamplingParams, pad
 from bayesalign.targets import Evidence, Target
 
 ANCESTRAL = SamplingParams()

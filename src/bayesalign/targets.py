@@ -18,8 +18,9 @@ from typing import Protocol
 
 import torch
 
-from bayesalign.models import LanguageModel, Samples, SamplingParams
+from bayesalign.models import LanguageModel
 from bayesalign.moments import MomentFit, MomentFitError, check_counts, solve_dual
+from bayesalign.samples import Samples, SamplingParams
 from bayesalign.scorers import Scorer, checked_scores
 
 

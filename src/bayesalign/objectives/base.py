@@ -10,7 +10,8 @@ from typing import ClassVar
 
 import torch
 
-from bayesalign.models import LanguageModel, Samples
+from bayesalign.models import LanguageModel
+from bayesalign.samples import Samples
 from bayesalign.targets import Evidence, Target
 
 

@@ -11,9 +11,10 @@ from pydantic import Field, field_validator, model_validator
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.config.base import Section
 from bayesalign.config.scorers import ScorerSpec, check_scorer_type
-from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.models import LanguageModel
 from bayesalign.pretraining.corpus import CorpusFormat, load_documents, resolve_files
 from bayesalign.pretraining.red_team import RedTeam, RedTeamParams
+from bayesalign.samples import SamplingParams
 
 Objective = Literal["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
 

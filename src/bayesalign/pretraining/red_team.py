@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.models import LanguageModel
+from bayesalign.samples import SamplingParams
 from bayesalign.scorers import Scorer, checked_scores
 
 

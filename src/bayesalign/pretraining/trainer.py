@@ -13,7 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.metrics import distinct_n
-from bayesalign.models import LanguageModel, Samples, SamplingParams
+from bayesalign.models import LanguageModel
 from bayesalign.objectives.pretraining import AWR, mle, rwr, unlikelihood
 from bayesalign.pretraining.config import PretrainConfig
 from bayesalign.pretraining.data import (
@@ -29,6 +29,7 @@ from bayesalign.pretraining.data import (
     segments,
 )
 from bayesalign.runs import RunFolder
+from bayesalign.samples import Samples, SamplingParams
 from bayesalign.scorers import checked_scores
 
 EOS = "<|endoftext|>"

@@ -23,8 +23,9 @@ import torch
 
 from bayesalign import estimators as est
 from bayesalign.estimators import Estimate
-from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.models import LanguageModel
 from bayesalign.proposals import ANCESTRAL, Scored, propose
+from bayesalign.samples import SamplingParams
 from bayesalign.sampling.diagnostics import QRSRow, default_betas, qrs_diagnostics
 from bayesalign.sampling.rules import LowAcceptanceError, Rule
 from bayesalign.targets import Target

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesalign.models import LanguageModel, SamplingParams
+from bayesalign.models import LanguageModel
 from bayesalign.proposals import ANCESTRAL, Scored, propose
+from bayesalign.samples import SamplingParams
 from bayesalign.sampling.diagnostics import QRSTable, beta_for_acceptance, qrs_table
 from bayesalign.sampling.loop import Sampler, SamplerResult, SamplerStats
 from bayesalign.sampling.rules import ImportanceResampling, QuasiRejection, Rejection, Rule, SamplingError

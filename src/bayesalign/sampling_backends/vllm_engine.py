@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from bayesalign.models import LanguageModel, Samples, SamplingParams
+from bayesalign.models import LanguageModel
+from bayesalign.samples import Samples, SamplingParams
 
 
 def require_vllm() -> None:

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from bayesalign.arguments import Args
-from bayesalign.models import SamplingParams
+from bayesalign.samples import SamplingParams
 
 
 class ProposalArgs(Args):

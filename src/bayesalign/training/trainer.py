@@ -8,10 +8,9 @@ is a per-sample loss (objectives/); the loop never asks which one it is running.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -19,43 +18,27 @@ from safetensors.torch import load_file, save_file
 
 from bayesalign import estimators as est
 from bayesalign.atomic import write_atomic
-from bayesalign.contexts import evaluation_rows, step_contexts
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.evaluator import Evaluator, unsatisfied_message
 from bayesalign.exact import ExactTarget
-from bayesalign.models import LanguageModel, Samples
+from bayesalign.models import LanguageModel
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
-from bayesalign.proposals import Scored, propose
+from bayesalign.proposals import Scored
 from bayesalign.runs import RunFolder
+from bayesalign.samples import Samples
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.targets import Target
 from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
 from bayesalign.training.checkpoint import CheckpointData, newest_checkpoint, save_checkpoint
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
+from bayesalign.training.draws import Draws, replay_batch
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
+from bayesalign.training.state import TrainState, copy_weights, trainable_weights
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message says which quantity caused it."""
-
-
-@dataclass
-class TrainState:
-    step: int = 0
-    samples_seen: int = 0  # samples drawn from q for training and proposal checks
-    z_log_sum: float = float("-inf")  # log Σ P/q over every sample drawn from a proposal
-    z_count: int = 0
-    proposal_updates: int = 0
-    proposal_is_copy: bool = False  # q is a frozen copy of an earlier π (else a, or π itself)
-    replay_position: int = 0  # training.replay_pool: pool rows consumed so far (over all passes)
-    best_step: int = -1  # training.keep_best: the step of the best evaluated π (-1: none yet)
-    best_kl: float = float("inf")  # ... and its pool KL(p‖π)
-    last_check: dict[str, float] = field(default_factory=dict)  # repeated in later records
-
-    @property
-    def log_z(self) -> float:
-        return self.z_log_sum - math.log(self.z_count) if self.z_count else float("nan")
 
 
 def proposal_should_update(criterion: str, policy_score: float, proposal_score: float) -> bool:
@@ -152,8 +135,6 @@ class Trainer:
         seed = self.args.seed
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_generator = torch.Generator().manual_seed(seed + 1)
-        self.contexts = contexts  # conditional targets: contexts c of P_c
-        self.contexts_per_step = contexts_per_step
         self.evaluator = evaluator or Evaluator(
             target, sampling=self.sampling, micro=args.micro, sample_batch=self.sample_batch
         )
@@ -162,9 +143,16 @@ class Trainer:
                 f"the evaluator samples with {self.evaluator.sampling}, training with {self.sampling}: "
                 "give both the same sampling settings (Evaluator(..., sampling=sampling.params()))"
             )
-        self.eval_contexts = self.evaluator.eval_contexts
-        if (contexts is None) != (self.eval_contexts is None):
-            raise ValueError("a conditional target needs both training contexts and evaluation contexts")
+        self.draws = Draws(
+            target,
+            self.sampling,
+            self.dist,
+            sample_batch=self.sample_batch,
+            contexts=contexts,
+            per_step=contexts_per_step,
+            eval_contexts=self.evaluator.eval_contexts,
+            vllm=self.vllm,
+        )
         self.evaluator.connect(
             lambda m, n, g: self.draw(m, n, g, evaluation=True), self.eval_generator, lambda p: self.status(p)
         )
@@ -179,33 +167,11 @@ class Trainer:
         evaluation: bool = False,
         prior: bool = True,
     ) -> Scored:
-        """n samples from ``model`` scored under the target (without log a and log P when not
-        ``prior``). With contexts: for training, contexts.per_step contexts drawn at random,
-        n/per_step samples each; for evaluation, the fixed evaluation contexts, n // len(them)
-        samples each. The draw is sharded over processes (training/distributed.py); every
-        process gets all n samples."""
+        """n samples from ``model`` scored under the target (`Draws`; without log a and log P
+        when not ``prior``); evaluation draws spread over the evaluation contexts."""
         who = "π" if model is self.policy else "a" if model is self.base else "q"
         self.status(f"sampling {n} from {who}")
-        contexts = None
-        if self.contexts is not None and evaluation:
-            contexts = evaluation_rows(self.eval_contexts, n)
-        elif self.contexts is not None:
-            contexts = step_contexts(self.contexts, self.contexts_per_step, n, generator)
-        sampler = self.vllm if model is self.policy and self.vllm is not None else model
-
-        def draw_rows(rows: slice, shard_generator: torch.Generator) -> Scored:
-            return propose(
-                self.target,
-                sampler,
-                rows.stop - rows.start,
-                self.sampling,
-                generator=shard_generator,
-                batch_size=self.sample_batch,
-                contexts=None if contexts is None else contexts[rows],
-                prior=prior,
-            )
-
-        return self.dist.draw(len(contexts) if contexts is not None else n, generator, draw_rows)
+        return self.draws(model, n, generator, evaluation=evaluation, prior=prior)
 
     def _policy_log_prob(self, draw: Scored) -> torch.Tensor:
         """log π on samples drawn from the proposal (free when the proposal is π)."""
@@ -222,26 +188,12 @@ class Trainer:
 
     # -- training ------------------------------------------------------------------------------
     def _replay_batch(self, n: int) -> Scored:
-        """The next n exact p-samples of the posterior pool's training split, in passes, each
-        pass in its own seeded order (where the run stands follows from the position alone, so
-        a resumed run continues with the very same batches).
-
-        They were accepted by rejection from the prior, so their proposal is p itself: log q =
-        log P − log Ẑ (the training split's Z). DPG's weight p/q is then 1 (maximum likelihood on
-        posterior samples) and GDC++'s advantage 1 − π/p; no compute goes to rejected samples.
-        """
+        """The next n exact p-samples of the pool's training split (`draws.replay_batch`)."""
         self.evaluator.ensure_pool()  # drawn (or read from the cache) once
-        pool = self.evaluator.train_pool
-        accepted, rows = pool.accepted, []
-        while len(rows) < n:
-            epoch, offset = divmod(self.state.replay_position, len(accepted))
-            seed = self.args.seed * 7919 + epoch
-            order = torch.randperm(len(accepted), generator=torch.Generator().manual_seed(seed))
-            take = order[offset : offset + n - len(rows)]
-            rows += accepted[take].tolist()
-            self.state.replay_position += len(take)
-        index = torch.tensor(rows)
-        return pool.scored(index, log_q=pool.log_a[index] + pool.log_factor[index] - pool.log_z().value)
+        draw, self.state.replay_position = replay_batch(
+            self.evaluator.train_pool, n, self.state.replay_position, self.args.seed
+        )
+        return draw
 
     def train_step(self) -> dict[str, float]:
         cfg = self.args
@@ -406,8 +358,10 @@ class Trainer:
         }
         if objective_state := self.objective.state_dict():
             extra["objective"] = objective_state
-        proposal = _trainable(self.proposal, self.policy) if self.state.proposal_is_copy else None
-        return CheckpointData(_trainable(self.policy, self.policy), proposal, asdict(self.state), extra)
+        proposal = trainable_weights(self.proposal, self.policy) if self.state.proposal_is_copy else None
+        return CheckpointData(
+            trainable_weights(self.policy, self.policy), proposal, asdict(self.state), extra
+        )
 
     def load_state_dict(self, data: CheckpointData, folder: Path | str = "the checkpoint") -> None:
         """Put a `state_dict` back. An objective and a checkpoint that disagree on whether there
@@ -418,11 +372,11 @@ class Trainer:
             raise ValueError(f"checkpoint {folder} holds objective state, but objective {name} keeps none")
         if keeps and not objective_state:
             raise ValueError(f"checkpoint {folder} holds no state for objective {name}, which keeps some")
-        _copy_params(self.policy, data.policy)
+        copy_weights(self.policy, data.policy)
         self.state = TrainState(**data.state)
         if data.proposal is not None:
             self.proposal = self.policy.frozen_copy()
-            _copy_params(self.proposal, data.proposal)
+            copy_weights(self.proposal, data.proposal)
         self.optimizer.load_state_dict(data.extra["optimizer"])
         self.scheduler.load_state_dict(data.extra["scheduler"])
         self.generator.set_state(data.extra["generator"])
@@ -443,7 +397,7 @@ class Trainer:
         if not self.args.keep_best or kl is None or not kl < self.state.best_kl:
             return
         self.state.best_kl, self.state.best_step = kl, self.state.step
-        self.best_params = _trainable(self.policy, self.policy)
+        self.best_params = trainable_weights(self.policy, self.policy)
         if self.run is not None and self.dist.is_main:
             tmp = self.run.path / "best.safetensors.tmp"
             save_file(self.best_params, str(tmp))
@@ -454,7 +408,7 @@ class Trainer:
         chosen ({"step", "pool_kl_p_pi"}), or None when nothing is kept."""
         if not self.args.keep_best or self.best_params is None:
             return None
-        _copy_params(self.policy, self.best_params)
+        copy_weights(self.policy, self.best_params)
         return {"step": self.state.best_step, "pool_kl_p_pi": self.state.best_kl}
 
     def fit(
@@ -517,18 +471,3 @@ class Trainer:
             if self.dist.is_main and not folder.is_dir():
                 self._save_checkpoint(folder)
         return TrainingInterrupted(signum, step, folder)
-
-
-def _trainable(model: LanguageModel, policy: LanguageModel) -> dict[str, torch.Tensor]:
-    """``model``'s copies of the policy's trainable weights (q, when a frozen copy of an earlier
-    π, has no trainable weights of its own), detached on the CPU."""
-    names = [n for n, p in policy.module.named_parameters() if p.requires_grad]
-    params = dict(model.module.named_parameters())
-    return {n: params[n].detach().clone().contiguous().cpu() for n in names}
-
-
-def _copy_params(model: LanguageModel, values: dict[str, torch.Tensor]) -> None:
-    params = dict(model.module.named_parameters())
-    with torch.no_grad():
-        for name, value in values.items():
-            params[name].copy_(value)

@@ -1,0 +1,71 @@
+"""The before/after summary of a finished run folder that `bayesalign demo` ends with: the
+first evaluation against the one final/ holds, posterior-pool rows with their standard errors
+when the run had a pool, and a few samples of each."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bayesalign.runs import RunFolder
+
+SUMMARY_ROWS = (
+    ("satisfaction E_π[b]", "satisfaction_pi"),
+    ("KL(p‖π), pool (exact p-samples)", "pool_kl_p_pi"),
+    ("KL(p‖a) − KL(p‖π), paired", "pool_kl_gain_pi"),
+    ("KL(p‖π), IS from q", "kl_p_pi"),
+    ("KL(π‖a)", "kl_pi_a"),
+    ("frontier KL* at π's satisf.", "frontier_kl"),
+    ("frontier excess KL(π‖a)/KL*", "frontier_excess"),
+    ("−log Z = KL(p‖a), pool", "pool_kl_p_a"),
+)
+
+
+def summarise(run: RunFolder, console: Console, seconds: float) -> None:
+    """Before/after table from the run folder: the first evaluation and the one final/ holds
+    (the last, or with training.keep_best the chosen one). Posterior-pool rows appear when the
+    run had a pool; the IS row carries its effective sample size."""
+    records = run.read_metrics()
+    before, after = records[0], records[-1]
+    selection = run.final / "selection.json"
+    if selection.exists():
+        chosen = json.loads(selection.read_text())["step"]
+        after = next(r for r in records if r["step"] == chosen)
+    table = Table(title=f"before (step 0, π = a) vs final/ (step {after['step']}), {seconds:.0f} s")
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+
+    def cell(record: dict, key: str) -> str:
+        value = record.get(key)
+        if value is None or value != value:  # absent, or nan (e.g. excess at the prior)
+            return "–"
+        stderr = record.get(key + "_stderr")
+        text = f"{value:.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
+        if key == "kl_p_pi":
+            text += f"  (ESS {record['ess']:.0f})" if "ess" in record else ""
+        return text
+
+    for label, key in SUMMARY_ROWS:
+        if key in after:
+            table.add_row(escape(label), cell(before, key), cell(after, key))
+    console.print(table)
+    console.print(
+        "frontier excess: 1 = no model reaches π's satisfaction closer to a; the paired gain > 2 s.e. "
+        "means π is closer to p than the prior is"
+    )
+    if "pool_accepted" in after:
+        console.print(
+            f"posterior pool: {after['pool_accepted']:.0f} exact p-samples (held out) of "
+            f"{after['pool_size']:.0f} prior samples; drawing them took "
+            f"{before.get('pool_draw_seconds') or 0:.0f} s (0 s: from the cache)"
+        )
+    for title, step in (("before", before["step"]), ("after", after["step"])):
+        rows = [json.loads(line) for line in (run.samples / f"step_{step:06d}.jsonl").open()]
+        console.print(f"[bold]samples {title}[/] (1 = constraint holds)")
+        for row in rows[:5]:
+            flags = " ".join(f"{k}={v:g}" for k, v in row.items() if k not in ("text", "log_pi"))
+            console.print(escape(f"  [{flags}] {row['text']!r}"))
