@@ -15,24 +15,23 @@ Metrics of π come from π's own samples (satisfaction, KL(π‖a), diversity, e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 from bayesalign import estimators as est
-from bayesalign.builtin_models import cache_root, resolve_model_name
+from bayesalign.builtin_models import cache_root
 from bayesalign.contexts import evaluation_rows, group_by_context
 from bayesalign.estimators import ZeroPartitionError
 from bayesalign.exact import ExactTarget, SequenceSpace, exact_metrics
+from bayesalign.extra_metrics import Metric
 from bayesalign.frontier import Frontier
-from bayesalign.metrics import bleu, distinct_n, misalignment, ngram_entropy
+from bayesalign.metrics import distinct_n, ngram_entropy
 from bayesalign.models import LanguageModel
-from bayesalign.perplexity import perplexity
 from bayesalign.pools import PosteriorPool, pool_metrics
 from bayesalign.prior_draws import PoolCache, draw_prior
 from bayesalign.proposals import Scored, propose
-from bayesalign.samples import Samples, SamplingParams
-from bayesalign.scorers import Scorer, checked_scores
+from bayesalign.samples import SamplingParams
 from bayesalign.targets import Target
 
 LOW_ESS = 30  # importance-sampling estimates resting on fewer effective samples are flagged
@@ -60,9 +59,9 @@ class Evaluator:
         Evaluator(target, pool_samples=2048).evaluate(policy)  # q = a: the prior
 
     Optional parts: ``exact`` (enumerated spaces, one per context), ``pool_*`` settings (a
-    posterior pool drawn at the first call), ``fluency_model`` (perplexity of π's samples),
-    ``misalignment`` (scorer, k, threshold), ``references`` (reference outputs of the eval
-    contexts: NLL, optionally BLEU). ``micro``: sequences per forward pass when scoring.
+    posterior pool drawn at the first call), ``metrics``: task metrics of π's samples beside the
+    target's (`extra_metrics`: perplexity, misalignment, references). ``micro``: sequences per
+    forward pass when scoring.
 
     Samples are drawn with ``sampling`` over the evaluation contexts (conditional targets) from
     the evaluation stream ``seed``; a trainer `connect`s its own (sharded) draw and generator,
@@ -85,10 +84,7 @@ class Evaluator:
         pool_seed: int = 0,
         pool_cache: bool = True,
         pool_holdout: float = 0.0,
-        fluency_model: str | None = None,
-        misalignment: tuple[Scorer, int, float] | None = None,
-        references: list[str] | None = None,
-        reference_bleu: bool = False,
+        metrics: Sequence[Metric] = (),
         status: Callable[[str], None] = lambda phase: None,
     ) -> None:
         sampling = sampling if sampling is not None else SamplingParams()
@@ -111,18 +107,7 @@ class Evaluator:
         self.full_pool: PosteriorPool | None = None  # every prior sample: log Z and the frontier
         self.train_pool: PosteriorPool | None = None  # the rest, for training.replay_pool
         self.pool_seconds = float("nan")  # spent drawing the pool's prior samples (0: all cached)
-        self.fluency_model = (
-            LanguageModel.from_pretrained(resolve_model_name(fluency_model)) if fluency_model else None
-        )
-        self.misalignment = misalignment
-        self.references: Samples | None = None
-        self.reference_bleu = reference_bleu
-        self.reference_nll_a = float("nan")
-        if references is not None:
-            self.references = target.base.encode_continuations(eval_contexts, references)
-            if reference_bleu:
-                bleu(["check"], ["check"])  # a missing sacrebleu fails here, before any work
-            self.reference_nll_a = self._reference_nll(target.base)
+        self.metrics = list(metrics)
 
     # -- the posterior pool ---------------------------------------------------------------------
     def _draw(self, model: LanguageModel, n: int, generator: torch.Generator) -> Scored:
@@ -279,28 +264,11 @@ class Evaluator:
         }
 
     def _extras(self, policy: LanguageModel, pi_draw: Scored) -> dict[str, float]:
-        """Task metrics beside the target's: perplexity, misalignment, references."""
-        metrics: dict[str, float] = {}
-        texts = pi_draw.samples.texts
-        if self.fluency_model is not None:
-            metrics["perplexity_pi"] = perplexity(self.fluency_model, texts, batch_size=self.micro)
-        if self.misalignment is not None:
-            scorer, k, threshold = self.misalignment
-            scores = checked_scores(scorer, texts, pi_draw.samples.contexts)
-            found = misalignment(scores.tolist(), k=k, threshold=threshold)
-            metrics |= {f"{name}_pi": value for name, value in found.items()}
-        if self.references is not None:  # a task metric: how likely π finds the real outputs
-            metrics["reference_nll_pi"] = self._reference_nll(policy)
-            metrics["reference_nll_a"] = self.reference_nll_a
-            if self.reference_bleu:
-                reference_of = dict(zip(self.references.contexts, self.references.texts, strict=True))
-                metrics["bleu_pi"] = bleu(texts, [reference_of[c] for c in pi_draw.samples.contexts])
-        return metrics
-
-    def _reference_nll(self, model: LanguageModel) -> float:
-        """Mean negative log-likelihood per token of the eval contexts' reference outputs."""
-        log_p = model.log_prob_frozen(self.references, batch_size=self.micro)
-        return (-log_p.sum() / self.references.lengths.sum()).item()
+        """Task metrics beside the target's (`extra_metrics`)."""
+        found: dict[str, float] = {}
+        for metric in self.metrics:
+            found |= metric(policy, pi_draw, self.micro)
+        return found
 
     def _target_estimates(
         self, q_draw: Scored, log_pi_on_q: torch.Tensor, pi_draw: Scored

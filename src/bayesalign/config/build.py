@@ -15,6 +15,7 @@ from bayesalign.config.sections import Config, ModelSection, SamplingSection, Tr
 from bayesalign.config.target import TargetSection
 from bayesalign.contexts import load_contexts
 from bayesalign.evaluator import Evaluator
+from bayesalign.extra_metrics import Metric, Misalignment, Perplexity, References
 from bayesalign.models import LanguageModel, make_policy
 from bayesalign.moments import MomentFit, MomentFitError
 from bayesalign.objectives import Objective
@@ -169,7 +170,16 @@ def build_evaluator(
 ) -> Evaluator:
     """The `Evaluator` that the eval section (and the contexts section) describe."""
     section, pool = config.eval, config.eval.pool
-    misaligned = section.misalignment
+    extras: list[Metric] = []
+    if section.perplexity_model is not None:
+        extras.append(Perplexity(LanguageModel.from_pretrained(section.perplexity_model)))
+    if (misaligned := section.misalignment) is not None:
+        extras.append(Misalignment(misaligned.scorer.build(), misaligned.k, misaligned.threshold))
+    if references is not None:
+        bleu = config.contexts is not None and config.contexts.bleu
+        extras.append(
+            References(target.base, eval_contexts, references, bleu=bleu, micro=config.training.micro)
+        )
     return Evaluator(
         target,
         samples=section.samples,
@@ -184,12 +194,7 @@ def build_evaluator(
         pool_seed=0 if pool is None else pool.seed,
         pool_cache=pool is not None and pool.cache,
         pool_holdout=0.0 if pool is None else pool.holdout,
-        fluency_model=section.perplexity_model,
-        misalignment=None
-        if misaligned is None
-        else (misaligned.scorer.build(), misaligned.k, misaligned.threshold),
-        references=references,
-        reference_bleu=config.contexts is not None and config.contexts.bleu,
+        metrics=extras,
         status=status,
     )
 
