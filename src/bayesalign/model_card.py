@@ -1,68 +1,124 @@
-"""The model card written to a run's final/ folder: what was aligned to what, how, with what
-result, and how to load it."""
+"""The model card written to a run's final/ folder, as the Hugging Face hub reads one
+(`huggingface_hub.ModelCard`): metadata (base model, library, tags, pipeline), what was aligned
+to what and how, the numbers before and after with the kind of each (exact, exact-sample or
+importance-sampling estimate), and how to load and run it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub import ModelCard, ModelCardData
+
 from bayesalign.atomic import write_atomic
+from bayesalign.builtin_models import BUILTIN
 from bayesalign.config import Config
-from bayesalign.report import LEADING
+from bayesalign.console import pick
+from bayesalign.runs import metric_names
 from bayesalign.targets import Target
 
 
+def base_model_id(name: str) -> str | None:
+    """The hub id of the base model, for the card's ``base_model``: built-in models name the
+    model they were converted from; a local folder or a toy model has none."""
+    if name.startswith("builtin:"):
+        return BUILTIN[name.removeprefix("builtin:")].hub_id
+    if name == "toy" or Path(name).expanduser().exists():
+        return None
+    return name
+
+
+def _how(name: str) -> str:
+    if name.startswith("exact_"):
+        return "exact"
+    if name.startswith("pool_") or name.startswith("frontier_"):
+        return "exact p-samples"
+    if name in (metric_names.KL_P_PI, metric_names.KL_PI_P, metric_names.KL_P_A, "tv_p_pi"):
+        return "IS estimate"
+    return "π's samples"
+
+
+def _cell(record: dict, key: str) -> tuple[str, str] | None:
+    """(value ± s.e., how it was measured) of ``key``, exact where the run computed it."""
+    found = pick(record, key)
+    if found is None:
+        return None
+    name, value, stderr = found
+    return f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else ""), _how(name)
+
+
 def model_card(
-    config: Config, target: Target, records: list[dict], *, merged: bool, seq2seq: bool = False
-) -> str:
-    """Markdown for final/README.md: base model, target, method, metrics before and after."""
+    config: Config,
+    target: Target,
+    records: list[dict],
+    *,
+    merged: bool,
+    seq2seq: bool = False,
+    folder: Path | str = ".",
+) -> ModelCard:
+    """The card of final/ (``folder``, written into its loading example)."""
     first, last = records[0], records[-1]
+    training = config.training
+    data = ModelCardData(
+        base_model=base_model_id(config.model.name),
+        library_name="transformers" if merged else "peft",
+        pipeline_tag="text2text-generation" if seq2seq else "text-generation",
+        tags=["bayesalign", training.method, "alignment", "distribution-matching"],
+    )
     fit = target.moment_fit
     moments = ""
     if fit is not None:
-        moments = "\n".join(
+        lines = "\n".join(
             f"- E_p[{f.name}] = {f.moment:g} wanted, {f.achieved:.4g} achieved, λ = {f.lam:.4g}"
             for f in fit.features
         )
-        moments = f"\nDistributional constraints (λ fitted before training):\n\n{moments}\n"
-    scores = sorted(k for k in last if k.startswith("score_") and k.endswith("_pi"))
-    wanted = [m for m in (*LEADING, *scores) if m in last]
-    rows = "\n".join(f"| {m} | {_fmt(first.get(m))} | {_fmt(last.get(m))} |" for m in wanted)
-    training = config.training
+        moments = f"\nDistributional constraints (λ fitted before training):\n\n{lines}\n"
+    rows = []
+    for key in (*metric_names.HEADLINE, *metric_names.reward_scores(last)):
+        before, after = _cell(first, key), _cell(last, key)
+        if after is not None:
+            rows.append(f"| {key} | {before[0] if before else '–'} | {after[0]} | {after[1]} |")
     auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
-    load = (
-        f"from transformers import {auto}, AutoTokenizer\nmodel = {auto}.from_pretrained(path)"
-        if merged
-        else f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n"
-        f"model = PeftModel.from_pretrained({auto}.from_pretrained({config.model.name!r}), path)"
-    )
-    return f"""---
-library_name: transformers
-tags: [bayesalign]
----
-# Aligned with bayesalign
+    path = str(Path(folder).resolve())
+    if merged:
+        load = (
+            f"from transformers import pipeline\n\npath = {path!r}\n"
+            f'generate = pipeline("{data.pipeline_tag}", model=path)\n'
+            f"print(generate({config.prompt!r}, max_new_tokens={config.sampling.max_new_tokens}, "
+            'do_sample=True)[0]["generated_text"])'
+        )
+    else:
+        load = (
+            f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n\n"
+            f"path = {path!r}\nbase = {auto}.from_pretrained({config.model.name!r})\n"
+            "model = PeftModel.from_pretrained(base, path)\ntokenizer = AutoTokenizer.from_pretrained(path)"
+        )
+    lora = " with LoRA" if config.model.lora else ""
+    if config.model.name.startswith("builtin:") and data.base_model:
+        lora += f" (the Q4_1 GGUF of {data.base_model} that ships in a pip package, dequantised)"
+    contexts = f" (contexts from {config.contexts.train})" if config.contexts else ""
+    body = f"""# Aligned with bayesalign
 
-- Base model (the prior a): `{config.model.name}`{" with LoRA" if config.model.lora else ""}
-- Prompt: {config.prompt!r}{" (contexts from " + str(config.contexts.train) + ")" if config.contexts else ""}
+- Base model (the prior a): `{config.model.name}`{lora}
+- Prompt: {config.prompt!r}{contexts}
 - Target (the posterior p ∝ …): `{target.describe()}`
 - Method: `{training.method}`, {training.steps} steps × {training.batch_size} samples, lr {training.lr:g},
   proposal `{training.proposal.update}`, seed {training.seed}
 {moments}
 ## Metrics (step 0 → step {last.get("step")})
 
-| metric | before | after |
-|---|---|---|
-{rows}
+| metric | before | after | how |
+|---|---|---|---|
+{chr(10).join(rows)}
 
 {_estimates_note(last)}
 
-## Load it
+## Load and run it
 
 ```python
-path = "path/to/this/folder"
 {load}
-tokenizer = AutoTokenizer.from_pretrained(path)
 ```
 """
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
 def _estimates_note(last: dict) -> str:
@@ -70,7 +126,7 @@ def _estimates_note(last: dict) -> str:
     notes = ["π's satisfaction, scores and KL(π‖a) are measured on π's own samples."]
     if "exact_kl_p_pi" in last:
         notes.append("exact_* values are exact: the whole sequence space was enumerated.")
-    if "pool_kl_p_pi" in last:
+    if metric_names.POOL_KL_P_PI in last:
         notes.append(
             f"pool_* values are estimates from {last['pool_accepted']:.0f} exact posterior samples "
             f"(rejection from {last['pool_size']:.0f} prior samples); frontier_excess = KL(π‖a) / the "
@@ -85,12 +141,8 @@ def _estimates_note(last: dict) -> str:
     return "\n".join(f"- {n}" for n in notes)
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4g}"
-
-
 def write_model_card(
     folder: Path, config: Config, target: Target, records: list[dict], *, merged: bool, seq2seq: bool
 ) -> None:
-    card = model_card(config, target, records, merged=merged, seq2seq=seq2seq)
-    write_atomic(folder / "README.md", card)
+    card = model_card(config, target, records, merged=merged, seq2seq=seq2seq, folder=folder)
+    write_atomic(folder / "README.md", str(card))
