@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bayesalign.cli import main
@@ -57,3 +58,23 @@ def test_a_lora_checkpoint_is_an_adapter_that_peft_loads(tmp_path):
     merged = AutoModelForCausalLM.from_pretrained(out / "final")  # final/ is merged by default
     torch.testing.assert_close(logits(adapted), logits(merged), atol=1e-5, rtol=0)
     assert not torch.allclose(logits(adapted), before)
+
+
+def test_final_in_bfloat16_is_half_the_disk_and_the_same_model(tmp_path):
+    """checkpoint.final_dtype: final/ is written in bfloat16 (training and the resumable
+    checkpoints stay float32), loads with from_pretrained, and predicts what the float32
+    final/ of the same run predicts, within bfloat16's rounding."""
+    full, half = tmp_path / "full", tmp_path / "half"
+    train(full, 2)
+    train(half, 2, "--set", "checkpoint.final_dtype=bfloat16")
+    weights = load_file(half / "final" / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.bfloat16}
+    assert {
+        t.dtype for t in load_file(half / "checkpoints" / "step_000002" / "policy.safetensors").values()
+    } == {torch.float32}
+    size = (half / "final" / "model.safetensors").stat().st_size
+    assert size < 0.6 * (full / "final" / "model.safetensors").stat().st_size
+    reference = logits(AutoModelForCausalLM.from_pretrained(full / "final"))
+    loaded = logits(AutoModelForCausalLM.from_pretrained(half / "final", dtype=torch.float32))
+    torch.testing.assert_close(loaded, reference, atol=0.1, rtol=0.02)
+    assert not torch.allclose(reference, logits(toy_model(["a", "b", "c"], seed=1).module))

@@ -29,6 +29,8 @@ from transformers import (
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.samples import Samples, SamplingParams
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def _draw_tokens(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One token per row by inverse-CDF sampling.
@@ -114,12 +116,18 @@ class LanguageModel:
         module.requires_grad_(False)
         return LanguageModel(module, self.tokenizer, self.prompt, adapters_disabled=self.adapters_disabled)
 
-    def save_pretrained(self, folder: str | Path, *, merge_lora: bool = True) -> None:
+    def save_pretrained(
+        self, folder: str | Path, *, merge_lora: bool = True, dtype: torch.dtype | None = None
+    ) -> None:
         """Write weights (safetensors) and tokenizer. A LoRA policy is merged into its base
-        (a plain HF model folder) unless ``merge_lora`` is False (adapter weights only)."""
+        (a plain HF model folder) unless ``merge_lora`` is False (adapter weights only).
+        ``dtype``: the weights are written in it (e.g. bfloat16 halves the disk); the model in
+        memory keeps its own."""
         module = self.module
         if self.has_adapters and merge_lora:
             module = copy.deepcopy(module).merge_and_unload()
+        if dtype is not None and dtype != next(module.parameters()).dtype:
+            module = (copy.deepcopy(module) if module is self.module else module).to(dtype)
         module.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
 

@@ -16,7 +16,7 @@ from bayesalign.config.build import build_models, build_target, build_trainer
 from bayesalign.console import before_after_table, headline
 from bayesalign.contexts import load_contexts
 from bayesalign.model_card import write_model_card
-from bayesalign.models import LanguageModel
+from bayesalign.models import DTYPES, LanguageModel
 from bayesalign.moments import MomentFit
 from bayesalign.preflight import check_generation_fits
 from bayesalign.progress import Heartbeat, progress_bar, show_record
@@ -217,7 +217,7 @@ def _train(
     if dist.is_main:
         merged = config.checkpoint.merge_lora
         chosen = trainer.restore_best()
-        policy.save_pretrained(run.final, merge_lora=merged)
+        policy.save_pretrained(run.final, merge_lora=merged, dtype=DTYPES[config.checkpoint.final_dtype])
         if chosen is not None:  # what final/ holds and why: the evaluated π closest to p
             last = run.read_metrics()[-1]
             chosen |= {"last_step": last["step"], f"last_{POOL_KL_P_PI}": last.get(POOL_KL_P_PI)}

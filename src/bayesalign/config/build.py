@@ -16,7 +16,7 @@ from bayesalign.config.target import TargetSection
 from bayesalign.contexts import load_contexts
 from bayesalign.evaluator import Evaluator
 from bayesalign.extra_metrics import Metric, Misalignment, Perplexity, References
-from bayesalign.models import LanguageModel, make_policy
+from bayesalign.models import DTYPES, LanguageModel, make_policy
 from bayesalign.moments import MomentFit, MomentFitError
 from bayesalign.objectives import Objective
 from bayesalign.preflight import PreflightError, check_model_name, hub_allowed
@@ -24,8 +24,6 @@ from bayesalign.runs import RunFolder
 from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
 from bayesalign.training import Trainer
 from bayesalign.training.distributed import Distributed
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[LanguageModel, LanguageModel]:

@@ -93,6 +93,11 @@ class CheckpointArgs(Args):
     every: int = Field(50, gt=0)
     keep: int = Field(2, gt=0)
     merge_lora: bool = Field(True, description="final/ holds merged weights (else the adapter only)")
+    final_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="dtype of final/'s weights: bfloat16 or float16 halve its disk (training and the "
+        "resumable checkpoints stay in the model's own dtype)",
+    )
     loadable: bool = Field(
         True,
         description="each checkpoint is also a Hugging Face folder that from_pretrained loads: the LoRA "
