@@ -20,6 +20,7 @@ from bayesalign.exact import ExactTarget, SequenceSpace, kl, tv
 from bayesalign.objectives import DPG, FDPG, Batch, GDCPlusPlus, InfiniteDivergenceError, PolicyOutput
 from bayesalign.objectives.f_divergence import PSEUDO_REWARDS, MovingBaseline
 from bayesalign.runs import RunFolder
+from bayesalign.runs.metric_names import is_timing
 from bayesalign.scorers import CallableScorer
 from bayesalign.targets import Target
 from bayesalign.toy import perturbed_policy, toy_model
@@ -289,7 +290,7 @@ def _same_records(a: list[dict], b: list[dict]) -> bool:
         if ra.keys() != rb.keys():
             return False
         for key, va in ra.items():
-            if key == "seconds":
+            if is_timing(key):
                 continue
             vb = rb[key]
             if isinstance(va, float) or isinstance(vb, float):

@@ -21,6 +21,7 @@ from bayesalign.exact import kl as exact_kl
 from bayesalign.objectives import DPG, Batch, GDCPlusPlus, Objective, PolicyOutput
 from bayesalign.proposals import NonFiniteLogProbError
 from bayesalign.runs import RunFolder
+from bayesalign.runs.metric_names import is_timing
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Target
 from bayesalign.training import NonFiniteLossError, Trainer, proposal_should_update
@@ -284,7 +285,7 @@ def _assert_same_metrics(a: list[dict], b: list[dict]) -> None:
     for ra, rb in zip(a, b, strict=True):
         assert ra.keys() == rb.keys(), (ra["step"], sorted(ra.keys() ^ rb.keys()))
         for key, va in ra.items():
-            if key == "seconds":
+            if is_timing(key):
                 continue
             vb = rb[key]
             if isinstance(va, float) or isinstance(vb, float):
@@ -546,3 +547,20 @@ def test_a_policy_that_does_not_start_at_the_prior_gets_its_own_evaluation_sampl
     moved = trainer.evaluate()
     assert moved["kl_pi_a"] > 0.05
     assert moved["exact_kl_pi_a"] == pytest.approx(moved["kl_pi_a"], abs=5 * moved["kl_pi_a_stderr"] + 0.02)
+
+
+def test_records_say_where_the_time_went(make_trainer):
+    """Per-step wall and CPU seconds of each phase since the last record, and the evaluation's
+    own: they are non-negative, and the phases of the steps between two records fit inside the
+    wall time between them."""
+    records = make_trainer("training.steps=4", "eval.every=2", "training.proposal.every=1").fit()
+    first, *later = records
+    assert "time_evaluate_wall" in first and "time_draw_wall" not in first  # no step before step 0
+    phases = ("draw", "prepare", "forward_backward", "optimizer", "proposal_check", "evaluate")
+    for before, rec in zip(records, later, strict=False):
+        for phase in phases:
+            assert rec[f"time_{phase}_wall"] >= 0 and rec[f"time_{phase}_cpu"] >= 0, phase
+        assert rec["time_draw_wall"] > 0 and rec["time_forward_backward_wall"] > 0
+        steps = rec["step"] - before["step"]
+        timed = steps * sum(rec[f"time_{p}_wall"] for p in phases[:-1]) + rec["time_evaluate_wall"]
+        assert timed <= rec["seconds"] - before["seconds"] + 1e-3

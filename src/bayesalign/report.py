@@ -50,7 +50,8 @@ def plotted_metrics(records: Sequence[dict]) -> list[str]:
         for r in records
         for k, v in r.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and not k.endswith("_stderr")
-    } - metric_names.BOOKKEEPING
+        if not metric_names.is_bookkeeping(k)
+    }
     leading = [n for n in LEADING if n in names]
     scores = metric_names.reward_scores(names)
     return leading + scores + sorted(names - set(leading) - set(scores))

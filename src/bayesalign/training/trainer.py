@@ -35,6 +35,7 @@ from bayesalign.training.distributed import Distributed, enable_gradient_checkpo
 from bayesalign.training.draws import Draws, replay_batch
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
 from bayesalign.training.state import TrainState, copy_weights, trainable_weights
+from bayesalign.training.timing import PhaseClock
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -105,6 +106,7 @@ class Trainer:
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
         self.best_params: dict[str, torch.Tensor] | None = None  # training.keep_best
+        self.clock = PhaseClock()  # where the time goes: time_<phase>_wall/_cpu in each record
         self.dist = distributed or Distributed(self.args.sample_shards, self.args.mixed_precision)
         self.dist.check_batches(self.args.minibatch, self.args.micro)
         if self.dist.world > 1 and objective.keeps_running_statistics:
@@ -197,13 +199,16 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         cfg = self.args
-        if cfg.replay_pool:
-            draw = self._replay_batch(cfg.batch_size)
-        else:
-            draw = self.draw(self.proposal, cfg.batch_size, self.generator, prior=self.reads_prior)
+        clock = self.clock
+        with clock("draw"):  # sampling from q and scoring (the prior's forward, the scorers)
+            if cfg.replay_pool:
+                draw = self._replay_batch(cfg.batch_size)
+            else:
+                draw = self.draw(self.proposal, cfg.batch_size, self.generator, prior=self.reads_prior)
         if draw.scored_prior:
             self._accumulate_z(draw)
-        batch = self._batch(draw)
+        with clock("prepare"):
+            batch = self._batch(draw)
         losses, norms = [], []
         updates = cfg.epochs * (len(batch) // cfg.minibatch)
         for _ in range(cfg.epochs):
@@ -216,25 +221,31 @@ class Trainer:
                 total = 0.0
                 for i, micro in enumerate(micros):
                     part = batch.select(micro)
-                    with self.dist.training_forward(self.policy, self.wrapper, sync=i == len(micros) - 1):
+                    sync = i == len(micros) - 1
+                    with (
+                        clock("forward_backward"),
+                        self.dist.training_forward(self.policy, self.wrapper, sync=sync),
+                    ):
                         out = policy_output(self.policy, part.samples, hidden=self.needs_hidden)
                         loss = self.objective.per_sample_loss(part, out).sum() / len(mine)
                         if not torch.isfinite(loss):
                             raise NonFiniteLossError(self._non_finite_message(part, out.log_prob, loss))
                         self.dist.accelerator.backward(loss)
                     total += loss.item()
-                self.dist.average_gradients(self.own_params)
-                clip = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
-                norm = self.dist.accelerator.clip_grad_norm_(self.params, clip)
-                norms.append(float("nan") if norm is None else float(norm))  # None: DeepSpeed clips itself
-                self.optimizer.step()
-                self.scheduler.step()
-                self.objective.after_update()  # running statistics advance once per update
+                with clock("optimizer"):
+                    self.dist.average_gradients(self.own_params)
+                    clip = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+                    norm = self.dist.accelerator.clip_grad_norm_(self.params, clip)
+                    norms.append(float("nan") if norm is None else float(norm))  # None: DeepSpeed clips
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.objective.after_update()  # running statistics advance once per update
                 losses.append(total)
         if self.vllm is not None:
             self.vllm.sync()  # the engine samples the next step with the updated weights
         self.state.step += 1
         self.state.samples_seen += len(batch)
+        clock.steps += 1
         metrics = self.dist.mean({"loss": sum(losses) / len(losses)})  # each process: its share's mean
         metrics |= {"grad_norm": sum(norms) / len(norms), "lr": self.scheduler.get_last_lr()[0]}
         metrics |= self.objective.step_metrics()
@@ -422,6 +433,9 @@ class Trainer:
         started = time.perf_counter()
 
         def record(train: dict[str, float]) -> None:
+            steps_timed = self.clock.take()  # per step, since the last record
+            with self.clock("evaluate"):
+                evaluation = self.evaluate()
             rec = {
                 "step": self.state.step,
                 "samples_seen": self.state.samples_seen,
@@ -430,7 +444,9 @@ class Trainer:
                 "running_log_z": self.state.log_z,
                 **train,
                 **self.state.last_check,
-                **self.evaluate(),
+                **evaluation,
+                **steps_timed,
+                **self.clock.take(),  # this evaluation's own seconds
                 "seconds": time.perf_counter() - started,
             }
             records.append(rec)
@@ -454,7 +470,8 @@ class Trainer:
                 if on_step is not None:
                     on_step(step)
                 if proposal.update == "adaptive" and step % proposal.every == 0:
-                    self.state.last_check = self.check_proposal()
+                    with self.clock("proposal_check"):
+                        self.state.last_check = self.check_proposal()
                 if step % self.eval_every == 0 or step == steps:
                     record(train)
                 at_checkpoint = step % self.checkpoints.every == 0 or step == steps
