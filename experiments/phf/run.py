@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 RUNS = Path("runs/phf")
 # training tokens per run; pii_dense's models need more before they write e-mail addresses at all
-TOKENS = {"pep8": 200_000, "pii": 200_000, "pii_dense": 1_000_000}
+TOKENS = {"pep8": 200_704, "pii": 200_704, "pii_dense": 524_288}  # whole steps of 8 x 128
 # filtering drops documents whose mean line/sentence score exceeds this; the other objectives
 # use threshold 0 (any violation or PII item makes a segment misaligned). PEP8: the corpus's
 # median document mean (about half the files dropped); PII: 0 (the documents with any PII).
@@ -37,36 +37,40 @@ OBJECTIVES = ["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
 
 
 def runs(task: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
+    """The six objectives for each seed (seed 0 first, every objective of one seed before the
+    next seed), then MLE-then-finetune for each seed: conditional training from the MLE run's
+    checkpoint at half the budget, on the rest of the same stream."""
     reference = f"eval.reference_model={RUNS / task / 'mle' / 'final'}"
     half = TOKENS[task] // 2
     objectives = {
-        "mle": [],
+        "mle": [f"training.save_at_tokens={half}"],
         "filtering": ["objective.type=filtering", f"objective.threshold={FILTER_THRESHOLD[task]}"],
         "conditional": ["objective.type=conditional"],
         "unlikelihood": ["objective.type=unlikelihood"],
         "rwr": ["objective.type=rwr"],
         "awr": ["objective.type=awr", "objective.alpha=0.5"],
     }
-    out = [(name, sets + [reference] if sets else []) for name, sets in objectives.items()]
-    out += [
-        ("mle_half", [f"training.tokens={half}"]),
-        (
-            "finetune",
-            [
-                "objective.type=conditional",
-                f"training.init_from={RUNS / task / 'mle_half' / 'final'}",
-                f"training.skip_tokens={half}",
-                reference,
-            ],
-        ),
-        ("mle_seed1", ["training.seed=1", reference]),
-    ]
-    for seed in seeds:
-        out += [
-            (f"{name}_seed{seed}", [*sets, f"training.seed={seed}", reference])
-            for name, sets in objectives.items()
-            if f"{name}_seed{seed}" != "mle_seed1"
-        ]
+    out = []
+    for seed in [0, *seeds]:
+        suffix = "" if seed == 0 else f"_seed{seed}"
+        for name, sets in objectives.items():
+            extra = [] if name == "mle" and seed == 0 else [reference]  # mle seed 0 is the reference
+            out.append((name + suffix, [*sets, f"training.seed={seed}", *extra]))
+    for seed in [0, *seeds]:
+        suffix = "" if seed == 0 else f"_seed{seed}"
+        checkpoint = RUNS / task / f"mle{suffix}" / f"checkpoint-{half}"
+        out.append(
+            (
+                f"finetune{suffix}",
+                [
+                    "objective.type=conditional",
+                    f"training.init_from={checkpoint}",
+                    f"training.skip_tokens={half}",
+                    f"training.seed={seed}",
+                    reference,
+                ],
+            )
+        )
     return out
 
 
