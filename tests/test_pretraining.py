@@ -18,6 +18,7 @@ from bayesalign.pretraining.data import (
     encode_segments,
     kept_documents,
     pack,
+    pack_documents,
     segments,
 )
 from bayesalign.pretraining.heldout import heldout_losses, marginal_log_prob, truncate
@@ -205,3 +206,11 @@ def test_heldout_losses_per_text_token_and_the_as_sampled_prompt():
     plain = heldout_losses(module, documents, eos=eos, controls=controls, conditional=False)
     assert plain["heldout_loss_as_sampled"] != pytest.approx(losses["heldout_loss_as_sampled"])
     assert truncate([[1, 2, 3], [], [4, 5], [6]], 4) == [[1, 2, 3], [4]]
+
+
+def test_document_packing_starts_every_document_a_block_after_eos_and_pads_the_rest():
+    docs = [TokenStream([1, 2, 3], [0.0, 0.0, 1.0]), TokenStream([4, 5, 6, 7, 8], [2.0] * 5)]
+    ids, scores = pack_documents(docs, block_size=4, eos=9)
+    assert ids.tolist() == [[9, 1, 2, 3], [9, 4, 5, 6], [7, 8, 9, 9]]
+    assert scores[0].tolist() == [0.0, 0.0, 0.0, 1.0] and scores[1].tolist() == [0.0, 2.0, 2.0, 2.0]
+    assert scores[2, :2].tolist() == [2.0, 2.0] and torch.isnan(scores[2, 2:]).all()

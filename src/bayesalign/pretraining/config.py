@@ -54,6 +54,11 @@ class ModelSizeSection(Section):
     n_embd: int = Field(64, gt=0)
     n_head: int = Field(2, gt=0)
     block_size: int = Field(64, gt=1, description="tokens per packed training block")
+    packing: Literal["stream", "documents"] = Field(
+        "stream",
+        description="stream: documents back to back, cut into blocks anywhere; documents: every "
+        "document starts a block after EOS (as sampling starts), its last block padded",
+    )
     vocab_size: int = Field(
         1000,
         description=f"BPE vocabulary trained on the corpus: at least the {BYTE_ALPHABET} bytes of the "

@@ -16,7 +16,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.metrics import distinct_n
 from bayesalign.models import LanguageModel, Samples, SamplingParams
-from bayesalign.objectives.pretraining import AWR, mle, rwr, unlikelihood
+from bayesalign.objectives.pretraining import AWR, IGNORE, mle, rwr, unlikelihood
 from bayesalign.pretraining.config import PretrainConfig
 from bayesalign.pretraining.data import (
     BAD,
@@ -26,6 +26,7 @@ from bayesalign.pretraining.data import (
     encode_segments,
     kept_documents,
     pack,
+    pack_documents,
     reset_control_embeddings,
     score_document,
     segments,
@@ -133,14 +134,17 @@ class Pretrainer:
             keep = kept_documents(scores, objective.threshold)
             if not keep:
                 raise ValueError(f"filtering at threshold {objective.threshold} drops every document")
-        stream = TokenStream([], [])
+        stream, docs = TokenStream([], []), []
         for i in keep:
             prefixes = None
             if training and objective.type == "conditional":
                 prefixes = control_prefixes(scores[i], objective.threshold, objective.drop, self.generator)
             doc = encode_segments(parts[i], scores[i], self.tokenizer, prefixes)
+            docs.append(doc)
             stream.ids += doc.ids + [self.eos]
             stream.scores += doc.scores + [0.0]  # the document separator is neutral
+        if training and self.config.model.packing == "documents":
+            return pack_documents(docs, self.config.model.block_size, self.eos)
         return pack(stream, self.config.model.block_size)
 
     def _heldout_documents(self, documents: list[str]) -> list[list[list[int]]]:
@@ -164,6 +168,9 @@ class Pretrainer:
         objective = self.config.objective
         out = self.module(input_ids=block, output_hidden_states=self.awr is not None)
         logits, labels, target_scores = out.logits[:, :-1], block[:, 1:], scores[:, 1:]
+        padding = torch.isnan(target_scores)  # packing "documents": the end of a document's block
+        labels = labels.masked_fill(padding, IGNORE)
+        target_scores = target_scores.masked_fill(padding, 0.0)
         if objective.type in ("mle", "filtering", "conditional"):
             return mle(logits, labels)
         if objective.type == "unlikelihood":
