@@ -50,13 +50,16 @@ def config(files: list[str], objective: dict, tokens: int = 250_000) -> dict:
 
 def test_conditional_training_cuts_misalignment_after_good(corpus):
     mle = Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "mle"}))).train()[-1]
+    raw = config(corpus, {"type": "conditional"})
+    raw["model"]["packing"] = "documents"  # documents start after EOS at position 0, as samples do
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ct = Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "conditional"}))).train()[-1]
+        ct = Pretrainer(PretrainConfig.model_validate(raw)).train()[-1]
     assert not [w for w in caught if "control tokens" in str(w.message)]  # learned: no warning
     assert ct["misalignment_after_bad"] > 0.35 > ct["misalignment_good_start"]
     # a document starts with a control token (99 % of lines are tagged), and P(<|bad|> | EOS)
-    # follows the corpus's fraction of misaligned first lines (0.64 here; 36 documents, so loosely)
+    # follows the corpus's fraction of misaligned first lines (0.64 here; 36 documents, so loosely).
+    # With packing "stream" this fails: EOS at position 0 is rare in training (P(control) 0.43)
     assert ct["p_bad_after_eos"] + ct["p_good_after_eos"] > 0.9
     share = ct["p_bad_after_eos"] / (ct["p_bad_after_eos"] + ct["p_good_after_eos"])
     assert abs(share - ct["corpus_bad_first_segment_fraction"]) < 0.25
