@@ -6,7 +6,7 @@ conditional and finetune runs, both control tokens banned: the paper's protocol)
 in the task's config, ancestral sampling, the same seed for every run; scored by the task's
 scorer as in run.py's evaluation. Conditional and finetune runs are also sampled with <|bad|>
 alone banned, so that the model writes <|good|> itself at every segment start
-(``good_every_segment``), and after <|bad|> (512 samples): did the model learn its tokens?
+(``good_every_segment``, 512 samples), and after <|bad|> (256): did it learn its tokens?
 
     python experiments/phf/final_eval.py [TASK ...] [--redo]
 (after run.py; every finished run under runs/phf/<task>/; rows already in
@@ -60,9 +60,9 @@ def evaluate(task: str, run: str, scorer, max_new: int) -> dict:
     if run.split("_seed")[0] not in CONDITIONAL:
         return row | summary(scores(model, EOS, both, SAMPLES, scorer, max_new))
     row |= summary(scores(model, EOS + GOOD, both, SAMPLES, scorer, max_new))
-    every = scores(model, EOS + GOOD, both[1:], SAMPLES, scorer, max_new)
+    every = scores(model, EOS + GOOD, both[1:], SAMPLES // 2, scorer, max_new)
     row |= summary(every, "good_every_segment_")
-    return row | summary(scores(model, EOS + BAD, both, SAMPLES // 2, scorer, max_new), "after_bad_")
+    return row | summary(scores(model, EOS + BAD, both, SAMPLES // 4, scorer, max_new), "after_bad_")
 
 
 def main(tasks: list[str], redo: bool) -> None:
