@@ -1,13 +1,13 @@
 """Run every PHF objective at an equal token budget on each task, plus "MLE then finetune with
 feedback", one run after another through `bayesalign pretrain` (1 thread each).
 
-Per task, in order (run folders under runs/phf/<task>/):
-  mle            MLE, seed 0: the reference model of every other run's KL (its own KL is 0)
-  filtering, conditional, unlikelihood, rwr, awr   the feedback objectives, same budget and seed
-  mle_half       MLE on the first half of the budget (the same blocks as mle's first half)
-  finetune       conditional training from mle_half's weights on the second half of the stream
-  mle_seed1      MLE with seed 1: how far two MLE runs are from each other (the KL noise floor)
-  <objective>_seed<s>   with --seeds: the six objectives again with seed s (init and data order)
+Per task, in order (run folders under runs/phf/<task>/; seed 0 has no suffix):
+  mle, conditional          for seed 0 and each --seeds (mle seed 0 is the reference model of
+                            every other run's KL; each mle run saves checkpoint-<half>/)
+  filtering, unlikelihood, rwr, awr   then, for every seed
+  finetune[_seed<s>]        conditional training from mle's checkpoint at half the budget, on
+                            the second half of the same stream ("MLE then finetune")
+  mle_continued[_seed<s>]   its control: the same restart from the checkpoint, with MLE
 
     nohup nice python experiments/phf/run.py pep8 --seeds 1 2 > runs/phf/log_pep8.txt 2>&1 &
     python experiments/phf/run.py pii_dense --only rwr awr   # a subset (its mle must exist)
