@@ -125,13 +125,14 @@ def control_table(histories: dict, finals: dict) -> str:
 
 
 def mode_table(finals: dict) -> str:
-    """Conditional training and MLE-then-finetune over seeds, in both sampling modes."""
+    """MLE, MLE restarted from its half-way checkpoint, conditional training and MLE-then-finetune
+    over seeds, in both sampling modes."""
     lines = [
         "| run | seeds | after <\\|good\\|>, both banned | <\\|good\\|> at every segment "
         "| after <\\|bad\\|> |",
         "|---|---|---|---|---|",
     ]
-    for base in ("mle", "conditional", "finetune"):
+    for base in ("mle", "mle_continued", "conditional", "finetune"):
         runs = [name(base, s) for s in SEEDS if name(base, s) in finals]
         if not runs:
             continue
