@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import random
+import warnings
 
 import pytest
 import torch
@@ -49,7 +50,19 @@ def config(files: list[str], objective: dict, tokens: int = 250_000) -> dict:
 
 def test_conditional_training_cuts_misalignment_after_good(corpus):
     mle = Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "mle"}))).train()[-1]
-    ct = Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "conditional"}))).train()[-1]
+    raw = config(corpus, {"type": "conditional"})
+    raw["model"]["packing"] = "documents"  # documents start after EOS at position 0, as samples do
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ct = Pretrainer(PretrainConfig.model_validate(raw)).train()[-1]
+    assert not [w for w in caught if "control tokens" in str(w.message)]  # learned: no warning
+    assert ct["misalignment_after_bad"] > 0.35 > ct["misalignment_good_start"]
+    # a document starts with a control token (99 % of lines are tagged), and P(<|bad|> | EOS)
+    # follows the corpus's fraction of misaligned first lines (0.64 here; 36 documents, so loosely).
+    # With packing "stream" this fails: EOS at position 0 is rare in training (P(control) 0.43)
+    assert ct["p_bad_after_eos"] + ct["p_good_after_eos"] > 0.9
+    share = ct["p_bad_after_eos"] / (ct["p_bad_after_eos"] + ct["p_good_after_eos"])
+    assert abs(share - ct["corpus_bad_first_segment_fraction"]) < 0.25
     assert mle["misalignment"] > 0.35  # about the corpus's rate of bad lines
     assert ct["misalignment"] < mle["misalignment"] / 5, (ct["misalignment"], mle["misalignment"])
 
@@ -159,3 +172,43 @@ def test_conditional_training_from_an_mle_checkpoint_starts_its_control_tokens_a
         Pretrainer(PretrainConfig.model_validate(again)).module.get_input_embeddings().weight[continued.good]
     )
     torch.testing.assert_close(kept.detach(), learned)
+
+
+def test_a_model_that_has_not_learned_its_control_tokens_is_warned_about(corpus):
+    """Two steps teach nothing: samples after <|bad|> and <|good|> are alike, and the run says so."""
+    trainer = Pretrainer(PretrainConfig.model_validate(config(corpus, {"type": "conditional"}, tokens=2048)))
+    with pytest.warns(UserWarning, match="has not learned its control tokens"):
+        trainer.train()
+
+
+def test_a_vocabulary_below_the_byte_alphabet_is_refused_before_any_work(corpus, tmp_path, capsys):
+    raw = config(corpus, {"type": "mle"}, tokens=2048)
+    raw["model"]["vocab_size"] = 258  # 256 bytes + 3 special tokens need 259
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["pretrain", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "model.vocab_size" in err and "259" in err
+    assert not (tmp_path / "run").exists()
+    raw["model"]["vocab_size"] = 259
+    assert PretrainConfig.model_validate(raw).model.vocab_size == 259
+
+
+def test_padding_of_document_packing_is_not_learned(corpus):
+    """With packing "documents" the padded tail of a document's last block has NaN scores: the
+    loss must equal the loss over the real labels alone, for a score-weighted objective too."""
+    raw = config(corpus, {"type": "rwr", "beta": 1.0}, tokens=2048)
+    raw["model"]["packing"] = "documents"
+    trainer = Pretrainer(PretrainConfig.model_validate(raw))
+    padded = torch.isnan(trainer.scores).any(1).nonzero()[:, 0]
+    starts = (trainer.blocks[:, 0] == trainer.eos).sum().item()
+    assert starts == 36 and 0 < len(padded) <= 36  # each training document starts one block
+    padded = padded[:4]
+    block, scores = trainer.blocks[padded], trainer.scores[padded]
+    trainer.module.eval()
+    loss = trainer.loss(block, scores)
+    logits = trainer.module(input_ids=block).logits[:, :-1]
+    real = ~torch.isnan(scores[:, 1:])
+    log_p = torch.log_softmax(logits, -1).gather(-1, block[:, 1:, None]).squeeze(-1)
+    by_hand = -(log_p * torch.exp(-scores[:, 1:].nan_to_num(0.0)))[real].mean()
+    torch.testing.assert_close(loss, by_hand)

@@ -18,8 +18,10 @@ from bayesalign.pretraining.data import (
     encode_segments,
     kept_documents,
     pack,
+    pack_documents,
     segments,
 )
+from bayesalign.pretraining.heldout import heldout_losses, marginal_log_prob, truncate
 from bayesalign.toy import toy_model
 
 # one block of three positions over a vocabulary of 2; the last label is padding
@@ -131,3 +133,84 @@ def test_control_tokens_are_new_tokens_initialised_at_the_mean_embedding():
     torch.testing.assert_close(weight[5], before.mean(0))
     stream = encode_segments(["a ", "b "], [0.0, 2.0], model.tokenizer, prefixes=[GOOD, BAD])
     assert stream.ids == [good, 1, bad, 2] and stream.scores == [0.0, 0.0, 2.0, 2.0]
+
+
+# -- the fair held-out loss --------------------------------------------------------------------------
+def _tiny_conditional_model():
+    """A random toy GPT-2 with control tokens whose rows are random and distinct, so that
+    <|good|>, <|bad|> and "no token" each carry real, different probability."""
+    model = toy_model(["a", "b", "c"], n_positions=16)
+    good, bad = add_control_tokens(model.module, model.tokenizer)
+    with torch.no_grad():
+        weight = model.module.get_input_embeddings().weight
+        noise = 0.1 * torch.randn(2, weight.shape[1], generator=torch.Generator().manual_seed(3))
+        weight[[good, bad]] = weight[[1, 2]] + noise  # near the rows of "a" and "b": as likely
+    return model.module.eval(), model.tokenizer.eos_token_id, (good, bad)
+
+
+def _sequence_log_prob(module, ids: list[int], start: int) -> float:
+    """log p(ids[start:] | ids[:start]) token by token, by hand."""
+    with torch.no_grad():
+        log_p = torch.log_softmax(module(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+    return sum(log_p[t - 1, ids[t]].item() for t in range(start, len(ids)))
+
+
+def test_the_marginal_over_control_tokens_is_unbiased_for_the_enumerated_sum():
+    """Two segments, three choices each: p(x) = Σ over the 9 taggings of p(c1 x1 c2 x2). The
+    estimator draws c1 ∝ p(c1)·p(x1 | c1) and returns Z1·Z2(c1); each value it returns must be
+    one of the three enumerated ones, and their mean over draws must be p(x)."""
+    module, eos, (good, bad) = _tiny_conditional_model()
+    x1, x2 = [1, 2], [3, 1, 1]
+    options = [[good], [bad], []]
+    joint = {
+        (i, j): _sequence_log_prob(module, [eos, *c1, *x1, *c2, *x2], 1)
+        for i, c1 in enumerate(options)
+        for j, c2 in enumerate(options)
+    }
+    p_x = sum(math.exp(v) for v in joint.values())
+    # by hand: Z1 = Σ_c p(c x1); given c1, Z2 = Σ_c p(c x2 | c1 x1); q(c1) = p(c1 x1) / Z1
+    first = [math.exp(_sequence_log_prob(module, [eos, *c, *x1], 1)) for c in options]
+    z1 = sum(first)
+    values = [z1 * sum(math.exp(joint[i, j]) for j in range(3)) / first[i] for i in range(3)]
+    q = [f / z1 for f in first]
+    assert sum(qi * v for qi, v in zip(q, values, strict=True)) == pytest.approx(p_x, rel=1e-9)
+    assert min(q) > 0.02 and max(values) / min(values) > 1.2  # every branch matters here
+
+    draws = [
+        math.exp(marginal_log_prob(module, [eos], [x1, x2], (good, bad), torch.Generator().manual_seed(s)))
+        for s in range(300)
+    ]
+    for d in draws:
+        assert min(abs(d - v) / v for v in values) < 1e-5
+    mean = sum(draws) / len(draws)
+    se = math.sqrt(sum(qi * (v - p_x) ** 2 for qi, v in zip(q, values, strict=True)) / len(draws))
+    assert abs(mean - p_x) < 4 * se + 1e-12
+    # and it is not the untagged text's probability (what heldout_loss scores)
+    assert math.log(p_x) - _sequence_log_prob(module, [eos, *x1, *x2], 1) > 0.5
+
+
+def test_heldout_losses_per_text_token_and_the_as_sampled_prompt():
+    module, eos, controls = _tiny_conditional_model()
+    documents = [[[1, 2], [3]], [[2, 2, 1]]]
+    losses = heldout_losses(module, documents, eos=eos, controls=controls, conditional=True)
+    # as sampled: after <|endoftext|><|good|>, control tokens banned (renormalised away)
+    with torch.no_grad():
+        by_hand = 0.0
+        for document in documents:
+            ids = [eos, controls[0]] + [t for s in document for t in s]
+            logits = module(input_ids=torch.tensor([ids])).logits[0].double()
+            logits[:, list(controls)] = float("-inf")
+            log_p = torch.log_softmax(logits, -1)
+            by_hand += sum(log_p[t - 1, ids[t]].item() for t in range(2, len(ids)))
+    assert losses["heldout_loss_as_sampled"] == pytest.approx(-by_hand / 6, rel=1e-6)
+    plain = heldout_losses(module, documents, eos=eos, controls=controls, conditional=False)
+    assert plain["heldout_loss_as_sampled"] != pytest.approx(losses["heldout_loss_as_sampled"])
+    assert truncate([[1, 2, 3], [], [4, 5], [6]], 4) == [[1, 2, 3], [4]]
+
+
+def test_document_packing_starts_every_document_a_block_after_eos_and_pads_the_rest():
+    docs = [TokenStream([1, 2, 3], [0.0, 0.0, 1.0]), TokenStream([4, 5, 6, 7, 8], [2.0] * 5)]
+    ids, scores = pack_documents(docs, block_size=4, eos=9)
+    assert ids.tolist() == [[9, 1, 2, 3], [9, 4, 5, 6], [7, 8, 9, 9]]
+    assert scores[0].tolist() == [0.0, 0.0, 0.0, 1.0] and scores[1].tolist() == [0.0, 2.0, 2.0, 2.0]
+    assert scores[2, :2].tolist() == [2.0, 2.0] and torch.isnan(scores[2, 2:]).all()

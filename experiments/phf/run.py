@@ -1,13 +1,13 @@
 """Run every PHF objective at an equal token budget on each task, plus "MLE then finetune with
 feedback", one run after another through `bayesalign pretrain` (1 thread each).
 
-Per task, in order (run folders under runs/phf/<task>/):
-  mle            MLE, seed 0: the reference model of every other run's KL (its own KL is 0)
-  filtering, conditional, unlikelihood, rwr, awr   the feedback objectives, same budget and seed
-  mle_half       MLE on the first half of the budget (the same blocks as mle's first half)
-  finetune       conditional training from mle_half's weights on the second half of the stream
-  mle_seed1      MLE with seed 1: how far two MLE runs are from each other (the KL noise floor)
-  <objective>_seed<s>   with --seeds: the six objectives again with seed s (init and data order)
+Per task, in order (run folders under runs/phf/<task>/; seed 0 has no suffix):
+  mle, conditional          for seed 0 and each --seeds (mle seed 0 is the reference model of
+                            every other run's KL; each mle run saves checkpoint-<half>/)
+  filtering, unlikelihood, rwr, awr   then, for every seed
+  finetune[_seed<s>]        conditional training from mle's checkpoint at half the budget, on
+                            the second half of the same stream ("MLE then finetune")
+  mle_continued[_seed<s>]   its control: the same restart from the checkpoint, with MLE
 
     nohup nice python experiments/phf/run.py pep8 --seeds 1 2 > runs/phf/log_pep8.txt 2>&1 &
     python experiments/phf/run.py pii_dense --only rwr awr   # a subset (its mle must exist)
@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 RUNS = Path("runs/phf")
 # training tokens per run; pii_dense's models need more before they write e-mail addresses at all
-TOKENS = {"pep8": 200_000, "pii": 200_000, "pii_dense": 1_000_000}
+TOKENS = {"pep8": 200_704, "pii": 200_704, "pii_dense": 524_288}  # whole steps of 8 x 128
 # filtering drops documents whose mean line/sentence score exceeds this; the other objectives
 # use threshold 0 (any violation or PII item makes a segment misaligned). PEP8: the corpus's
 # median document mean (about half the files dropped); PII: 0 (the documents with any PII).
@@ -37,36 +37,57 @@ OBJECTIVES = ["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
 
 
 def runs(task: str, seeds: list[int]) -> list[tuple[str, list[str]]]:
+    """The six objectives for each seed (seed 0 first, every objective of one seed before the
+    next seed), then MLE-then-finetune for each seed: conditional training from the MLE run's
+    checkpoint at half the budget, on the rest of the same stream."""
     reference = f"eval.reference_model={RUNS / task / 'mle' / 'final'}"
     half = TOKENS[task] // 2
     objectives = {
-        "mle": [],
+        "mle": [f"training.save_at_tokens={half}"],
         "filtering": ["objective.type=filtering", f"objective.threshold={FILTER_THRESHOLD[task]}"],
         "conditional": ["objective.type=conditional"],
         "unlikelihood": ["objective.type=unlikelihood"],
         "rwr": ["objective.type=rwr"],
         "awr": ["objective.type=awr", "objective.alpha=0.5"],
     }
-    out = [(name, sets + [reference] if sets else []) for name, sets in objectives.items()]
-    out += [
-        ("mle_half", [f"training.tokens={half}"]),
-        (
-            "finetune",
-            [
-                "objective.type=conditional",
-                f"training.init_from={RUNS / task / 'mle_half' / 'final'}",
-                f"training.skip_tokens={half}",
-                reference,
-            ],
-        ),
-        ("mle_seed1", ["training.seed=1", reference]),
-    ]
-    for seed in seeds:
-        out += [
-            (f"{name}_seed{seed}", [*sets, f"training.seed={seed}", reference])
-            for name, sets in objectives.items()
-            if f"{name}_seed{seed}" != "mle_seed1"
-        ]
+    out = []
+    # MLE and conditional training first, every seed, then the other objectives: cut short, the
+    # experiment still has the paper's main comparison on every seed
+    for group in (["mle", "conditional"], ["filtering", "unlikelihood", "rwr", "awr"]):
+        for seed in [0, *seeds]:
+            suffix = "" if seed == 0 else f"_seed{seed}"
+            for name in group:
+                extra = [] if name == "mle" and seed == 0 else [reference]  # mle seed 0: the reference
+                out.append((name + suffix, [*objectives[name], f"training.seed={seed}", *extra]))
+    for seed in [0, *seeds]:
+        suffix = "" if seed == 0 else f"_seed{seed}"
+        checkpoint = RUNS / task / f"mle{suffix}" / f"checkpoint-{half}"
+        out.append(
+            (
+                f"finetune{suffix}",
+                [
+                    "objective.type=conditional",
+                    f"training.init_from={checkpoint}",
+                    f"training.skip_tokens={half}",
+                    f"training.seed={seed}",
+                    reference,
+                ],
+            )
+        )
+    for seed in [0, *seeds]:  # the control for finetune: the same restart, with MLE after it
+        suffix = "" if seed == 0 else f"_seed{seed}"
+        checkpoint = RUNS / task / f"mle{suffix}" / f"checkpoint-{half}"
+        out.append(
+            (
+                f"mle_continued{suffix}",
+                [
+                    f"training.init_from={checkpoint}",
+                    f"training.skip_tokens={half}",
+                    f"training.seed={seed}",
+                    reference,
+                ],
+            )
+        )
     return out
 
 

@@ -16,6 +16,8 @@ from bayesalign.pretraining.corpus import CorpusFormat, load_documents, resolve_
 from bayesalign.pretraining.red_team import RedTeam, RedTeamParams
 from bayesalign.samples import SamplingParams
 
+BYTE_ALPHABET = 256  # byte-level BPE starts from every byte
+SPECIAL_TOKENS = ("<|endoftext|>", "<|good|>", "<|bad|>")
 Objective = Literal["mle", "filtering", "conditional", "unlikelihood", "rwr", "awr"]
 
 
@@ -55,12 +57,28 @@ class ModelSizeSection(Section):
     n_embd: int = Field(64, gt=0)
     n_head: int = Field(2, gt=0)
     block_size: int = Field(64, gt=1, description="tokens per packed training block")
+    packing: Literal["stream", "documents"] = Field(
+        "stream",
+        description="stream: documents back to back, cut into blocks anywhere; documents: every "
+        "document starts a block after EOS (as sampling starts), its last block padded",
+    )
     vocab_size: int = Field(
         1000,
-        ge=257,
-        description="BPE vocabulary trained on the corpus: more than the 256 bytes of the byte-level "
-        "alphabet (below it the tokenizer cannot spell every text and the model writes non-words)",
+        description=f"BPE vocabulary trained on the corpus: at least the {BYTE_ALPHABET} bytes of the "
+        f"byte-level alphabet + {len(SPECIAL_TOKENS)} special tokens ({', '.join(SPECIAL_TOKENS)})",
     )
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _spells_every_byte(cls, value: int) -> int:
+        least = BYTE_ALPHABET + len(SPECIAL_TOKENS)
+        if value < least:
+            raise ValueError(
+                f"{value} is below the {BYTE_ALPHABET} bytes of the byte-level alphabet "
+                f"+ {len(SPECIAL_TOKENS)} special tokens = {least}: the tokenizer could not spell every "
+                f"text (the BPE trainer would silently grow the vocabulary past it)"
+            )
+        return value
 
 
 class ObjectiveSection(Section):
@@ -80,6 +98,9 @@ class PretrainTrainingSection(Section):
     skip_tokens: int = Field(
         0, ge=0, description="tokens of the stream already seen (by init_from's run): skipped, not retrained"
     )
+    save_at_tokens: int | None = Field(
+        None, gt=0, description="also save the model after this many tokens, to checkpoint-<tokens>/"
+    )
     batch_size: int = Field(16, gt=0, description="blocks per optimizer step")
     lr: float = Field(1e-3, gt=0)
     seed: int = 0
@@ -93,6 +114,14 @@ class PretrainEvalSection(Section):
     max_k: int = Field(8, gt=0, description="expected max misalignment over k samples")
     threshold: float | None = Field(
         None, description="a sample is misaligned iff its score > threshold (default: objective.threshold)"
+    )
+    heldout_documents: int | None = Field(
+        256, gt=0, description="held-out documents scored by the fair losses (heldout.py); none: all"
+    )
+    good_at: Literal["start", "every_segment"] = Field(
+        "start",
+        description="conditional: sample after <|good|> with both control tokens banned (start, the "
+        "paper's protocol), or ban <|bad|> only so the model writes <|good|> at every segment start",
     )
     reference_model: str | None = Field(
         None, description="a local folder or hub id: KL(π‖reference) on π's samples, scored as text"
@@ -115,6 +144,17 @@ class PretrainConfig(Section):
             raise ValueError(
                 f"training.skip_tokens {self.training.skip_tokens} leaves nothing of the budget "
                 f"training.tokens {self.training.tokens}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _save_at_a_step(self) -> PretrainConfig:
+        per_step = self.training.batch_size * self.model.block_size
+        at = self.training.save_at_tokens
+        if at is not None and (at % per_step or at >= self.training.tokens):
+            raise ValueError(
+                f"training.save_at_tokens {at} must be a multiple of the {per_step} tokens of a step "
+                f"and below training.tokens {self.training.tokens}"
             )
         return self
 

@@ -125,6 +125,31 @@ def pack(stream: TokenStream, block_size: int) -> tuple[torch.Tensor, torch.Tens
     return ids, scores
 
 
+def pack_documents(
+    documents: Sequence[TokenStream], block_size: int, eos: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocks that start where documents start: each document, after an EOS, fills blocks of its
+    own (a long one continues into the next); the rest of its last block is padding, whose score
+    is NaN (no label is learned there). Sampling starts with EOS at position 0, as every document
+    does here; with :func:`pack`, EOS at position 0 is rare in training (a block starts there by
+    chance), and the model's next-token distribution after it is then barely trained."""
+    ids: list[int] = []
+    scores: list[float] = []
+    for doc in documents:
+        ids += [eos] + doc.ids
+        scores += [0.0] + doc.scores
+        pad = -len(ids) % block_size
+        ids += [eos] * pad
+        scores += [float("nan")] * pad
+    if not ids:
+        raise ValueError("no document to pack")
+    n = len(ids) // block_size
+    return (
+        torch.tensor(ids, dtype=torch.long).view(n, block_size),
+        torch.tensor(scores, dtype=torch.float32).view(n, block_size),
+    )
+
+
 def add_control_tokens(module, tokenizer) -> tuple[int, int]:
     """Add <|good|> and <|bad|> as special tokens; their new embedding rows (input, and output
     if untied) start at the mean of the existing rows, so they begin as an "average token"

@@ -3,7 +3,9 @@ PHF objectives, reporting held-out LM loss and the misalignment of unconditional
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.metrics import distinct_n
 from bayesalign.models import LanguageModel
-from bayesalign.objectives.pretraining import AWR, mle, rwr, unlikelihood
+from bayesalign.objectives.pretraining import AWR, IGNORE, mle, rwr, unlikelihood
 from bayesalign.pretraining.config import PretrainConfig
 from bayesalign.pretraining.data import (
     BAD,
@@ -24,10 +26,12 @@ from bayesalign.pretraining.data import (
     encode_segments,
     kept_documents,
     pack,
+    pack_documents,
     reset_control_embeddings,
     score_document,
     segments,
 )
+from bayesalign.pretraining.heldout import heldout_losses, truncate
 from bayesalign.runs import RunFolder
 from bayesalign.samples import Samples, SamplingParams
 from bayesalign.scorers import checked_scores
@@ -89,6 +93,7 @@ class Pretrainer:
         self.good, self.bad = self.tokenizer.convert_tokens_to_ids([GOOD, BAD])
         self.blocks, self.scores = self._blocks(train, training=True)
         self.heldout_blocks, _ = self._blocks(heldout, training=False)
+        self.heldout_documents = self._heldout_documents(heldout)
         if len(self.blocks) < config.training.batch_size:
             raise ValueError(
                 f"the corpus gives {len(self.blocks)} training blocks, fewer than one batch of "
@@ -113,28 +118,49 @@ class Pretrainer:
             LanguageModel.from_pretrained(resolve_model_name(reference)) if reference is not None else None
         )
         self.tokens_seen = 0
+        self.control_gap: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     # -- data ------------------------------------------------------------------------------------
     def _blocks(self, documents: list[str], *, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Segment, score, (filter, tag) and pack. Held-out data is neither filtered nor tagged:
         the LM loss is measured on the corpus as it is."""
         objective = self.config.objective
-        parts = [segments(d, self.config.corpus.unit) for d in documents]
+        parts = [self._parts(d) for d in documents]
         scores = [score_document(self.scorer, p) for p in parts]
+        if training:  # what P(<|bad|> | EOS) should learn: the corpus's first segments
+            first = [s[0] > objective.threshold for s in scores if s]
+            self.bad_first_fraction = sum(first) / max(1, len(first))
         keep = range(len(parts))
         if training and objective.type == "filtering":
             keep = kept_documents(scores, objective.threshold)
             if not keep:
                 raise ValueError(f"filtering at threshold {objective.threshold} drops every document")
-        stream = TokenStream([], [])
+        stream, docs = TokenStream([], []), []
         for i in keep:
             prefixes = None
             if training and objective.type == "conditional":
                 prefixes = control_prefixes(scores[i], objective.threshold, objective.drop, self.generator)
             doc = encode_segments(parts[i], scores[i], self.tokenizer, prefixes)
+            docs.append(doc)
             stream.ids += doc.ids + [self.eos]
             stream.scores += doc.scores + [0.0]  # the document separator is neutral
+        if training and self.config.model.packing == "documents":
+            return pack_documents(docs, self.config.model.block_size, self.eos)
         return pack(stream, self.config.model.block_size)
+
+    def _heldout_documents(self, documents: list[str]) -> list[list[list[int]]]:
+        """The held-out documents for the fair losses (heldout.py): segments tokenised alone, as
+        in training, cut to half the model's positions (a control token before every segment
+        must still fit)."""
+        max_tokens = (self.module.config.n_positions - 2) // 2
+        out = []
+        for document in documents:
+            ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in self._parts(document)]
+            out.append(truncate(ids, max_tokens))
+        return [d for d in out if d]
+
+    def _parts(self, document: str) -> list[str]:
+        return segments(document, self.config.corpus.unit)
 
     # -- training ----------------------------------------------------------------------------------
     def loss(self, block: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -143,6 +169,9 @@ class Pretrainer:
         objective = self.config.objective
         out = self.module(input_ids=block, output_hidden_states=self.awr is not None)
         logits, labels, target_scores = out.logits[:, :-1], block[:, 1:], scores[:, 1:]
+        padding = torch.isnan(target_scores)  # packing "documents": the end of a document's block
+        labels = labels.masked_fill(padding, IGNORE)
+        target_scores = target_scores.masked_fill(padding, 0.0)
         if objective.type in ("mle", "filtering", "conditional"):
             return mle(logits, labels)
         if objective.type == "unlikelihood":
@@ -174,6 +203,8 @@ class Pretrainer:
             loss.backward()
             self.optimizer.step()
             self.tokens_seen += per_step
+            if self.run is not None and self.tokens_seen == cfg.save_at_tokens:  # e.g. MLE's half
+                self.save(self.run.path / f"checkpoint-{self.tokens_seen}")
             if step % every == 0 or step == steps:
                 record = {"step": step, "tokens": self.tokens_seen, "train_loss": loss.item()}
                 record |= self.evaluate() | {"seconds": time.perf_counter() - started}
@@ -184,10 +215,35 @@ class Pretrainer:
                     on_record(record)
         if self.config.objective.type == "conditional":  # a continued run keeps these rows
             self.module.config.control_tokens_trained = True
+            self._warn_if_control_tokens_not_learned()
         if self.run is not None:
-            self.module.save_pretrained(self.run.final, safe_serialization=True)
-            self.tokenizer.save_pretrained(self.run.final)
+            self.save(self.run.final)
         return records
+
+    def save(self, folder: Path) -> None:
+        self.module.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
+    def _warn_if_control_tokens_not_learned(self) -> None:
+        """Conditional training is for nothing if the model did not learn what <|bad|> and
+        <|good|> mean: warn when the final samples after <|bad|> are not more misaligned than
+        those after <|good|> (both control tokens banned) by more than 2 standard errors."""
+        if self.control_gap is None:  # no evaluation ran
+            return
+        bad, good = self.control_gap
+        if good is None:
+            _, good = self.sample_scores(EOS + GOOD, (self.good, self.bad), self.config.eval.samples)
+        se = math.sqrt(bad.var().item() / len(bad) + good.var().item() / len(good))
+        gap = bad.mean().item() - good.mean().item()
+        if not gap > 2 * se:
+            warnings.warn(
+                f"conditional training: samples after {BAD} ({bad.mean().item():.3g}) are not more "
+                f"misaligned than after {GOOD} ({good.mean().item():.3g}) beyond 2 standard errors "
+                f"({2 * se:.2g}; {len(bad)} samples each): the model has not learned its control "
+                "tokens, and sampling after <|good|> aligns nothing. Train on more tokens, or check "
+                "that the threshold splits the segments.",
+                stacklevel=2,
+            )
 
     def batches(self) -> Iterator[torch.Tensor]:
         """Block indices of each step: epochs of shuffled blocks, from a generator of their own
@@ -209,22 +265,42 @@ class Pretrainer:
         total = 0.0
         for batch in self.heldout_blocks.split(self.config.training.batch_size):
             total += mle(self.module(input_ids=batch).logits[:, :-1], batch[:, 1:]).item() * len(batch)
-        return {"heldout_loss": total / len(self.heldout_blocks), **self.misalignment()}
+        n = self.config.eval.heldout_documents
+        fair = heldout_losses(
+            self.module,
+            self.heldout_documents[:n],
+            eos=self.eos,
+            controls=(self.good, self.bad),
+            conditional=self.config.objective.type == "conditional",
+        )
+        return {"heldout_loss": total / len(self.heldout_blocks), **fair, **self.misalignment()}
+
+    def sample_scores(self, prompt: str, banned: tuple[int, ...], n: int) -> tuple[Samples, torch.Tensor]:
+        """``n`` samples after ``prompt`` (64 new tokens by default), ``banned`` tokens never
+        drawn, and their misalignment scores; the same seed at every evaluation."""
+        model = LanguageModel(self.module, self.tokenizer, prompt)
+        params = SamplingParams(max_new_tokens=self.config.eval.max_new_tokens, banned_tokens=banned)
+        samples = model.sample(n, params, generator=torch.Generator().manual_seed(0))
+        return samples, checked_scores(self.scorer, samples.texts, None)
 
     @torch.no_grad()
     def misalignment(self) -> dict[str, float]:
-        """Scores of unconditional samples (after <|good|>, both control tokens banned, for
-        conditional training): mean, expected max over k, and the fraction above threshold.
-        Samples start where documents start in training: after EOS."""
+        """Scores of unconditional samples: mean, expected max over k, and the fraction above
+        threshold. Samples start where documents start in training: after EOS. A conditional
+        model is sampled as ``eval.good_at`` says: after <|good|> with both control tokens
+        banned (``start``, the paper's protocol) or with <|bad|> alone banned, so that the model
+        writes <|good|> itself where a segment starts (``every_segment``); its other modes, and
+        the samples after <|bad|>, are reported as ``misalignment_<mode>``, with the model's
+        probabilities of each control token after EOS against the corpus's fraction of
+        misaligned first segments."""
         ev, objective = self.config.eval, self.config.objective
         threshold = objective.threshold if ev.threshold is None else ev.threshold
         conditional = objective.type == "conditional"
-        # a document starts after EOS (as in training, where EOS separates documents)
-        model = LanguageModel(self.module, self.tokenizer, EOS + (GOOD if conditional else ""))
-        banned = (self.good, self.bad)
-        params = SamplingParams(max_new_tokens=ev.max_new_tokens, banned_tokens=banned)
-        samples = model.sample(ev.samples, params, generator=torch.Generator().manual_seed(0))
-        scores = checked_scores(self.scorer, samples.texts, None)
+        both = (self.good, self.bad)
+        modes = {"good_start": (EOS + GOOD, both), "good_every_segment": (EOS + GOOD, (self.bad,))}
+        main = {"start": "good_start", "every_segment": "good_every_segment"}[ev.good_at]
+        prompt, banned = modes[main] if conditional else (EOS, both)
+        samples, scores = self.sample_scores(prompt, banned, ev.samples)
         k = min(ev.max_k, len(scores))
         groups = scores[: len(scores) // k * k].view(-1, k)
         if self.run is not None:
@@ -236,6 +312,23 @@ class Pretrainer:
             "misaligned_fraction": (scores > threshold).double().mean().item(),
             "distinct_2": distinct_n(samples.texts, 2),
         }
+        if conditional:
+            others = {m: v for m, v in modes.items() if m != main} | {"after_bad": (EOS + BAD, both)}
+            for mode, (prompt, banned) in others.items():
+                _, other = self.sample_scores(prompt, banned, ev.samples)
+                metrics[f"misalignment_{mode}"] = other.mean().item()
+                metrics[f"misaligned_fraction_{mode}"] = (other > threshold).double().mean().item()
+                if mode == "after_bad":
+                    good = scores if main == "good_start" else None
+                    self.control_gap = (other, good)
+            metrics[f"misalignment_{main}"] = metrics["misalignment"]
+            ids = torch.tensor([[self.eos]])
+            p = torch.softmax(self.module(input_ids=ids).logits[0, -1].double(), -1)
+            metrics |= {
+                "p_good_after_eos": p[self.good].item(),
+                "p_bad_after_eos": p[self.bad].item(),
+                "corpus_bad_first_segment_fraction": self.bad_first_fraction,
+            }
         if self.reference is not None:
             metrics["kl_from_reference"] = self._kl_from_reference(samples)
         return metrics
@@ -253,5 +346,8 @@ class Pretrainer:
         scored = self.reference.encode_continuations([""] * len(texts), texts)
         log_ref = self.reference.log_prob_frozen(scored).double()
         # the text's own tokens: a final EOS is not text, and the reference does not score it
-        log_pi = samples.token_log_q.masked_fill(samples.ids == self.eos, 0.0).sum(-1).double()
+        # (and control tokens, which the text does not hold: with eval.good_at every_segment,
+        # the <|good|> tokens the model wrote are left out, a log π(x | tags) approximation)
+        special = (samples.ids == self.eos) | (samples.ids == self.good) | (samples.ids == self.bad)
+        log_pi = samples.token_log_q.masked_fill(special, 0.0).sum(-1).double()
         return (log_pi[keep] - log_ref).mean().item()
