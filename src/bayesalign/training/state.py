@@ -1,13 +1,15 @@
 """The training loop's state: its counters (`TrainState`, saved as JSON in every checkpoint),
-and the policy's trainable weights as plain tensors, for checkpoints and for keeping the best
-evaluated policy."""
+the policy's trainable weights as plain tensors (for checkpoints), and the best evaluated
+policy (`BestPolicy`, training.keep_best)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from bayesalign.models import LanguageModel
 
@@ -43,3 +45,39 @@ def copy_weights(model: LanguageModel, values: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in values.items():
             params[name].copy_(value)
+
+
+class BestPolicy:
+    """training.keep_best: the trainable weights of the evaluated π with the lowest pool
+    KL(p‖π) on the validation split so far (the first record is π = a, so the prior is a
+    candidate). They are kept in memory and, with ``path``, in the run folder
+    (best.safetensors, replaced atomically), so that a resumed run still knows them."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def offer(self, state: TrainState, record: dict, policy: LanguageModel, *, write: bool) -> None:
+        """Keep π's weights if the record's pool KL(p‖π) is the lowest so far."""
+        kl = record.get("pool_kl_p_pi")
+        if kl is None or not kl < state.best_kl:
+            return
+        state.best_kl, state.best_step = kl, state.step
+        self.weights = trainable_weights(policy, policy)
+        if self.path is not None and write:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            save_file(self.weights, str(tmp))
+            tmp.replace(self.path)
+
+    def reload(self, state: TrainState) -> None:
+        """After a resume: the weights the run folder kept, if the restored state has a best."""
+        if self.path is not None and state.best_step >= 0 and self.path.exists():
+            self.weights = load_file(str(self.path))
+
+    def restore(self, state: TrainState, policy: LanguageModel) -> dict | None:
+        """Put the kept weights into π; returns what was chosen ({"step", "pool_kl_p_pi"}), or
+        None when nothing is kept."""
+        if self.weights is None:
+            return None
+        copy_weights(policy, self.weights)
+        return {"step": state.best_step, "pool_kl_p_pi": state.best_kl}

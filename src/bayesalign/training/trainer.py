@@ -14,7 +14,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from bayesalign import estimators as est
 from bayesalign.atomic import write_atomic
@@ -34,7 +33,7 @@ from bayesalign.training.checkpoint import CheckpointData, newest_checkpoint, sa
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.draws import Draws, replay_batch
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
-from bayesalign.training.state import TrainState, copy_weights, trainable_weights
+from bayesalign.training.state import BestPolicy, TrainState, copy_weights, trainable_weights
 from bayesalign.training.timing import PhaseClock
 
 
@@ -105,7 +104,8 @@ class Trainer:
         self.status: Callable[[str], None] = lambda phase: None  # what the loop is doing now
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
-        self.best_params: dict[str, torch.Tensor] | None = None  # training.keep_best
+        best = None if run is None else run.path / "best.safetensors"
+        self.best = BestPolicy(best) if args.keep_best else None
         self.clock = PhaseClock()  # where the time goes: time_<phase>_wall/_cpu in each record
         self.dist = distributed or Distributed(self.args.sample_shards, self.args.mixed_precision)
         self.dist.check_batches(self.args.minibatch, self.args.micro)
@@ -353,9 +353,8 @@ class Trainer:
         if found is not None:
             self.load_state_dict(found[1], folder)
         self.run.truncate_metrics(self.state.step if folder is not None else -1)
-        best = self.run.path / "best.safetensors"
-        if folder is not None and self.args.keep_best and self.state.best_step >= 0 and best.exists():
-            self.best_params = load_file(str(best))
+        if folder is not None and self.best is not None:
+            self.best.reload(self.state)
         return folder is not None
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -399,28 +398,10 @@ class Trainer:
         loadable = self.policy if self.checkpoints.loadable else None
         save_checkpoint(folder, self.state_dict(), self.checkpoints.keep, loadable)
 
-    # -- keeping the best policy ---------------------------------------------------------------
-    def _remember_if_best(self, record: dict) -> None:
-        """training.keep_best: keep π's trainable weights when its pool KL(p‖π) (validation
-        split) is the lowest so far; the run folder holds them too (best.safetensors), so a
-        resumed run still knows them. The first record is π = a, so the prior is a candidate."""
-        kl = record.get("pool_kl_p_pi")
-        if not self.args.keep_best or kl is None or not kl < self.state.best_kl:
-            return
-        self.state.best_kl, self.state.best_step = kl, self.state.step
-        self.best_params = trainable_weights(self.policy, self.policy)
-        if self.run is not None and self.dist.is_main:
-            tmp = self.run.path / "best.safetensors.tmp"
-            save_file(self.best_params, str(tmp))
-            tmp.replace(self.run.path / "best.safetensors")
-
     def restore_best(self) -> dict | None:
-        """Put the best evaluated weights back into π (training.keep_best); returns what was
+        """training.keep_best: put the best evaluated weights back into π; returns what was
         chosen ({"step", "pool_kl_p_pi"}), or None when nothing is kept."""
-        if not self.args.keep_best or self.best_params is None:
-            return None
-        copy_weights(self.policy, self.best_params)
-        return {"step": self.state.best_step, "pool_kl_p_pi": self.state.best_kl}
+        return None if self.best is None else self.best.restore(self.state, self.policy)
 
     def fit(
         self,
@@ -450,7 +431,8 @@ class Trainer:
                 "seconds": time.perf_counter() - started,
             }
             records.append(rec)
-            self._remember_if_best(rec)
+            if self.best is not None:
+                self.best.offer(self.state, rec, self.policy, write=self.dist.is_main)
             if self.run is not None:
                 self.run.log_metrics(rec)
             if on_record is not None:
