@@ -14,6 +14,7 @@ from rich.console import Console
 from bayesalign.cli import main
 from bayesalign.config import parse_config
 from bayesalign.evaluation import evaluate_policy
+from bayesalign.run_summary import summarise
 from bayesalign.runs import RunFolder
 from bayesalign.session import train
 
@@ -143,6 +144,24 @@ def test_keep_best_saves_the_policy_with_the_lowest_validation_kl(replay_run):
     chosen = json.loads((folder / "final" / "selection.json").read_text())
     assert chosen["step"] == best["step"] and chosen["pool_kl_p_pi"] == best["pool_kl_p_pi"]
     assert final["exact_kl_p_pi"] == pytest.approx(best["exact_kl_p_pi"], rel=1e-5)
+
+
+def test_the_demo_summary_compares_the_prior_with_the_policy_final_holds(replay_run):
+    """The demo's closing table (run_summary.py): step 0 against the step final/ holds (the
+    keep_best choice, not the last step), with the pool estimates and their standard errors."""
+    folder, _, _ = replay_run
+    console = Console(record=True, width=200)
+    summarise(RunFolder(folder), console, seconds=12.0)
+    printed = console.export_text()
+    chosen = json.loads((folder / "final" / "selection.json").read_text())["step"]
+    first, best = (
+        RunFolder(folder).read_metrics()[0],
+        next(r for r in RunFolder(folder).read_metrics() if r["step"] == chosen),
+    )
+    assert f"before (step 0, π = a) vs final/ (step {chosen}), 12 s" in printed
+    row = next(line for line in printed.splitlines() if "KL(p‖π), pool" in line)
+    for record in (first, best):
+        assert f"{record['pool_kl_p_pi']:.3f} ± {record['pool_kl_p_pi_stderr']:.3f}" in row
 
 
 def test_replay_resumes_with_the_same_batches(replay_run, tmp_path, monkeypatch):

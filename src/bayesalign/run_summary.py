@@ -11,16 +11,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from bayesalign.runs import RunFolder
+from bayesalign.runs import metric_names as names
 
 SUMMARY_ROWS = (
-    ("satisfaction E_π[b]", "satisfaction_pi"),
-    ("KL(p‖π), pool (exact p-samples)", "pool_kl_p_pi"),
-    ("KL(p‖a) − KL(p‖π), paired", "pool_kl_gain_pi"),
-    ("KL(p‖π), IS from q", "kl_p_pi"),
-    ("KL(π‖a)", "kl_pi_a"),
+    ("satisfaction E_π[b]", names.SATISFACTION_PI),
+    ("KL(p‖π), pool (exact p-samples)", names.POOL_KL_P_PI),
+    ("KL(p‖a) − KL(p‖π), paired", names.POOL_KL_GAIN_PI),
+    ("KL(p‖π), IS from q", names.KL_P_PI),
+    ("KL(π‖a)", names.KL_PI_A),
     ("frontier KL* at π's satisf.", "frontier_kl"),
-    ("frontier excess KL(π‖a)/KL*", "frontier_excess"),
-    ("−log Z = KL(p‖a), pool", "pool_kl_p_a"),
+    ("frontier excess KL(π‖a)/KL*", names.FRONTIER_EXCESS),
+    ("−log Z = KL(p‖a), pool", names.POOL_KL_P_A),
 )
 
 
@@ -45,7 +46,7 @@ def summarise(run: RunFolder, console: Console, seconds: float) -> None:
             return "–"
         stderr = record.get(key + "_stderr")
         text = f"{value:.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
-        if key == "kl_p_pi":
+        if key == names.KL_P_PI:
             text += f"  (ESS {record['ess']:.0f})" if "ess" in record else ""
         return text
 
@@ -57,7 +58,7 @@ def summarise(run: RunFolder, console: Console, seconds: float) -> None:
         "frontier excess: 1 = no model reaches π's satisfaction closer to a; the paired gain > 2 s.e. "
         "means π is closer to p than the prior is"
     )
-    if "pool_accepted" in after:
+    if names.POOL_ACCEPTED in after:
         console.print(
             f"posterior pool: {after['pool_accepted']:.0f} exact p-samples (held out) of "
             f"{after['pool_size']:.0f} prior samples; drawing them took "

@@ -55,10 +55,6 @@ def exact(name: str) -> str:
     return f"exact_{name}"
 
 
-def stderr(name: str) -> str:
-    return f"{name}_stderr"
-
-
 def reward_scores(names: Iterable[str]) -> list[str]:
     """The scores of π under the target's scorers (``score_<scorer>_pi``), sorted."""
     return sorted({n for n in names if n.startswith("score_") and n.endswith("_pi")})
