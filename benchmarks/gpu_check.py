@@ -178,6 +178,39 @@ def toy_run(args: argparse.Namespace) -> None:
     )
 
 
+def methods(args: argparse.Namespace) -> None:
+    """Every training method for a few steps on the GPU through session.train (the CLI's path):
+    objectives keep their batch statistics on the CPU and meet log π there, so a tensor left on
+    the wrong device fails here, not on a user's first GPU run."""
+    from bayesalign.session import train
+
+    reward = {"reward": {"scorer": {"type": "word", "words": ["b"], "name": "has_b"}, "beta": 1.0}}
+    runs = {
+        "dpg": {"proposal": {"update": "fixed"}},
+        "gdc++": {"proposal": {"update": "adaptive", "every": 1, "samples": 32}},
+        "f-dpg": {"f_dpg": {"divergence": "js"}},
+        "reinforce": {"proposal": {"update": "on_policy"}},
+        "kl-reinforce": {"proposal": {"update": "on_policy"}},
+        "ppo": {"proposal": {"update": "on_policy"}, "epochs": 2},
+        "cdpg": {"proposal": {"update": "fixed"}},
+    }
+    failed, kls = [], {}
+    for method, extra in runs.items():
+        training = {**TOY["training"], "method": method, "steps": 2, **extra}
+        raw = {**TOY, "target": reward, "training": training}
+        raw["eval"] = {**TOY["eval"], "every": 2}
+        if method == "cdpg":
+            raw["contexts"] = {"train": ["a", "b c", "c c a", "d"], "per_step": 4}
+            raw["target"] = TOY["target"]
+        try:
+            train(parse_config(raw), Path(args.out) / method)
+            kls[method] = exact_kl(Path(args.out) / method)
+        except Exception as err:  # every method is tried; the failures are listed together
+            failed.append(method)
+            print(f"{method}: {type(err).__name__}: {err}", flush=True)
+    result(not failed, failed=failed, exact_kl_p_pi=kls)
+
+
 def same_weights(args: argparse.Namespace) -> None:
     """Two toy runs' final weights and exact KL agree. GPT-2's attention key biases are left out of
     the weights: softmax ignores them, their gradient is 0, and Adam turns its rounding noise into
@@ -256,6 +289,9 @@ def main() -> None:
     p.add_argument("--set", help="JSON of training overrides")
     p.add_argument("--expect-fsdp", action="store_true")
     p.set_defaults(run=toy_run)
+    p = sub.add_parser("methods")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=methods)
     p = sub.add_parser("same-weights")
     p.add_argument("a")
     p.add_argument("b")

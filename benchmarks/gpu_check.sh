@@ -6,6 +6,7 @@
 #   bf16        log π under bf16 autocast is close to float32's, and differs from it
 #   step_fp32   s/step of on-policy GDC++ on MODEL (default SmolLM2-135M), 256 samples × 64 tokens
 #   step_bf16   the same step with training.mixed_precision: bf16
+#   methods     every training method for 2 steps on a toy model on the GPU (session.train)
 #   toy_plain   a 6-step toy run (session.train, exact KL) on the GPU
 #   toy_fsdp    the same run under `accelerate launch --config_file configs/accelerate/fsdp.yaml`
 #   fsdp_equal  their final weights agree within 1e-5
@@ -52,6 +53,7 @@ check bf16 90 "$PY" benchmarks/gpu_check.py bf16
 check step_fp32 150 "$PY" benchmarks/gpu_check.py step --model "$MODEL" "${EXTRA[@]}"
 check step_bf16 150 "$PY" benchmarks/gpu_check.py step --model "$MODEL" "${EXTRA[@]}" --precision bf16
 rm -rf "$OUT/runs"
+check methods 240 "$PY" benchmarks/gpu_check.py methods --out "$OUT/runs/methods"
 check toy_plain 120 "$PY" benchmarks/gpu_check.py toy-run --out "$OUT/runs/plain"
 check toy_fsdp 150 "$PY" -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml \
     --num_processes 1 benchmarks/gpu_check.py toy-run --out "$OUT/runs/fsdp" --expect-fsdp

@@ -41,6 +41,6 @@ class GDCPlusPlus(Objective):
 
     def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
         log_pi = out.log_prob
-        baseline = torch.exp(log_pi.detach().double() - batch.log_q)
+        baseline = torch.exp(log_pi.detach().double().cpu() - batch.log_q)
         advantage = (batch.normalised_weights - baseline).to(log_pi)
         return -advantage * log_pi
