@@ -26,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from bayesalign import sharding
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.samples import Samples, SamplingParams
 
@@ -111,8 +112,9 @@ class LanguageModel:
         return LanguageModel(module, self.tokenizer, self.prompt)
 
     def frozen_copy(self) -> LanguageModel:
-        """An independent, non-trainable copy of the current weights (a proposal q ← π)."""
-        module = copy.deepcopy(self.module)
+        """An independent, non-trainable copy of the current weights (a proposal q ← π); under
+        FSDP an unsharded copy, which every process must make together (sharding.plain_copy)."""
+        module = sharding.plain_copy(self.module) if self.sharded else copy.deepcopy(self.module)
         module.requires_grad_(False)
         return LanguageModel(module, self.tokenizer, self.prompt, adapters_disabled=self.adapters_disabled)
 
@@ -122,7 +124,11 @@ class LanguageModel:
         """Write weights (safetensors) and tokenizer. A LoRA policy is merged into its base
         (a plain HF model folder) unless ``merge_lora`` is False (adapter weights only).
         ``dtype``: the weights are written in it (e.g. bfloat16 halves the disk); the model in
-        memory keeps its own."""
+        memory keeps its own. Under FSDP, save an `unsharded` copy."""
+        if self.sharded:
+            raise RuntimeError(
+                "the model is sharded by FSDP: save an unsharded() copy, made on every process"
+            )
         module = self.module
         if self.has_adapters and merge_lora:
             module = copy.deepcopy(module).merge_and_unload()
@@ -130,6 +136,23 @@ class LanguageModel:
             module = (copy.deepcopy(module) if module is self.module else module).to(dtype)
         module.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
+
+    @property
+    def sharded(self) -> bool:
+        """The module is sharded over processes by FSDP2 (accelerate's FSDP, sharding.py)."""
+        return sharding.is_sharded(self.module)
+
+    def unsharded(self) -> LanguageModel:
+        """This model with its full weights in a plain module, to save or copy: itself unless
+        FSDP shards it, and then a copy that every process must make together."""
+        if not self.sharded:
+            return self
+        return LanguageModel(
+            sharding.plain_copy(self.module),
+            self.tokenizer,
+            self.prompt,
+            adapters_disabled=self.adapters_disabled,
+        )
 
     @property
     def is_seq2seq(self) -> bool:

@@ -177,6 +177,8 @@ def _train(
         if not dist.is_main:
             target = prepare_target(config, prior, run, True, console)
         trainer = build_trainer(config, policy, target, run=run, distributed=dist)
+        if sharded := trainer.describe_sharding():
+            console.print(sharded)
         if resume:
             resumed = trainer.resume()
             console.print(
@@ -214,10 +216,11 @@ def _train(
             trainer.fit(on_record=on_record, on_step=on_step)
             if tracker is not None:
                 tracker.finish()
+    chosen = trainer.restore_best()  # every process: under FSDP, writing weights is collective
+    final = policy.unsharded()  # and so is reading them (the policy itself without FSDP)
     if dist.is_main:
         merged = config.checkpoint.merge_lora
-        chosen = trainer.restore_best()
-        policy.save_pretrained(run.final, merge_lora=merged, dtype=DTYPES[config.checkpoint.final_dtype])
+        final.save_pretrained(run.final, merge_lora=merged, dtype=DTYPES[config.checkpoint.final_dtype])
         if chosen is not None:  # what final/ holds and why: the evaluated π closest to p
             last = run.read_metrics()[-1]
             chosen |= {"last_step": last["step"], f"last_{POOL_KL_P_PI}": last.get(POOL_KL_P_PI)}

@@ -1,5 +1,6 @@
-"""One training loop on one process or many, through accelerate (DDP with gloo on CPU here; the
-FSDP and DeepSpeed configs in configs/accelerate/ are for GPUs and untested).
+"""One training loop on one process or many, through accelerate: DDP or FSDP2 with gloo on CPU
+(both tested here, FSDP2 through configs/accelerate/fsdp_cpu.yaml); on GPUs the DDP, FSDP and
+DeepSpeed configs in configs/accelerate/ are untested.
 
 Why a multi-process step equals the one-process step on the same global batch:
 
@@ -13,7 +14,10 @@ Why a multi-process step equals the one-process step on the same global batch:
   and the evaluation metrics are then computed on the global batch, never averaged from
   per-process estimates, which for a ratio estimator like Z would be biased.
 - Gradients: each process takes its equal slice of every minibatch and averages its loss over
-  that slice; DDP averages gradients over processes, which is the mean over the whole minibatch.
+  that slice; DDP averages gradients over processes (FSDP reduce-scatters their average onto
+  the shards), which is the mean over the whole minibatch.
+- Under FSDP every process holds a shard of each weight; between updates the full weights stay
+  gathered, so that sampling needs no collective (bayesalign/sharding.py).
 - The generators that choose contexts and minibatch order are replicated: every process advances
   them identically, so the processes agree without talking.
 
@@ -31,7 +35,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object, parse_flag_from_env
+from accelerate.utils import DistributedType, broadcast_object_list, gather_object, parse_flag_from_env
 
 from bayesalign.proposals import Scored
 
@@ -105,6 +109,8 @@ class Distributed:
         # Passed explicitly, so the bayesalign config, not the accelerate config, decides it.
         self.accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision)
         self.world = self.accelerator.num_processes
+        if cpu and self.world > 1 and parse_flag_from_env("ACCELERATE_USE_FSDP"):
+            self._fsdp_on_cpu()
         self.rank = self.accelerator.process_index
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched != self.world:
@@ -118,6 +124,33 @@ class Distributed:
                 f"training.sample_shards {self.shards} must be a multiple of the number of processes "
                 f"({self.world}), so that every process draws the same number of shards"
             )
+
+    def _fsdp_on_cpu(self) -> None:
+        """Honour an FSDP launch config on CPU processes (configs/accelerate/fsdp_cpu.yaml).
+
+        accelerate 1.15 switches to FSDP only on accelerator devices: AcceleratorState moves to
+        DistributedType.FSDP inside ``elif self.distributed_type in [MULTI_GPU, ..., MULTI_NEURON]``
+        (accelerate/state.py), a list without MULTI_CPU. On CPU it would quietly train with DDP
+        despite the config. torch's FSDP2 runs on a CPU device mesh over gloo, so the state is
+        moved to FSDP here, exactly as accelerate moves it on GPUs (the AcceleratorState and the
+        PartialState, with the plugin it builds from the FSDP_* variables the launcher set); its
+        own FSDP2 ``prepare`` then shards the model."""
+        from accelerate.state import PartialState
+        from accelerate.utils import FullyShardedDataParallelPlugin
+
+        plugin = FullyShardedDataParallelPlugin()
+        if plugin.fsdp_version != 2:
+            raise ValueError("FSDP on CPU processes needs fsdp_version: 2 (FSDP2, fully_shard)")
+        state = self.accelerator.state
+        state.fsdp_plugin = plugin
+        state.distributed_type = DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+    @property
+    def sharded(self) -> bool:
+        """The policy is sharded by FSDP: its weights are read and written by every process
+        together (bayesalign/sharding.py)."""
+        return self.accelerator.distributed_type == DistributedType.FSDP
 
     @property
     def is_main(self) -> bool:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from bayesalign import sharding
 from bayesalign.models import LanguageModel
 
 
@@ -34,17 +36,37 @@ class TrainState:
 
 def trainable_weights(model: LanguageModel, policy: LanguageModel) -> dict[str, torch.Tensor]:
     """``model``'s copies of the policy's trainable weights (q, when a frozen copy of an earlier
-    π, has no trainable weights of its own), detached on the CPU."""
+    π, has no trainable weights of its own), full, detached on the CPU. Collective under FSDP."""
     names = [n for n, p in policy.module.named_parameters() if p.requires_grad]
+    sharding.gather(model.module)  # FSDP: the module now shows its full parameters
     params = dict(model.module.named_parameters())
-    return {n: params[n].detach().clone().contiguous().cpu() for n in names}
+    return {n: sharding.full(params[n]).detach().clone().contiguous().cpu() for n in names}
 
 
 def copy_weights(model: LanguageModel, values: dict[str, torch.Tensor]) -> None:
-    params = dict(model.module.named_parameters())
-    with torch.no_grad():
-        for name, value in values.items():
-            params[name].copy_(value)
+    """Put full weights into ``model`` (into every process's shards under FSDP: collective)."""
+    sharding.load_full_state(model.module, values)
+
+
+def full_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer's ``state_dict()`` with FSDP's sharded moments made full (collective under
+    FSDP), so that a checkpoint holds what a one-process run holds."""
+    per_param = {
+        index: {key: sharding.full(value) for key, value in moments.items()}
+        for index, moments in state["state"].items()
+    }
+    return {**state, "state": per_param}
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """After ``load_state_dict`` of a full state: cut each moment as its parameter is cut
+    (a no-op without FSDP)."""
+    for param, moments in optimizer.state.items():
+        if not sharding.is_shard(param):
+            continue
+        for key, value in moments.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape == param.shape:
+                moments[key] = sharding.like(value, param)
 
 
 class BestPolicy:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from bayesalign import estimators as est
+from bayesalign import sharding
 from bayesalign.atomic import write_atomic
 from bayesalign.diagnostics import GradientStats, gradient_variance
 from bayesalign.estimators import ZeroPartitionError
@@ -33,7 +34,14 @@ from bayesalign.training.checkpoint import CheckpointData, newest_checkpoint, sa
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.draws import Draws, replay_batch
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
-from bayesalign.training.state import BestPolicy, TrainState, copy_weights, trainable_weights
+from bayesalign.training.state import (
+    BestPolicy,
+    TrainState,
+    copy_weights,
+    full_optimizer_state,
+    shard_optimizer_state,
+    trainable_weights,
+)
 from bayesalign.training.timing import PhaseClock
 
 
@@ -114,6 +122,11 @@ class Trainer:
                 f"{objective.name} updates running statistics from the samples each process trains "
                 "on, which differ between processes; train it on one process"
             )
+        if self.dist.sharded and (policy.has_adapters or sampling.backend == "vllm"):
+            raise ValueError(
+                "under FSDP only full fine-tuning with the hf sampling backend is supported "
+                "(no LoRA, no vLLM): launch with DDP (configs/accelerate/ddp.yaml) instead"
+            )
         for model in (policy, self.base):
             model.module.to(self.dist.device)
         if self.args.gradient_checkpointing:
@@ -133,6 +146,10 @@ class Trainer:
         # accelerate wraps the policy's module (DDP, FSDP, DeepSpeed; itself on one process) and
         # the optimizer; forwards that train go through the wrapper (Distributed.training_forward)
         self.wrapper, self.optimizer = self.dist.accelerator.prepare(policy.module, optimizer)
+        if self.dist.sharded:  # FSDP replaced the parameters by their shards (DTensors), which
+            # the optimizer now holds; sampling needs them gathered (sharding.py)
+            self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            sharding.gather(policy.module)
         self.vllm = VLLMSampler(policy) if sampling.backend == "vllm" else None
         seed = self.args.seed
         self.generator = torch.Generator().manual_seed(seed)
@@ -157,6 +174,20 @@ class Trainer:
         )
         self.evaluator.connect(
             lambda m, n, g: self.draw(m, n, g, evaluation=True), self.eval_generator, lambda p: self.status(p)
+        )
+
+    def describe_sharding(self) -> str | None:
+        """How FSDP splits π's trainable weights (None without FSDP), read off the shards the
+        optimizer holds."""
+        if not self.dist.sharded:
+            return None
+        shards = [p for p in self.params if sharding.is_shard(p)]
+        mine = sum(p.to_local().numel() for p in shards)
+        total = sum(p.numel() for p in shards)
+        return (
+            f"FSDP: π's trainable weights are sharded over {self.dist.world} processes, "
+            f"{len(shards)} of {len(self.params)} tensors; the main process holds {mine:,} of "
+            f"{total:,} values"
         )
 
     # -- sampling and scoring ------------------------------------------------------------------
@@ -239,6 +270,7 @@ class Trainer:
                     norms.append(float("nan") if norm is None else float(norm))  # None: DeepSpeed clips
                     self.optimizer.step()
                     self.scheduler.step()
+                    sharding.gather(self.policy.module)  # FSDP: the updated shards, gathered
                     self.objective.after_update()  # running statistics advance once per update
                 losses.append(total)
         if self.vllm is not None:
@@ -361,7 +393,7 @@ class Trainer:
     def state_dict(self) -> CheckpointData:
         """Everything a resumed run needs to continue exactly (training/checkpoint.py writes it)."""
         extra = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": full_optimizer_state(self.optimizer.state_dict()),
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "eval_generator": self.eval_generator.get_state(),
@@ -388,6 +420,7 @@ class Trainer:
             self.proposal = self.policy.frozen_copy()
             copy_weights(self.proposal, data.proposal)
         self.optimizer.load_state_dict(data.extra["optimizer"])
+        shard_optimizer_state(self.optimizer)
         self.scheduler.load_state_dict(data.extra["scheduler"])
         self.generator.set_state(data.extra["generator"])
         self.eval_generator.set_state(data.extra["eval_generator"])
@@ -395,8 +428,12 @@ class Trainer:
             self.objective.load_state_dict(objective_state)
 
     def _save_checkpoint(self, folder: Path) -> None:
-        loadable = self.policy if self.checkpoints.loadable else None
-        save_checkpoint(folder, self.state_dict(), self.checkpoints.keep, loadable)
+        """Write a checkpoint (on the main process; under FSDP every process calls this, since
+        reading sharded weights is collective)."""
+        loadable = self.policy.unsharded() if self.checkpoints.loadable else None
+        data = self.state_dict()
+        if self.dist.is_main:
+            save_checkpoint(folder, data, self.checkpoints.keep, loadable)
 
     def restore_best(self) -> dict | None:
         """training.keep_best: put the best evaluated weights back into π; returns what was
@@ -457,7 +494,8 @@ class Trainer:
                 if step % self.eval_every == 0 or step == steps:
                     record(train)
                 at_checkpoint = step % self.checkpoints.every == 0 or step == steps
-                if self.run is not None and self.dist.is_main and at_checkpoint:
+                # under FSDP every process gathers the weights and optimizer state; main writes
+                if self.run is not None and (self.dist.is_main or self.dist.sharded) and at_checkpoint:
                     self._save_checkpoint(self.run.checkpoint_dir(step))
         return records
 
