@@ -159,16 +159,16 @@ def toy_run(args: argparse.Namespace) -> None:
 
     overrides = json.loads(args.set) if args.set else {}
     config = parse_config({**TOY, "training": {**TOY["training"], **overrides}})
-    if args.expect_fsdp:
+    train(config, Path(args.out))
+    if args.expect_fsdp:  # what accelerate set up for the run just made
         from accelerate.state import AcceleratorState
         from accelerate.utils import DistributedType
 
         kind = AcceleratorState().distributed_type
         if kind != DistributedType.FSDP:
             result(False, error=f"accelerate set up {kind}, not FSDP")
-    train(config, Path(args.out))
-    exact = [r for r in map(json.loads, (Path(args.out) / "metrics.jsonl").read_text().splitlines())]
-    exact = [r for r in exact if r.get("exact_kl_p_pi") is not None]
+    records = map(json.loads, (Path(args.out) / "metrics.jsonl").read_text().splitlines())
+    exact = [r for r in records if r.get("exact_kl_p_pi") is not None]
     kl_prior, kl_final = exact[-1]["exact_kl_p_a"], exact[-1]["exact_kl_p_pi"]
     result(
         (Path(args.out) / "final" / "model.safetensors").exists() and kl_final < kl_prior,
