@@ -96,3 +96,16 @@ def plain_copy(module: torch.nn.Module) -> torch.nn.Module:
     if hasattr(copy, "tie_weights"):
         copy.tie_weights()
     return copy
+
+
+def describe(params: list[torch.Tensor], world: int) -> str:
+    """How ``params`` (the optimizer's: shards under FSDP) are split over ``world`` processes,
+    read off the shards this process holds."""
+    shards = [p for p in params if is_shard(p)]
+    mine = sum(p.to_local().numel() for p in shards)
+    total = sum(p.numel() for p in shards)
+    return (
+        f"FSDP: π's trainable weights are sharded over {world} processes, "
+        f"{len(shards)} of {len(params)} tensors; the main process holds {mine:,} of "
+        f"{total:,} values"
+    )

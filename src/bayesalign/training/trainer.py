@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -30,18 +28,12 @@ from bayesalign.samples import Samples
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.targets import Target
 from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
-from bayesalign.training.checkpoint import CheckpointData, newest_checkpoint, save_checkpoint
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.draws import Draws, replay_batch
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
-from bayesalign.training.state import (
-    BestPolicy,
-    TrainState,
-    copy_weights,
-    full_optimizer_state,
-    shard_optimizer_state,
-    trainable_weights,
-)
+from bayesalign.training.optimizer import make_optimizer
+from bayesalign.training.resumable import Resumable
+from bayesalign.training.state import BestPolicy, TrainState
 from bayesalign.training.timing import PhaseClock
 
 
@@ -56,7 +48,7 @@ def proposal_should_update(criterion: str, policy_score: float, proposal_score: 
     return policy_score < proposal_score
 
 
-class Trainer:
+class Trainer(Resumable):
     """Trains ``policy`` towards ``target`` with ``objective`` (objectives/), as ``args`` say::
 
         trainer = Trainer(policy, target, GDCPlusPlus(), TrainArgs(steps=30, batch_size=64))
@@ -137,12 +129,7 @@ class Trainer:
         # the objective's own weights (a value head): outside the policy, so no wrapper syncs them
         self.own_params: list[torch.nn.Parameter] = objective.attach(policy)
         self.params += self.own_params
-        opt = torch.optim.AdamW if self.args.optimizer == "adamw" else torch.optim.Adam
-        optimizer = opt(self.params, lr=self.args.lr, weight_decay=self.args.weight_decay)
-        warmup = self.args.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda update: min(1.0, (update + 1) / warmup) if warmup else 1.0
-        )
+        optimizer, self.scheduler = make_optimizer(self.params, self.args)
         # accelerate wraps the policy's module (DDP, FSDP, DeepSpeed; itself on one process) and
         # the optimizer; forwards that train go through the wrapper (Distributed.training_forward)
         self.wrapper, self.optimizer = self.dist.accelerator.prepare(policy.module, optimizer)
@@ -177,18 +164,8 @@ class Trainer:
         )
 
     def describe_sharding(self) -> str | None:
-        """How FSDP splits π's trainable weights (None without FSDP), read off the shards the
-        optimizer holds."""
-        if not self.dist.sharded:
-            return None
-        shards = [p for p in self.params if sharding.is_shard(p)]
-        mine = sum(p.to_local().numel() for p in shards)
-        total = sum(p.numel() for p in shards)
-        return (
-            f"FSDP: π's trainable weights are sharded over {self.dist.world} processes, "
-            f"{len(shards)} of {len(self.params)} tensors; the main process holds {mine:,} of "
-            f"{total:,} values"
-        )
+        """How FSDP splits π's trainable weights (None without FSDP)."""
+        return sharding.describe(self.params, self.dist.world) if self.dist.sharded else None
 
     # -- sampling and scoring ------------------------------------------------------------------
     def draw(
@@ -374,67 +351,6 @@ class Trainer:
         return rows
 
     # -- the loop ------------------------------------------------------------------------------
-    def resume(self) -> bool:
-        """Continue from the run folder's newest usable checkpoint (a damaged newer one is
-        skipped with a warning); False when there is none, and then the records of the
-        interrupted first steps are dropped too, so that the run starts over cleanly."""
-        if self.run is None:
-            return False
-        found = newest_checkpoint(self.run)
-        folder = found[0] if found is not None else None
-        if found is not None:
-            self.load_state_dict(found[1], folder)
-        self.run.truncate_metrics(self.state.step if folder is not None else -1)
-        if folder is not None and self.best is not None:
-            self.best.reload(self.state)
-        return folder is not None
-
-    # -- checkpoints ---------------------------------------------------------------------------
-    def state_dict(self) -> CheckpointData:
-        """Everything a resumed run needs to continue exactly (training/checkpoint.py writes it)."""
-        extra = {
-            "optimizer": full_optimizer_state(self.optimizer.state_dict()),
-            "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "eval_generator": self.eval_generator.get_state(),
-        }
-        if objective_state := self.objective.state_dict():
-            extra["objective"] = objective_state
-        proposal = trainable_weights(self.proposal, self.policy) if self.state.proposal_is_copy else None
-        return CheckpointData(
-            trainable_weights(self.policy, self.policy), proposal, asdict(self.state), extra
-        )
-
-    def load_state_dict(self, data: CheckpointData, folder: Path | str = "the checkpoint") -> None:
-        """Put a `state_dict` back. An objective and a checkpoint that disagree on whether there
-        is objective state are refused rather than resumed with a reset (or ignored) state."""
-        objective_state, name = data.extra.get("objective"), self.objective.name
-        keeps = bool(self.objective.state_dict())
-        if objective_state and not keeps:
-            raise ValueError(f"checkpoint {folder} holds objective state, but objective {name} keeps none")
-        if keeps and not objective_state:
-            raise ValueError(f"checkpoint {folder} holds no state for objective {name}, which keeps some")
-        copy_weights(self.policy, data.policy)
-        self.state = TrainState(**data.state)
-        if data.proposal is not None:
-            self.proposal = self.policy.frozen_copy()
-            copy_weights(self.proposal, data.proposal)
-        self.optimizer.load_state_dict(data.extra["optimizer"])
-        shard_optimizer_state(self.optimizer)
-        self.scheduler.load_state_dict(data.extra["scheduler"])
-        self.generator.set_state(data.extra["generator"])
-        self.eval_generator.set_state(data.extra["eval_generator"])
-        if objective_state:
-            self.objective.load_state_dict(objective_state)
-
-    def _save_checkpoint(self, folder: Path) -> None:
-        """Write a checkpoint (on the main process; under FSDP every process calls this, since
-        reading sharded weights is collective)."""
-        loadable = self.policy.unsharded() if self.checkpoints.loadable else None
-        data = self.state_dict()
-        if self.dist.is_main:
-            save_checkpoint(folder, data, self.checkpoints.keep, loadable)
-
     def restore_best(self) -> dict | None:
         """training.keep_best: put the best evaluated weights back into π; returns what was
         chosen ({"step", "pool_kl_p_pi"}), or None when nothing is kept."""
