@@ -455,3 +455,23 @@ def test_make_policy_with_lora_keeps_the_prior_object_the_prior():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.testing.assert_close(lm.log_prob_frozen(s), original, atol=ATOL, rtol=0)
+
+
+def test_gpt2_gelu_runs_as_the_fused_kernel_with_the_same_log_probs(tmp_path):
+    """GPT-2's gelu_new is swapped for PyTorch's fused tanh-GELU (models._fuse_gelu): the
+    module no longer holds the slow one, and log-probs match the plain transformers model."""
+    from transformers import AutoModelForCausalLM
+    from transformers.activations import NewGELUActivation
+
+    model = toy_model(["a", "b", "c"], seed=2, n_layer=2, n_embd=32, init_std=0.3)
+    assert not any(isinstance(m, NewGELUActivation) for m in model.module.modules())
+    model.save_pretrained(tmp_path)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path).eval()  # transformers' own gelu_new
+    assert any(isinstance(m, NewGELUActivation) for m in plain.modules())
+    samples = model.sample(64, generator=torch.Generator().manual_seed(0))
+    ids = torch.cat([samples.prompt_ids, samples.ids], dim=1)
+    with torch.no_grad():
+        ours = model.module(ids).logits.log_softmax(-1)
+        theirs = plain(ids).logits.log_softmax(-1)
+    assert not torch.equal(ours, theirs)  # a different kernel ran
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)

@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.activations import ACT2FN, NewGELUActivation
 
 from bayesalign import sharding
 from bayesalign.builtin_models import resolve_model_name
@@ -44,6 +45,21 @@ def _draw_tokens(log_probs: torch.Tensor, generator: torch.Generator | None) -> 
     u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=torch.float64, device=where).to(cdf.device)
     token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
     return token.clamp_(max=cdf.shape[-1] - 1).squeeze(1)
+
+
+def _fuse_gelu(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace GPT-2's ``gelu_new`` (transformers' NewGELUActivation: the tanh approximation of
+    GELU written as seven elementwise operations, each with its own autograd node) by PyTorch's
+    fused kernel of the same function (``gelu_pytorch_tanh``). Same function up to float
+    rounding: token log-probabilities move by ≤ 2e-6; a small GPT-2's training step on CPU
+    takes ~15% less CPU time (measured on the disco-comparison workload). The saved config and
+    weights are unchanged."""
+    for name, child in module.named_children():
+        if isinstance(child, NewGELUActivation):
+            setattr(module, name, ACT2FN["gelu_pytorch_tanh"])
+        else:
+            _fuse_gelu(child)
+    return module
 
 
 class LanguageModel:
@@ -67,7 +83,7 @@ class LanguageModel:
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; sequences could never end")
-        self.module = module.eval()
+        self.module = _fuse_gelu(module.eval())
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.adapters_disabled = adapters_disabled
