@@ -25,6 +25,7 @@ from bayesalign.cli import main
 from bayesalign.preflight import PreflightError, check_model_name
 from bayesalign.runs import RunFolder, RunFolderError, RunFolderWarning
 from bayesalign.runs.metric_names import is_timing
+from bayesalign.training import resumable as resumable_module
 from bayesalign.training import trainer as trainer_module
 from bayesalign.training.interrupt import stop_at_step_boundary
 
@@ -303,7 +304,7 @@ def test_a_kill_before_the_first_checkpoint_does_not_duplicate_records(tmp_path,
     def killed(*args, **kwargs):
         raise OSError("killed while writing the first checkpoint")
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", killed)
+    monkeypatch.setattr(resumable_module, "save_checkpoint", killed)
     with pytest.raises(OSError, match="killed"):
         train(out, 4)
     monkeypatch.undo()
