@@ -195,10 +195,17 @@ class ContextsSection(Section):
     """Contexts c of a conditional target P_c(x) = a(x|c)·b(x, c) (contexts.py)."""
 
     train: str | list[str] = Field(
-        description="a .txt file (one context per line), a .jsonl file (see field) or a list"
+        description="a .txt file (one context per line), a .jsonl file (see field), a list, or a "
+        "dataset: a .parquet/.csv/.json/.arrow file, a save_to_disk folder or a hub dataset id (see hub)"
     )
     eval: str | list[str] | None = Field(None, description="held-out contexts (default: train)")
-    field: str = Field("context", description="the key of each .jsonl line's context")
+    field: str = Field("context", description="the key of each .jsonl line's context, or a dataset's column")
+    split: str = Field("train", description="the split of a dataset (files read by datasets have 'train')")
+    hub: bool = Field(
+        False,
+        description="allow downloading a hub dataset id named by train or eval (also HF_HUB_OFFLINE=0); "
+        "otherwise only local files and folders are read",
+    )
     per_step: int = Field(8, gt=0, description="contexts per training step (batch_size / per_step each)")
     eval_contexts: int = Field(
         16, gt=0, description="evaluation uses the first this many eval contexts, the same every time"

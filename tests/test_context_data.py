@@ -1,0 +1,131 @@
+"""Contexts from data: a ``datasets`` dataset (local files of every format it reads, save_to_disk
+folders, hub ids only when allowed), and the errors that a bad source gives before any run
+folder exists. Everything is local: the hub is monkeypatched, never reached."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from bayesalign.cli import main
+from bayesalign.config import parse_config
+from bayesalign.config.build import load_context_sets
+from bayesalign.contexts import Context, ContextError, load_contexts
+
+ROWS = {"prompt": ["a", "b b", "c c c"], "answer": ["a", "b", "c"], "level": [1, 2, 3]}
+
+
+def write(folder: Path, fmt: str, rows: dict = ROWS) -> Path:
+    """``rows`` written as a file (or folder) of format ``fmt``, as a user would have them."""
+    table = pa.table(rows)
+    path = folder / f"rows.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    elif fmt == "csv":
+        datasets.Dataset(table).to_csv(str(path))
+    elif fmt == "json":
+        path.write_text(json.dumps(table.to_pylist()))  # one JSON array, as datasets' json reads
+    elif fmt == "arrow":
+        with pa.OSFile(str(path), "wb") as f, pa.ipc.new_stream(f, table.schema) as writer:
+            writer.write_table(table)
+    elif fmt == "saved":
+        datasets.Dataset(table).save_to_disk(str(path))
+    elif fmt == "saved-dict":
+        datasets.DatasetDict({"test": datasets.Dataset(table)}).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json", "arrow", "saved", "saved-dict"])
+def test_contexts_come_from_any_file_datasets_reads_with_their_rows(tmp_path, fmt):
+    split = "test" if fmt == "saved-dict" else "train"
+    contexts = load_contexts(write(tmp_path, fmt), "prompt", split=split)
+    assert contexts == ROWS["prompt"]
+    assert [c.columns for c in contexts] == [
+        {"answer": a, "level": n} for a, n in zip(ROWS["answer"], ROWS["level"], strict=True)
+    ]
+    restored = pickle.loads(pickle.dumps(contexts[1]))  # scorer worker processes get the row too
+    assert isinstance(restored, Context) and restored == "b b" and restored.columns["level"] == 2
+
+
+def test_text_jsonl_and_list_contexts_are_read_as_before(tmp_path):
+    (tmp_path / "c.txt").write_text("one\n\ntwo\n")
+    assert load_contexts(tmp_path / "c.txt") == ["one", "two"]
+    (tmp_path / "c.jsonl").write_text('{"src": "one", "gold": 1}\n')
+    [context] = load_contexts(tmp_path / "c.jsonl", "src")
+    assert context == "one" and context.columns == {"gold": 1}  # the other keys ride along
+    assert load_contexts(["x"]) == ["x"]
+
+
+def test_a_hub_id_is_read_only_when_allowed(monkeypatch):
+    with pytest.raises(ContextError, match=r"'org/prompts' is no local file or folder.*contexts\.hub: true"):
+        load_contexts("org/prompts", "prompt")
+    asked = []
+
+    def load_dataset(name, split):
+        asked.append((name, split))
+        return datasets.Dataset.from_dict(ROWS)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    assert load_contexts("org/prompts", "prompt", split="validation", hub=True) == ROWS["prompt"]
+    assert asked == [("org/prompts", "validation")]
+
+
+def test_bad_dataset_sources_are_one_line_naming_key_and_file(tmp_path):
+    """Each mistake says which key (contexts.train or .eval) and which file, and what is there."""
+    parquet = write(tmp_path, "parquet")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("prompt,answer\n")
+    broken = tmp_path / "broken.csv"
+    broken.write_text('prompt,answer\n"a,b\n')
+    cases = {
+        "contexts.train: contexts file {tmp}/missing.parquet does not exist": {
+            "train": "{tmp}/missing.parquet"
+        },
+        "contexts.train: {tmp}/rows.parquet has no column 'question' (set contexts.field); its columns: "
+        "prompt, answer, level": {"train": str(parquet), "field": "question"},
+        "contexts.eval: {tmp}/empty.csv holds no context (its split 'train' is empty)": {
+            "train": str(parquet),
+            "eval": str(empty),
+        },
+        "contexts.train: {tmp}/broken.csv: datasets cannot read it: ": {"train": str(broken)},
+        "contexts.train: {tmp}/rows.saved-dict has no split 'train' (set contexts.split); its splits: test": {
+            "train": str(write(tmp_path, "saved-dict"))
+        },
+    }
+    for message, section in cases.items():
+        raw = {
+            "model": {"name": "toy"},
+            "target": {"constraints": [{"type": "word", "words": ["b"]}]},
+            "contexts": {
+                "field": "prompt",
+                "per_step": 1,
+                **{k: v.format(tmp=tmp_path) for k, v in section.items()},
+            },
+        }
+        with pytest.raises(ContextError) as err:
+            load_context_sets(parse_config(raw))
+        assert str(err.value).startswith(message.format(tmp=tmp_path))
+        assert "\n" not in str(err.value)
+
+
+def test_a_bad_contexts_dataset_fails_before_the_run_folder_exists(tmp_path, capsys):
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs" / "toy_word.yaml").read_text())
+    config = copy.deepcopy(config) | {
+        "contexts": {"train": str(write(tmp_path, "parquet")), "field": "question"}
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: contexts.train: ") and "has no column 'question'" in err
+    assert "Traceback" not in err
+    assert not out.exists()
