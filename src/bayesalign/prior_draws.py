@@ -72,8 +72,9 @@ def model_fingerprint(model: LanguageModel) -> str:
 
 
 def pool_key(prior: LanguageModel, params: SamplingParams, contexts: Sequence[str] | None, seed: int) -> dict:
-    """Everything the prior's draws depend on (N excepted: chunks make pools extensible)."""
-    return {
+    """Everything the prior's draws depend on (N excepted: chunks make pools extensible).
+    Chat prompts are keyed only when used, so that the pools of plain prompts keep their keys."""
+    return ({"prompt_format": "chat"} if prior.chat else {}) | {
         "model": model_fingerprint(prior),
         "vocab_size": len(prior.tokenizer),
         "prompt": prior.prompt if contexts is None else None,

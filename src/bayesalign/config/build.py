@@ -42,6 +42,7 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
             init_std=t.init_std,
             prompt=prompt,
             architecture=t.architecture,
+            chat_template=t.chat_template,
         )
     else:
         check_model_name(section.name)
@@ -63,6 +64,13 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
                 "cache, and downloading from the hub is off: set model.hub: true (or HF_HUB_OFFLINE=0) "
                 "to download it"
             ) from err
+    if section.prompt_format == "chat":
+        if not prior.tokenizer.chat_template:
+            raise PreflightError(
+                f"model.prompt_format is chat, but the tokenizer of {section.name!r} has no chat template: "
+                "set model.prompt_format: plain"
+            )
+        prior.chat = True
     lora = section.lora
     lora_args = None
     if lora is not None:

@@ -39,6 +39,9 @@ class ToySection(Section):
     n_embd: int = 16
     n_layer: int = 1
     init_std: float = 0.3
+    chat_template: str | None = Field(
+        None, description="a Jinja chat template for the toy tokenizer (to try model.prompt_format: chat)"
+    )
 
 
 class ModelSection(Section):
@@ -51,6 +54,11 @@ class ModelSection(Section):
         False,
         description="allow downloading model.name from the Hugging Face Hub (also HF_HUB_OFFLINE=0); "
         "otherwise only local folders and the local HF cache are read",
+    )
+    prompt_format: Literal["plain", "chat"] = Field(
+        "plain",
+        description="chat: the prompt and each context are a user message in the tokenizer's chat "
+        "template, followed by the assistant's turn (for instruction-tuned models); plain: the text as is",
     )
     lora: LoraSection | None = None
     toy: ToySection = ToySection()
