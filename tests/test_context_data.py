@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import datasets
@@ -16,9 +17,12 @@ import pytest
 import yaml
 
 from bayesalign.cli import main
-from bayesalign.config import parse_config
-from bayesalign.config.build import load_context_sets
+from bayesalign.config import ConfigError, parse_config
+from bayesalign.config.build import build_models, build_target, build_trainer, load_context_sets
 from bayesalign.contexts import Context, ContextError, load_contexts
+from bayesalign.exact import ExactTarget, SequenceSpace
+from bayesalign.scorers import CallableScorer, ScorerError
+from bayesalign.targets import Target
 
 ROWS = {"prompt": ["a", "b b", "c c c"], "answer": ["a", "b", "c"], "level": [1, 2, 3]}
 
@@ -129,3 +133,110 @@ def test_a_bad_contexts_dataset_fails_before_the_run_folder_exists(tmp_path, cap
     assert err.startswith("error: contexts.train: ") and "has no column 'question'" in err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+# -- other columns to the scorers that ask for them ----------------------------------------------------
+ROW_SCORER = '''
+SEEN = []
+
+def has_answer(text, context, answer, level):
+    """b(x, c): x contains the word of c's row's answer column."""
+    SEEN.append((context, answer, level))
+    return answer in text.split()
+'''
+
+
+def test_a_scorer_sees_the_columns_of_each_samples_own_row_through_training(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "rowscorer19.py").write_text(ROW_SCORER)
+    raw = {
+        "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
+        "sampling": {"max_new_tokens": 4},
+        "contexts": {"train": str(write(tmp_path, "parquet")), "field": "prompt", "per_step": 3},
+        "target": {
+            "constraints": [
+                {
+                    "type": "callable",
+                    "function": "rowscorer19:has_answer",
+                    "boolean": True,
+                    "takes_context": True,
+                    "columns": ["answer", "level"],
+                }
+            ]
+        },
+        "training": {
+            "method": "cdpg",
+            "steps": 2,
+            "batch_size": 48,
+            "lr": 1e-2,
+            "proposal": {"update": "fixed"},
+        },
+        "eval": {"every": 2, "samples": 48, "exact": True},
+    }
+    config = parse_config(raw)
+    policy, prior = build_models(config.model, config.prompt, config.training.seed)
+    target = build_target(config.target, prior, config.sampling)
+    records = build_trainer(config, policy, target).fit()
+    seen = sys.modules["rowscorer19"].SEEN
+    rows = {p: (a, n) for p, a, n in zip(*ROWS.values(), strict=True)}
+    assert {c for c, _, _ in seen} == set(ROWS["prompt"])  # every context was scored...
+    assert all(rows[c] == (a, n) for c, a, n in seen)  # ...each with its own row's values
+    # the exact evaluation enumerated each context's target with its own row: at step 0 (π = a)
+    # KL(p_c‖a) = −log Z_c, with Z_c computed here from the answers directly
+    answer = dict(zip(ROWS["prompt"], ROWS["answer"], strict=True))
+    direct = Target.pointwise(
+        prior, [CallableScorer(lambda t, c: answer[c] in t.split(), boolean=True, takes_context=True)]
+    )
+    log_z = [ExactTarget.build(direct, SequenceSpace(prior, 4, context=c)).log_z for c in ROWS["prompt"]]
+    assert records[0]["exact_kl_p_pi"] == pytest.approx(-sum(log_z) / 3, rel=1e-6)
+
+
+def test_batched_scorers_get_a_list_per_column_and_a_missing_column_is_named():
+    contexts = [Context("a", {"answer": "b"}), Context("c", {"answer": "c"})]
+    scorer = CallableScorer(
+        lambda texts, answer: [a in t for t, a in zip(texts, answer, strict=True)],
+        boolean=True,
+        batched=True,
+        columns=("answer",),
+    )
+    assert scorer(["b b", "a"], contexts).tolist() == [1.0, 0.0]
+    with pytest.raises(
+        ScorerError, match=r"asks for column 'gold', which context 'a' lacks \(its other columns: answer\)"
+    ):
+        CallableScorer(lambda t, gold: 1.0, columns=("gold",))(["x"], contexts[:1])
+    with pytest.raises(ScorerError, match="which come with contexts: these texts have none"):
+        scorer(["x"])
+
+
+def test_columns_are_checked_against_the_rows_before_the_run(tmp_path):
+    wants = {"type": "callable", "function": "math:isfinite", "columns": ["gold"], "boolean": True}
+    raw = {"model": {"name": "toy"}, "target": {"constraints": [wants]}}
+    with pytest.raises(
+        ConfigError,
+        match=r"target.constraints\[0\]: scorer 'callable' asks for column 'gold', but there is no contexts",
+    ):
+        load_context_sets(parse_config(copy.deepcopy(raw)))
+    raw["contexts"] = {"train": str(write(tmp_path, "parquet")), "field": "prompt", "per_step": 1}
+    with pytest.raises(
+        ConfigError, match=r"which context 'a' of contexts.train lacks \(its other columns: answer, level\)"
+    ):
+        load_context_sets(parse_config(raw))
+
+
+def test_prior_draws_read_back_from_the_pool_cache_keep_their_rows(tmp_path):
+    """The cache stores texts; a conditional pool read back gets each context's row again, so a
+    scorer with columns scores cached draws as it scores fresh ones."""
+    from bayesalign.prior_draws import PoolCache, draw_prior
+    from bayesalign.samples import SamplingParams
+    from bayesalign.toy import toy_model
+
+    contexts = load_contexts(write(tmp_path, "parquet"), "prompt")
+    prior, params, cache = (
+        toy_model(["a", "b", "c"], seed=1),
+        SamplingParams(max_new_tokens=3),
+        PoolCache(tmp_path),
+    )
+    fresh, _ = draw_prior(prior, 4, params, contexts=contexts, cache=cache)
+    cached, _ = draw_prior(prior, 4, params, contexts=contexts, cache=cache)
+    assert cached.samples.texts == fresh.samples.texts
+    assert [c.columns for c in cached.samples.contexts] == [c.columns for c in fresh.samples.contexts]

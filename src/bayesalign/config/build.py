@@ -11,6 +11,7 @@ import torch
 
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.config.base import ConfigError
+from bayesalign.config.loading import callable_specs
 from bayesalign.config.methods import METHODS
 from bayesalign.config.sections import Config, ContextsSection, ModelSection, SamplingSection, TrainingSection
 from bayesalign.config.target import TargetSection
@@ -179,6 +180,7 @@ def load_context_sets(config: Config) -> ContextSets | None:
                 f"{len(evals)} evaluation contexts"
             )
         sets = ContextSets(train, evals, references)
+    _check_columns(config, sets)
     return sets
 
 
@@ -187,6 +189,23 @@ def _read(section: ContextsSection, key: str, source: str | list[str], field: st
         return load_contexts(source, field, split=section.split, hub=hub_allowed(section.hub))
     except ContextError as err:
         raise ContextError(f"contexts.{key}: {err}") from None
+
+
+def _check_columns(config: Config, sets: ContextSets | None) -> None:
+    """Every column a ``callable`` scorer asks for is in every context's row."""
+    for where, spec in callable_specs(config):
+        for column in spec.columns:
+            asks = f"{where}: scorer {spec.name!r} asks for column {column!r}"
+            if sets is None:
+                raise ConfigError(f"{asks}, but there is no contexts section: columns come from its rows")
+            for key, contexts in (("train", sets.train), ("eval", sets.eval)):
+                lacking = next((c for c in contexts if column not in getattr(c, "columns", {})), None)
+                if lacking is not None:
+                    has = ", ".join(getattr(lacking, "columns", {})) or "none"
+                    raise ConfigError(
+                        f"{asks}, which context {lacking!r} of contexts.{key} lacks "
+                        f"(its other columns: {has})"
+                    )
 
 
 def build_evaluator(
