@@ -240,3 +240,13 @@ def test_prior_draws_read_back_from_the_pool_cache_keep_their_rows(tmp_path):
     cached, _ = draw_prior(prior, 4, params, contexts=contexts, cache=cache)
     assert cached.samples.texts == fresh.samples.texts
     assert [c.columns for c in cached.samples.contexts] == [c.columns for c in fresh.samples.contexts]
+
+
+def test_the_documented_config_is_valid():
+    """docs/conditional.md's example of datasets, chat prompts and columns parses as written."""
+    page = (Path(__file__).parents[1] / "docs" / "conditional.md").read_text()
+    section = page.split("## Your own data", 1)[1]
+    config = parse_config(yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0]))
+    assert config.model.prompt_format == "chat"
+    assert (config.contexts.field, config.contexts.split) == ("question", "train")
+    assert config.target.constraints[0].columns == ["answer"]
