@@ -30,6 +30,7 @@ examples:
   bayesalign eval configs/toy_word.yaml --policy runs/toy
   bayesalign sample configs/toy_word.yaml --out samples.jsonl --n 100 --method rejection
   bayesalign report runs/toy
+  bayesalign push runs/toy your-name/toy-aligned --private
 
 'bayesalign COMMAND --help' describes a command's options."""
 
@@ -105,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     s.set_defaults(handler=commands.run_sample)
+    u = command("push", "upload a run's final/ (model and model card) to the Hugging Face Hub")
+    u.add_argument("run", type=Path, help="a run folder (or its final/)")
+    u.add_argument(
+        "repo_id", help="the model repository, e.g. your-name/my-aligned-model (created if needed)"
+    )
+    u.add_argument("--private", action="store_true", help="create the repository private (a new one only)")
+    u.set_defaults(handler=commands.run_push)
     return parser
 
 
@@ -116,6 +124,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from bayesalign.contexts import ContextError
     from bayesalign.estimators import ZeroPartitionError
     from bayesalign.exact import SpaceTooLargeError
+    from bayesalign.hub_push import PushError
     from bayesalign.objectives import InfiniteDivergenceError
     from bayesalign.preflight import PreflightError
     from bayesalign.prior_draws import PoolError
@@ -143,6 +152,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         ScorerError,
         PreflightError,
         PoolError,
+        PushError,
         ImportError,
     )
 

@@ -149,6 +149,14 @@ def run_report(args: argparse.Namespace, console: Console) -> None:
     console.print(f"report written to {build_report(args.runs, out)}")
 
 
+def run_push(args: argparse.Namespace, console: Console) -> None:
+    from bayesalign.hub_push import final_folder, push_run
+
+    with console.status(f"uploading {final_folder(args.run)} to {args.repo_id}"):
+        url = push_run(args.run, args.repo_id, private=args.private)
+    console.print(f"pushed {args.run} to {url}")
+
+
 def run_demo(args: argparse.Namespace, console: Console) -> None:
     from bayesalign.config import load_config
     from bayesalign.run_summary import summarise

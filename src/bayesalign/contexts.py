@@ -5,31 +5,66 @@ samples for its own normaliser Z_c)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from bayesalign.context_datasets import BUILDERS, DatasetSourceError, read_rows
+from bayesalign.preflight import looks_like_path
 
 
 class ContextError(ValueError):
     """A contexts file or list that cannot be used, with the file and line named."""
 
 
-def load_contexts(source: str | Path | Sequence[str], field: str = "context") -> list[str]:
-    """Contexts from an inline list, a .txt file (one per line, blank lines skipped) or a .jsonl
-    file (the string ``field`` of every line's object)."""
+class Context(str):
+    """A context that also carries the other columns of its row (a .jsonl line's other keys, a
+    dataset row's other columns), for scorers that ask for them (a ``callable`` with
+    ``columns``). It is a str everywhere else, so sampling, grouping and checkpoints see only
+    the text; rows whose texts are equal are one context to CDPG's normaliser Ẑ_c."""
+
+    columns: dict[str, Any]
+
+    def __new__(cls, text: str, columns: Mapping[str, Any]) -> Context:
+        context = super().__new__(cls, text)
+        context.columns = dict(columns)
+        return context
+
+    def __reduce__(self) -> tuple:  # pickled whole into scorer worker processes
+        return Context, (str(self), self.columns)
+
+
+def load_contexts(
+    source: str | Path | Sequence[str], field: str = "context", *, split: str = "train", hub: bool = False
+) -> list[str]:
+    """Contexts from an inline list, a .txt file (one per line, blank lines skipped), a .jsonl
+    file (the string ``field`` of every line's object), or a dataset that ``datasets`` reads (a
+    .parquet/.csv/.json/.arrow file, a ``save_to_disk`` folder, or with ``hub`` a hub dataset
+    id: the column ``field`` of split ``split``). Rows of .jsonl files and datasets become
+    `Context` objects that carry their other columns."""
     if not isinstance(source, str | Path):
         contexts = list(source)
         where = "the inline list"
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ContextError(f"contexts file {path} does not exist")
-        if path.suffix == ".jsonl":
-            contexts = [_jsonl_field(path, i, line, field) for i, line in _lines(path)]
+        path = Path(source).expanduser()
+        where = str(source)
+        if path.is_file() and path.suffix not in BUILDERS:
+            if path.suffix == ".jsonl":
+                contexts = [_jsonl_field(path, i, line, field) for i, line in _lines(path)]
+            else:
+                contexts = [line for _, line in _lines(path)]
+        elif not path.exists() and (
+            looks_like_path(str(source)) or path.suffix in (*BUILDERS, ".txt", ".jsonl")
+        ):
+            raise ContextError(f"contexts file {source} does not exist")
         else:
-            contexts = [line for _, line in _lines(path)]
-        where = str(path)
+            try:
+                rows = read_rows(str(source), field, split, hub=hub)
+            except DatasetSourceError as err:
+                raise ContextError(str(err)) from None
+            contexts = [_row_context(row, field) for row in rows]
     if not contexts:
         raise ContextError(f"{where} holds no context")
     bad = [i for i, c in enumerate(contexts) if not isinstance(c, str) or not c]
@@ -54,7 +89,14 @@ def _jsonl_field(path: Path, number: int, line: str, field: str) -> str:
         raise ContextError(f"{path}:{number}: not JSON ({err.msg})") from None
     if not isinstance(record, dict) or field not in record:
         raise ContextError(f"{path}:{number}: no field {field!r} (set contexts.field)")
-    return record[field]
+    return _row_context(record, field)
+
+
+def _row_context(row: dict[str, Any], field: str) -> Any:
+    """The row's ``field`` as a `Context` with the other columns; a value that is no text is
+    returned as it is, for load_contexts to name."""
+    text = row[field]
+    return Context(text, {k: v for k, v in row.items() if k != field}) if isinstance(text, str) else text
 
 
 def step_contexts(contexts: Sequence[str], per_step: int, n: int, generator: torch.Generator) -> list[str]:

@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 
 from bayesalign.config import Config
-from bayesalign.config.build import build_evaluator, build_models, build_target, load_eval_contexts
+from bayesalign.config.build import build_evaluator, build_models, build_target, load_context_sets
 from bayesalign.moments import MomentFit
 from bayesalign.runs import RunFolder
 from bayesalign.runs.saved_policy import load_proposal, proposal_folder
@@ -24,6 +24,7 @@ def evaluate_policy(config: Config, policy: str | Path | None, console: Console)
     None: the prior itself). A run folder's target.json supplies its fitted λ, so a
     distributional target is the one the run trained towards rather than a new fit."""
     folder = proposal_folder(policy) if policy is not None else None
+    contexts = load_context_sets(config)
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
     with console.status("loading models"):
@@ -36,13 +37,12 @@ def evaluate_policy(config: Config, policy: str | Path | None, console: Console)
     fitted = MomentFit.from_dict(saved["fit"]) if saved and saved.get("fit") else None
     with console.status("building the target"):
         target = build_target(config.target, prior, config.sampling, fitted=fitted)
-    eval_contexts, references = load_eval_contexts(config)
     with console.status("evaluating") as status:
         evaluator = build_evaluator(
             config,
             target,
-            eval_contexts=eval_contexts,
-            references=references,
+            eval_contexts=None if contexts is None else contexts.eval,
+            references=None if contexts is None else contexts.references,
             status=lambda phase: status.update(phase),
         )
         metrics = evaluator.evaluate(model, prior)

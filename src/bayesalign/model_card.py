@@ -80,11 +80,15 @@ def model_card(
     auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
     path = str(Path(folder).resolve())
     if merged:
+        # trained on chat prompts: the pipeline applies the same template to a list of messages
+        chat = config.model.prompt_format == "chat"
+        prompt = f'[{{"role": "user", "content": {config.prompt!r}}}]' if chat else repr(config.prompt)
+        reply = '[-1]["content"]' if chat else ""  # a chat pipeline returns the whole conversation
         load = (
             f"from transformers import pipeline\n\npath = {path!r}\n"
             f'generate = pipeline("{data.pipeline_tag}", model=path)\n'
-            f"print(generate({config.prompt!r}, max_new_tokens={config.sampling.max_new_tokens}, "
-            'do_sample=True)[0]["generated_text"])'
+            f"print(generate({prompt}, max_new_tokens={config.sampling.max_new_tokens}, "
+            f'do_sample=True)[0]["generated_text"]{reply})'
         )
     else:
         load = (

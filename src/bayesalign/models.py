@@ -67,7 +67,9 @@ class LanguageModel:
 
     ``prompt`` is the default context for unconditional sampling; an empty prompt means "start
     from BOS" (or EOS for GPT-2-style models that have no BOS). Per-sample contexts passed to
-    :meth:`sample` replace it (conditional models, CDPG).
+    :meth:`sample` replace it (conditional models, CDPG). With ``chat``, the prompt and every
+    context are a user's message to a chat model: wrapped by the tokenizer's chat template,
+    ending with the assistant's turn (the text itself stays unwrapped everywhere else).
 
     ``adapters_disabled`` makes a LoRA-wrapped module act as its base model (the prior a, see
     :func:`make_policy`), so a and π share one copy of the base weights.
@@ -80,13 +82,17 @@ class LanguageModel:
         prompt: str = "",
         *,
         adapters_disabled: bool = False,
+        chat: bool = False,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; sequences could never end")
+        if chat and not tokenizer.chat_template:
+            raise ValueError("the tokenizer has no chat template, so prompts cannot be chat messages")
         self.module = _fuse_gelu(module.eval())
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.adapters_disabled = adapters_disabled
+        self.chat = chat
         # Set by the trainer around differentiable forwards when accelerate wrapped ``module``
         # (DDP/FSDP/DeepSpeed, training/distributed.py): the wrapper's forward syncs gradients.
         self.wrapper: torch.nn.Module | None = None
@@ -101,12 +107,14 @@ class LanguageModel:
         dtype: torch.dtype = torch.float32,
         trust_remote_code: bool = False,
         local_files_only: bool = False,
+        chat: bool = False,
         **kwargs,
     ) -> LanguageModel:
         """Load any HF causal LM, or encoder-decoder (T5/BART-style) model, from a hub id or a
         local folder, with safetensors weights. For an encoder-decoder the context (prompt) is
         the encoder's input and the sample is the decoder's output. ``builtin:NAME`` loads a
-        model that ships with a pip package (`builtin_models`), e.g. builtin:smollm2-135m-instruct."""
+        model that ships with a pip package (`builtin_models`), e.g. builtin:smollm2-135m-instruct.
+        ``chat``: prompts are user messages in the tokenizer's chat template (see the class)."""
         name_or_path = resolve_model_name(str(name_or_path))
         local = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only}
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **local)
@@ -119,20 +127,22 @@ class LanguageModel:
             **local,
             **kwargs,
         )
-        return cls(module, tokenizer, prompt)
+        return cls(module, tokenizer, prompt, chat=chat)
 
     def trainable_copy(self) -> LanguageModel:
         """An independent copy whose every weight is trainable (full fine-tuning)."""
         module = copy.deepcopy(self.module)
         module.requires_grad_(True)
-        return LanguageModel(module, self.tokenizer, self.prompt)
+        return LanguageModel(module, self.tokenizer, self.prompt, chat=self.chat)
 
     def frozen_copy(self) -> LanguageModel:
         """An independent, non-trainable copy of the current weights (a proposal q ← π); under
         FSDP an unsharded copy, which every process must make together (sharding.plain_copy)."""
         module = sharding.plain_copy(self.module) if self.sharded else copy.deepcopy(self.module)
         module.requires_grad_(False)
-        return LanguageModel(module, self.tokenizer, self.prompt, adapters_disabled=self.adapters_disabled)
+        return LanguageModel(
+            module, self.tokenizer, self.prompt, adapters_disabled=self.adapters_disabled, chat=self.chat
+        )
 
     def save_pretrained(
         self, folder: str | Path, *, merge_lora: bool = True, dtype: torch.dtype | None = None
@@ -168,6 +178,7 @@ class LanguageModel:
             self.tokenizer,
             self.prompt,
             adapters_disabled=self.adapters_disabled,
+            chat=self.chat,
         )
 
     @property
@@ -195,6 +206,10 @@ class LanguageModel:
 
     # -- prompts ----------------------------------------------------------------------------
     def _start_ids(self, text: str) -> list[int]:
+        if self.chat:  # the template writes its own special tokens (BOS included, if any)
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
         if ids:
             return ids
@@ -429,4 +444,4 @@ def make_policy(prior: LanguageModel, lora: dict | None = None) -> LanguageModel
     task = "SEQ_2_SEQ_LM" if prior.is_seq2seq else "CAUSAL_LM"
     module = get_peft_model(prior.module, LoraConfig(task_type=task, **lora))
     prior.module, prior.adapters_disabled = module, True
-    return LanguageModel(module, prior.tokenizer, prior.prompt)
+    return LanguageModel(module, prior.tokenizer, prior.prompt, chat=prior.chat)

@@ -72,8 +72,9 @@ def model_fingerprint(model: LanguageModel) -> str:
 
 
 def pool_key(prior: LanguageModel, params: SamplingParams, contexts: Sequence[str] | None, seed: int) -> dict:
-    """Everything the prior's draws depend on (N excepted: chunks make pools extensible)."""
-    return {
+    """Everything the prior's draws depend on (N excepted: chunks make pools extensible).
+    Chat prompts are keyed only when used, so that the pools of plain prompts keep their keys."""
+    return ({"prompt_format": "chat"} if prior.chat else {}) | {
         "model": model_fingerprint(prior),
         "vocab_size": len(prior.tokenizer),
         "prompt": prior.prompt if contexts is None else None,
@@ -192,6 +193,9 @@ def draw_prior(
     if cache is not None:
         have, why = cache.load(key)
         status(why)
+        if have is not None and contexts is not None:  # the cache holds texts: give back their rows
+            rows = {str(c): c for c in contexts}
+            have.samples.contexts = [rows.get(c, c) for c in have.samples.contexts]
     chunk = key["chunk"]
     per_chunk = chunk * (1 if contexts is None else len(contexts))
     chunks_needed = math.ceil(n / chunk)
@@ -211,5 +215,6 @@ def draw_prior(
     draws = parts[0]
     if contexts is None:
         return draws.head(n), seconds
-    keep = [i for rows in group_by_context(draws.samples.contexts).values() for i in rows[:n]]
+    # ints, not 0-d tensors: torch reads a short list of tensors as one index per dimension
+    keep = [i for rows in group_by_context(draws.samples.contexts).values() for i in rows[:n].tolist()]
     return PriorDraws(draws.samples.select(keep), draws.uniform[keep]), seconds

@@ -12,9 +12,8 @@ from rich.table import Table
 
 from bayesalign.atomic import write_atomic
 from bayesalign.config import Config, ConfigError, parse_config
-from bayesalign.config.build import build_models, build_target, build_trainer
+from bayesalign.config.build import ContextSets, build_models, build_target, build_trainer, load_context_sets
 from bayesalign.console import before_after_table, headline
-from bayesalign.contexts import load_contexts
 from bayesalign.model_card import write_model_card
 from bayesalign.models import DTYPES, LanguageModel
 from bayesalign.moments import MomentFit
@@ -143,25 +142,28 @@ def train(
     if config.sampling.backend == "vllm":
         require_vllm()
     console = (console or Console(stderr=True)) if dist.is_main else Console(quiet=True)
+    contexts = load_context_sets(config)  # a bad contexts file fails before the run folder exists
     locked = dist.main_first(lambda: prepare_run(config, out, resume))
     run = locked if locked is not None else RunFolder(out, writable=False)
     try:
-        return _train(config, run, resume, console, dist, table)
+        return _train(config, run, resume, console, dist, table, contexts)
     finally:
         run.unlock()
 
 
-def _prompts(config: Config) -> list[str]:
+def _prompts(config: Config, contexts: ContextSets | None) -> list[str]:
     """What generation starts from: the prompt, or each context a conditional run will use."""
-    section = config.contexts
-    if section is None:
-        return [config.prompt]
-    held_out = load_contexts(section.eval if section.eval is not None else section.train, section.field)
-    return load_contexts(section.train, section.field) + held_out[: section.eval_contexts]
+    return [config.prompt] if contexts is None else contexts.train + contexts.eval
 
 
 def _train(
-    config: Config, run: RunFolder, resume: bool, console: Console, dist: Distributed, table: bool
+    config: Config,
+    run: RunFolder,
+    resume: bool,
+    console: Console,
+    dist: Distributed,
+    table: bool,
+    contexts: ContextSets | None,
 ) -> Trainer:
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
@@ -170,13 +172,13 @@ def _train(
         heartbeat.update(phase="loading models")
         with console.status("loading models"):
             policy, prior = build_models(config.model, config.prompt, config.training.seed)
-        check_generation_fits(prior, config.sampling.max_new_tokens, _prompts(config))
+        check_generation_fits(prior, config.sampling.max_new_tokens, _prompts(config, contexts))
         # the main process fits λ (if any) and writes target.json; the others read it back
         heartbeat.update(phase="building the target")
         target = dist.main_first(lambda: prepare_target(config, prior, run, resume, console))
         if not dist.is_main:
             target = prepare_target(config, prior, run, True, console)
-        trainer = build_trainer(config, policy, target, run=run, distributed=dist)
+        trainer = build_trainer(config, policy, target, run=run, distributed=dist, contexts=contexts)
         if sharded := trainer.describe_sharding():
             console.print(sharded)
         if resume:

@@ -44,11 +44,15 @@ def toy_model(
     init_std: float = 0.3,
     prompt: str = "",
     architecture: str = "gpt2",
+    chat_template: str | None = None,
 ) -> LanguageModel:
     """A random GPT-2 over ``words`` (or, with ``architecture="t5"``, a random T5 encoder-decoder
     whose context is the encoder's input); ``init_std`` well above GPT-2's 0.02 makes the
-    distribution far from uniform, so targets and priors differ in interesting ways."""
+    distribution far from uniform, so targets and priors differ in interesting ways.
+    ``chat_template``: a Jinja chat template for the tokenizer (to exercise chat prompts)."""
     torch.manual_seed(seed)
+    tokenizer = toy_tokenizer(words)
+    tokenizer.chat_template = chat_template
     if architecture == "t5":
         module: PreTrainedModel = T5ForConditionalGeneration(
             T5Config(
@@ -66,7 +70,7 @@ def toy_model(
                 dropout_rate=0.0,
             )
         )
-        return LanguageModel(module, toy_tokenizer(words), prompt)
+        return LanguageModel(module, tokenizer, prompt)
     if architecture != "gpt2":
         raise ValueError(f"unknown toy architecture {architecture!r}; valid: gpt2, t5")
     config = GPT2Config(
@@ -82,7 +86,7 @@ def toy_model(
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
-    return LanguageModel(GPT2LMHeadModel(config), toy_tokenizer(words), prompt)
+    return LanguageModel(GPT2LMHeadModel(config), tokenizer, prompt)
 
 
 def perturbed_policy(prior: LanguageModel, seed: int, scale: float = 0.3) -> LanguageModel:

@@ -4,16 +4,18 @@ and the trainer that a validated config describes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.config.base import ConfigError
+from bayesalign.config.loading import callable_specs
 from bayesalign.config.methods import METHODS
-from bayesalign.config.sections import Config, ModelSection, SamplingSection, TrainingSection
+from bayesalign.config.sections import Config, ContextsSection, ModelSection, SamplingSection, TrainingSection
 from bayesalign.config.target import TargetSection
-from bayesalign.contexts import load_contexts
+from bayesalign.contexts import ContextError, load_contexts
 from bayesalign.evaluator import Evaluator
 from bayesalign.extra_metrics import Metric, Misalignment, Perplexity, References
 from bayesalign.models import DTYPES, LanguageModel, make_policy
@@ -41,6 +43,7 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
             init_std=t.init_std,
             prompt=prompt,
             architecture=t.architecture,
+            chat_template=t.chat_template,
         )
     else:
         check_model_name(section.name)
@@ -62,6 +65,13 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
                 "cache, and downloading from the hub is off: set model.hub: true (or HF_HUB_OFFLINE=0) "
                 "to download it"
             ) from err
+    if section.prompt_format == "chat":
+        if not prior.tokenizer.chat_template:
+            raise PreflightError(
+                f"model.prompt_format is chat, but the tokenizer of {section.name!r} has no chat template: "
+                "set model.prompt_format: plain"
+            )
+        prior.chat = True
     lora = section.lora
     lora_args = None
     if lora is not None:
@@ -140,22 +150,62 @@ def build_objective(training: TrainingSection, target: Target) -> Objective:
     return METHODS[training.method].objective() if options is None else options.build(target)
 
 
-def load_eval_contexts(config: Config) -> tuple[list[str] | None, list[str] | None]:
-    """The evaluation contexts of a conditional config and their reference outputs (if any)."""
+@dataclass(frozen=True)
+class ContextSets:
+    """A conditional config's contexts, read once: the training contexts, the evaluation ones
+    (the first ``contexts.eval_contexts``) and their reference outputs (or None)."""
+
+    train: list[str]
+    eval: list[str]
+    references: list[str] | None = None
+
+
+def load_context_sets(config: Config) -> ContextSets | None:
+    """The contexts of ``config`` (None if it has no contexts section), checked against what the
+    config asks of them: a run reads them before its folder exists, so that a missing file,
+    column or split is one error line that costs nothing. Errors name the key."""
     section = config.contexts
-    if section is None:
-        return None, None
-    held_out = section.eval if section.eval is not None else section.train
-    contexts = load_contexts(held_out, section.field)[: section.eval_contexts]
-    references = None
-    if section.reference_field is not None:
-        references = load_contexts(held_out, section.reference_field)[: section.eval_contexts]
-    if config.eval.samples < 2 * len(contexts):
-        raise ValueError(
-            f"eval.samples {config.eval.samples} gives fewer than 2 samples to each of "
-            f"{len(contexts)} evaluation contexts"
-        )
-    return contexts, references
+    sets = None
+    if section is not None:
+        train = _read(section, "train", section.train, section.field)
+        held_out = ("train", section.train) if section.eval is None else ("eval", section.eval)
+        evals = train if section.eval is None else _read(section, "eval", section.eval, section.field)
+        evals = evals[: section.eval_contexts]
+        references = None
+        if section.reference_field is not None:
+            references = _read(section, *held_out, section.reference_field)[: section.eval_contexts]
+        if config.eval.samples < 2 * len(evals):
+            raise ConfigError(
+                f"eval.samples {config.eval.samples} gives fewer than 2 samples to each of "
+                f"{len(evals)} evaluation contexts"
+            )
+        sets = ContextSets(train, evals, references)
+    _check_columns(config, sets)
+    return sets
+
+
+def _read(section: ContextsSection, key: str, source: str | list[str], field: str) -> list[str]:
+    try:
+        return load_contexts(source, field, split=section.split, hub=hub_allowed(section.hub))
+    except ContextError as err:
+        raise ContextError(f"contexts.{key}: {err}") from None
+
+
+def _check_columns(config: Config, sets: ContextSets | None) -> None:
+    """Every column a ``callable`` scorer asks for is in every context's row."""
+    for where, spec in callable_specs(config):
+        for column in spec.columns:
+            asks = f"{where}: scorer {spec.name!r} asks for column {column!r}"
+            if sets is None:
+                raise ConfigError(f"{asks}, but there is no contexts section: columns come from its rows")
+            for key, contexts in (("train", sets.train), ("eval", sets.eval)):
+                lacking = next((c for c in contexts if column not in getattr(c, "columns", {})), None)
+                if lacking is not None:
+                    has = ", ".join(getattr(lacking, "columns", {})) or "none"
+                    raise ConfigError(
+                        f"{asks}, which context {lacking!r} of contexts.{key} lacks "
+                        f"(its other columns: {has})"
+                    )
 
 
 def build_evaluator(
@@ -205,11 +255,13 @@ def build_trainer(
     *,
     run: RunFolder | None = None,
     distributed: Distributed | None = None,
+    contexts: ContextSets | None = None,
     status: Callable[[str], None] = lambda phase: None,
 ) -> Trainer:
     """The `Trainer` that the config describes (``objective``: the configured method's unless
-    given), with its evaluator, contexts and checkpoint settings."""
-    eval_contexts, references = load_eval_contexts(config)
+    given), with its evaluator, contexts (read from the config unless given) and checkpoint
+    settings."""
+    sets = contexts if contexts is not None else load_context_sets(config)
     section = config.contexts
     return Trainer(
         policy,
@@ -218,12 +270,16 @@ def build_trainer(
         config.training,
         sampling=config.sampling,
         evaluator=build_evaluator(
-            config, target, eval_contexts=eval_contexts, references=references, status=status
+            config,
+            target,
+            eval_contexts=None if sets is None else sets.eval,
+            references=None if sets is None else sets.references,
+            status=status,
         ),
         eval_every=config.eval.every,
         save_samples=config.eval.save_samples,
         checkpoints=config.checkpoint,
-        contexts=None if section is None else load_contexts(section.train, section.field),
+        contexts=None if sets is None else sets.train,
         contexts_per_step=8 if section is None else section.per_step,
         run=run,
         distributed=distributed,

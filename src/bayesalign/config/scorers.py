@@ -65,11 +65,16 @@ class CallableSpec(Section):
     boolean: bool = False
     batched: bool = False
     takes_context: bool = False
+    columns: list[str] = Field(
+        [], description="columns of each sample's context row, passed to the function as keyword arguments"
+    )
     name: str = "callable"
 
     def build(self) -> Scorer:
         fn = import_callable(self.function)
-        return CallableScorer(fn, self.boolean, self.batched, self.takes_context, self.name)
+        return CallableScorer(
+            fn, self.boolean, self.batched, self.takes_context, self.name, tuple(self.columns)
+        )
 
 
 class NumbersAsDigitsSpec(Section):

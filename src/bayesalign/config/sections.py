@@ -39,6 +39,9 @@ class ToySection(Section):
     n_embd: int = 16
     n_layer: int = 1
     init_std: float = 0.3
+    chat_template: str | None = Field(
+        None, description="a Jinja chat template for the toy tokenizer (to try model.prompt_format: chat)"
+    )
 
 
 class ModelSection(Section):
@@ -51,6 +54,11 @@ class ModelSection(Section):
         False,
         description="allow downloading model.name from the Hugging Face Hub (also HF_HUB_OFFLINE=0); "
         "otherwise only local folders and the local HF cache are read",
+    )
+    prompt_format: Literal["plain", "chat"] = Field(
+        "plain",
+        description="chat: the prompt and each context are a user message in the tokenizer's chat "
+        "template, followed by the assistant's turn (for instruction-tuned models); plain: the text as is",
     )
     lora: LoraSection | None = None
     toy: ToySection = ToySection()
@@ -195,10 +203,17 @@ class ContextsSection(Section):
     """Contexts c of a conditional target P_c(x) = a(x|c)·b(x, c) (contexts.py)."""
 
     train: str | list[str] = Field(
-        description="a .txt file (one context per line), a .jsonl file (see field) or a list"
+        description="a .txt file (one context per line), a .jsonl file (see field), a list, or a "
+        "dataset: a .parquet/.csv/.json/.arrow file, a save_to_disk folder or a hub dataset id (see hub)"
     )
     eval: str | list[str] | None = Field(None, description="held-out contexts (default: train)")
-    field: str = Field("context", description="the key of each .jsonl line's context")
+    field: str = Field("context", description="the key of each .jsonl line's context, or a dataset's column")
+    split: str = Field("train", description="the split of a dataset (files read by datasets have 'train')")
+    hub: bool = Field(
+        False,
+        description="allow downloading a hub dataset id named by train or eval (also HF_HUB_OFFLINE=0); "
+        "otherwise only local files and folders are read",
+    )
     per_step: int = Field(8, gt=0, description="contexts per training step (batch_size / per_step each)")
     eval_contexts: int = Field(
         16, gt=0, description="evaluation uses the first this many eval contexts, the same every time"

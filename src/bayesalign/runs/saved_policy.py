@@ -48,9 +48,10 @@ def load_proposal(folder: str | Path, prior: LanguageModel) -> LanguageModel:
             base = base.get_base_model()
         module = PeftModel.from_pretrained(base, path).eval()
         module.requires_grad_(False)
-        return LanguageModel(module, prior.tokenizer, prior.prompt)
+        return LanguageModel(module, prior.tokenizer, prior.prompt, chat=prior.chat)
     dtype = next(prior.module.parameters()).dtype
     proposal = LanguageModel.from_pretrained(path, prior.prompt, dtype=dtype)
+    proposal.chat = prior.chat  # the prior's template: final/ saved the prior's tokenizer
     proposal.module.requires_grad_(False)
     if proposal.tokenizer.get_vocab() != prior.tokenizer.get_vocab():
         raise SavedPolicyError(

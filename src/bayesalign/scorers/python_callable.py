@@ -18,22 +18,27 @@ class CallableScorer:
     """Wraps ``fn``. With ``batched``, fn(texts[, contexts]) returns one score per text;
     otherwise fn(text[, context]) is called per text. Contexts are passed only when
     ``takes_context`` says so (guessing from the signature would feed them into any
-    defaulted second parameter)."""
+    defaulted second parameter). Likewise ``columns``: those columns of each text's context
+    row (`bayesalign.contexts.Context`) are passed as keyword arguments, one value per text
+    (a list of them when batched), as TRL passes a dataset's columns to reward functions."""
 
     fn: Callable
     boolean: bool = False
     batched: bool = False
     takes_context: bool = False
     name: str = "callable"
+    columns: tuple[str, ...] = ()
 
     def __call__(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> torch.Tensor:
+        rows = self._columns(contexts)
         if self.batched:
-            out = self.fn(texts, contexts) if self.takes_context else self.fn(texts)
-        elif self.takes_context:
-            ctx = contexts if contexts is not None else [None] * len(texts)
-            out = [self.fn(t, c) for t, c in zip(texts, ctx, strict=True)]
+            out = self.fn(texts, contexts, **rows) if self.takes_context else self.fn(texts, **rows)
         else:
-            out = [self.fn(t) for t in texts]
+            ctx = contexts if contexts is not None else [None] * len(texts)
+            out = [
+                self.fn(*((t, c) if self.takes_context else (t,)), **{k: v[i] for k, v in rows.items()})
+                for i, (t, c) in enumerate(zip(texts, ctx, strict=True))
+            ]
         for i, value in enumerate([] if isinstance(out, torch.Tensor) else out):
             if value is None or isinstance(value, str | bytes):  # torch's own error names neither
                 raise ScorerError(
@@ -41,6 +46,27 @@ class CallableScorer:
                     f"({type(value).__name__}) for text {texts[i]!r}; a score must be a number"
                 )
         return torch.as_tensor(out, dtype=torch.float64)
+
+    def _columns(self, contexts: Sequence[str] | None) -> dict[str, list]:
+        """Each asked column's value in every text's context row."""
+        if not self.columns:
+            return {}
+        if contexts is None:
+            raise ScorerError(
+                f"scorer {self.name!r} asks for columns {list(self.columns)}, which come with contexts: "
+                "these texts have none"
+            )
+        values: dict[str, list] = {k: [] for k in self.columns}
+        for context in contexts:
+            row = getattr(context, "columns", {})
+            for k in self.columns:
+                if k not in row:
+                    raise ScorerError(
+                        f"scorer {self.name!r} asks for column {k!r}, which context {context!r} lacks "
+                        f"(its other columns: {', '.join(row) or 'none'})"
+                    )
+                values[k].append(row[k])
+        return values
 
 
 def import_callable(path: str, folder: str | Path | None = None) -> Callable:
