@@ -23,6 +23,7 @@ from bayesalign.objectives import (
     KLReinforce,
     Objective,
     Reinforce,
+    TrajectoryBalance,
 )
 from bayesalign.objectives.f_divergence import check_clip
 from bayesalign.objectives.reward_maximisation import Baseline, KLEstimator, Placement
@@ -144,8 +145,22 @@ class PPOSection(Section):
         )
 
 
+class TBSection(Section):
+    """Options of method 'tb' (objectives/trajectory_balance.py): GFlowNet trajectory balance."""
+
+    min_log_b: float | None = Field(
+        None,
+        lt=0,
+        description="count b(x) = 0 as e^min_log_b (e.g. -10), which makes pointwise constraints "
+        "usable (log P would be −∞ there); unset, such targets are refused",
+    )
+
+    def build(self, target: Target) -> Objective:
+        return TrajectoryBalance(self.min_log_b)
+
+
 # The options sections; each builds its method's objective for a target.
-MethodOptions = FDPGSection | CDPGSection | ReinforceSection | KLReinforceSection | PPOSection
+MethodOptions = FDPGSection | CDPGSection | ReinforceSection | KLReinforceSection | PPOSection | TBSection
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,7 @@ METHODS: dict[str, Method] = {
     "reinforce": Method(options="reinforce", one_reward=True),
     "kl-reinforce": Method(options="kl_reinforce", one_reward=True),
     "ppo": Method(options="ppo", one_reward=True),
+    "tb": Method(options="tb"),
 }
 # Options sections of training and the method that reads each.
 METHOD_OPTIONS: dict[str, str] = {m.options: name for name, m in METHODS.items() if m.options}

@@ -17,6 +17,7 @@ from bayesalign.config.methods import (
     MethodOptions,
     PPOSection,
     ReinforceSection,
+    TBSection,
     check_kl_coefficient,
     check_method,
 )
@@ -83,6 +84,7 @@ class TrainingSection(TrainArgs):
     reinforce: ReinforceSection | None = Field(None, description="options of method 'reinforce'")
     kl_reinforce: KLReinforceSection | None = Field(None, description="options of method 'kl-reinforce'")
     ppo: PPOSection | None = Field(None, description="options of method 'ppo'")
+    tb: TBSection | None = Field(None, description="options of method 'tb'")
 
     _known_method = field_validator("method")(lambda cls, v: check_method(v))
 

@@ -6,6 +6,7 @@ from bayesalign.objectives.conditional import CDPG
 from bayesalign.objectives.distribution_matching import DPG, GDCPlusPlus
 from bayesalign.objectives.f_divergence import DIVERGENCES, FDPG, Divergence, InfiniteDivergenceError
 from bayesalign.objectives.reward_maximisation import PPO, KLController, KLReinforce, Reinforce
+from bayesalign.objectives.trajectory_balance import TrajectoryBalance
 
 __all__ = [
     "CDPG",
@@ -22,5 +23,6 @@ __all__ = [
     "PPO",
     "PolicyOutput",
     "Reinforce",
+    "TrajectoryBalance",
     "policy_output",
 ]
