@@ -93,7 +93,7 @@ def test_dpg_from_a_fixed_proposal_reaches_a_tilt_target_where_p_over_pi_weights
     class PiWeighted(DPG):
         def per_sample_loss(self, batch, out):
             log_pi = out.log_prob
-            weights = torch.exp(batch.log_target - log_pi.detach().double() - batch.log_z)
+            weights = torch.exp(batch.log_target - log_pi.detach().double().cpu() - batch.log_z)
             return -weights.to(log_pi) * log_pi
 
     def tilt(prior):
@@ -115,12 +115,19 @@ def _cosine(u: torch.Tensor, v: torch.Tensor) -> float:
     return float(u @ v / (u.norm() * v.norm()))
 
 
+def _flat(grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """One float64 CPU vector of a gradient (where `gradient_variance` reports its mean)."""
+    return torch.cat([g.reshape(-1) for g in grads]).double().cpu()
+
+
 def test_gdcpp_has_lower_gradient_variance_than_dpg_on_the_same_batches(make_trainer):
     trainer = make_trainer("training.proposal.update=fixed")  # q = a = π at initialisation
     policy, exact = trainer.policy, trainer.exact[0]
     # the exact gradient of KL(p‖π) = −Σ_x p(x) ∇log π(x), over the whole space
     exact_loss = -(exact.log_p.exp().float() * policy.log_prob(exact.space.samples)).sum()
-    exact_grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(exact_loss, trainer.params)]).double()
+    exact_grad = (
+        torch.cat([g.reshape(-1) for g in torch.autograd.grad(exact_loss, trainer.params)]).double().cpu()
+    )
 
     gen = torch.Generator().manual_seed(123)
     stats = {"dpg": [], "gdc++": []}
@@ -149,7 +156,9 @@ def test_gradient_variance_matches_explicit_per_sample_gradients(make_trainer):
     grads = []
     for i in range(len(batch)):
         loss = objective.per_sample_loss(batch, PolicyOutput.of_sequences(policy.log_prob(batch.samples)))[i]
-        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, trainer.params)]).double())
+        grads.append(
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, trainer.params)]).double().cpu()
+        )
     grads = torch.stack(grads)
     expected_var = (grads**2).sum(1).mean() - (grads.mean(0) ** 2).sum()
 

@@ -60,17 +60,17 @@ def test_on_policy_the_expected_gradient_is_that_of_reverse_kl(make_trainer):
     def log_pi() -> torch.Tensor:
         return policy.log_prob(samples)
 
-    lp = log_pi()
-    weights = lp.detach().double().exp()
-    mean = (weights * (log_target - lp.detach().double())).sum()
-    batch = Batch(samples, lp.detach().double(), log_target, None, 0.0)  # type: ignore[arg-type]
+    lp = log_pi()  # on the policy's device; the batch's statistics live on the CPU
+    weights = lp.detach().double().cpu().exp()
+    mean = (weights * (log_target - lp.detach().double().cpu())).sum()
+    batch = Batch(samples, lp.detach().double().cpu(), log_target, None, 0.0)  # type: ignore[arg-type]
     per_sample = TrajectoryBalance().per_sample_loss(
         batch.with_extras(tb_offset=log_target - mean), PolicyOutput.of_sequences(lp)
     )
-    loss = (weights.float() * per_sample).sum() / 2
+    loss = (weights.to(per_sample) * per_sample).sum() / 2
     ours = torch.autograd.grad(loss, params)
     lp = log_pi()
-    kl = (lp.exp() * (lp.double() - log_target).float()).sum()  # KL(π‖p) + log Z (a constant)
+    kl = (lp.exp() * (lp.double() - log_target.to(lp.device)).float()).sum()  # KL(π‖p) + log Z
     expected = torch.autograd.grad(kl, params)
     for g, e in zip(ours, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-6)

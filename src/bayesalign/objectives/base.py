@@ -138,7 +138,14 @@ class Objective(ABC):
 
     @abstractmethod
     def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
-        """``out``: the policy on the batch's samples, differentiable; returns shape [B]."""
+        """``out``: the policy on the batch's samples, differentiable; returns shape [B].
+
+        Devices: the batch's per-sample statistics (log q, log P, rewards, extras) live on the
+        CPU in float64; ``out`` lives on the policy's device (a GPU in a GPU run). Combine them
+        on the CPU with a detached ``log_pi.detach().double().cpu()`` and bring the result back
+        with ``.to(log_pi)``, as every built-in objective does (benchmarks/gpu_check.sh runs each
+        on a GPU; a GDC++ that mixed the two devices failed there).
+        """
 
     def check_target(self, target: Target) -> None:  # noqa: B027 (a hook: no-op by default)
         """Raise, before any sampling, if the objective cannot work with this target (e.g.
