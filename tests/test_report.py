@@ -44,8 +44,9 @@ def test_training_writes_a_report_with_one_plot_per_metric(two_runs):
     page = (run.path / "report.html").read_text()
     records = run.read_metrics()
     names = plotted_metrics(records)
-    assert names[:3] == ["satisfaction_pi", "kl_p_pi", "kl_pi_a"]
-    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
+    assert names[:2] == ["kl_p_pi", "tv_p_pi"]  # posterior quality first, headline metrics first in it
+    assert names.index("satisfaction_pi") < names.index("kl_pi_a") < names.index("entropy_pi")
+    images = re.findall(r'<img alt="([^"]+)" title="[^"]+" src="data:image/png;base64,([^"]+)"', page)
     assert [alt for alt, _ in images] == names
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for _, data in images)
     assert "lr: 0.03" in page  # the resolved config
@@ -60,7 +61,9 @@ def test_runs_are_overlaid_and_texts_escaped(two_runs, tmp_path):
     last.write_text(json.dumps({"text": "<script>alert(1)</script>", "has_b": 1.0}) + "\n")
     out = build_report(two_runs, tmp_path / "both.html", title="both")
     page = out.read_text()
-    assert page.count("<h2>") == 2 and str(two_runs[0]) in page and str(two_runs[1]) in page
+    for section in ("summary", "samples of π", "timings", "configuration"):  # each run under each
+        part = page.split(f"<h2>{section}")[1].split("<h2>")[0]
+        assert part.count("<h3>") == 2 and str(two_runs[0]) in part and str(two_runs[1]) in part
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
