@@ -91,10 +91,15 @@ def metric_plot(name: str, runs: Sequence[Run]) -> str:
     return _png(fig)
 
 
+def _exact_or_estimate(record: dict, name: str) -> object:
+    exact = record.get(EXACT_PREFIX + name)
+    return exact if is_number(exact) else record.get(name)
+
+
 def frontier_plot(runs: Sequence[Run]) -> str:
-    """KL(π‖a) against the evidence statistic for every run's evaluations, with the KL frontier
-    (the least KL any model needs for that statistic): a base64 PNG, '' when no run has
-    frontier.json."""
+    """KL(π‖a) against the evidence statistic for every run's evaluations (exact where known),
+    with the KL frontier (the least KL any model needs for that statistic): a base64 PNG, ''
+    when no run has frontier.json."""
     found = [
         run.folder.path / "frontier.json" for run in runs if (run.folder.path / "frontier.json").exists()
     ]
@@ -106,11 +111,8 @@ def frontier_plot(runs: Sequence[Run]) -> str:
     means, kls = zip(*frontier["points"], strict=True)
     ax.plot(kls, means, color="black", linewidth=2, label="frontier: least KL(π‖a) (tilts of a)")
     for i, (label, _, records) in enumerate(runs):
-        points = [
-            (r[KL_PI_A], r[statistic])
-            for r in records
-            if is_number(r.get(statistic)) and is_number(r.get(KL_PI_A))
-        ]
+        points = [(_exact_or_estimate(r, KL_PI_A), _exact_or_estimate(r, statistic)) for r in records]
+        points = [(x, y) for x, y in points if is_number(x) and is_number(y)]
         if points:
             x, y = zip(*points, strict=True)
             ax.plot(x, y, marker="o", markersize=4, color=f"C{i}", label=label)
