@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import html
 import json
 import re
 
@@ -15,7 +16,7 @@ from bayesalign.cli import main
 from bayesalign.config import apply_overrides, parse_config
 from bayesalign.model_card import base_model_id, model_card
 from bayesalign.report import ReportError, build_report, plotted_metrics
-from bayesalign.runs import RunFolder
+from bayesalign.runs import RunFolder, metric_names
 from bayesalign.scorers import WordScorer
 from bayesalign.session import train
 from bayesalign.targets import Target
@@ -44,8 +45,9 @@ def test_training_writes_a_report_with_one_plot_per_metric(two_runs):
     page = (run.path / "report.html").read_text()
     records = run.read_metrics()
     names = plotted_metrics(records)
-    assert names[:3] == ["satisfaction_pi", "kl_p_pi", "kl_pi_a"]
-    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"', page)
+    assert names[:2] == ["kl_p_pi", "tv_p_pi"]  # posterior quality first, headline metrics first in it
+    assert names.index("satisfaction_pi") < names.index("kl_pi_a") < names.index("entropy_pi")
+    images = re.findall(r'<img alt="([^"]+)" title="[^"]+" src="data:image/png;base64,([^"]+)"', page)
     assert [alt for alt, _ in images] == names
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for _, data in images)
     assert "lr: 0.03" in page  # the resolved config
@@ -60,7 +62,9 @@ def test_runs_are_overlaid_and_texts_escaped(two_runs, tmp_path):
     last.write_text(json.dumps({"text": "<script>alert(1)</script>", "has_b": 1.0}) + "\n")
     out = build_report(two_runs, tmp_path / "both.html", title="both")
     page = out.read_text()
-    assert page.count("<h2>") == 2 and str(two_runs[0]) in page and str(two_runs[1]) in page
+    for section in ("summary", "samples of π", "timings", "configuration"):  # each run under each
+        part = page.split(f"<h2>{section}")[1].split("<h2>")[0]
+        assert part.count("<h3>") == 2 and str(two_runs[0]) in part and str(two_runs[1]) in part
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
@@ -133,3 +137,132 @@ def test_a_pooled_run_gets_the_frontier_plot_and_low_ess_warnings(tmp_path, monk
 
 def test_a_run_without_a_pool_has_no_frontier_plot(two_runs):
     assert "KL frontier" not in (two_runs[0] / "report.html").read_text()
+
+
+def handmade_run(folder, records, kept_step=None):
+    """A run folder holding only the given records (and final/selection.json with keep_best)."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if kept_step is not None:
+        (folder / "final").mkdir()
+        (folder / "final" / "selection.json").write_text(json.dumps({"step": kept_step}))
+    return folder
+
+
+def section(page, heading):
+    """The HTML of the <h2> section whose heading starts with ``heading``."""
+    return page.split(f"<h2>{heading}")[1].split("<h2>")[0]
+
+
+def test_the_summary_holds_first_last_and_kept_values_exact_where_known(tmp_path):
+    records = [
+        {"step": 0, "samples_seen": 0, "satisfaction_pi": 0.25, "satisfaction_pi_stderr": 0.05,
+         "kl_p_pi": 1.2, "kl_p_pi_stderr": 0.3, "exact_kl_p_pi": 0.87, "kl_p_a": 0.9, "kl_p_a_stderr": 0.1,
+         "exact_kl_p_a": 0.8686},
+        {"step": 2, "samples_seen": 64, "satisfaction_pi": 0.5, "satisfaction_pi_stderr": 0.06,
+         "kl_p_pi": 0.3, "kl_p_pi_stderr": 0.2, "exact_kl_p_pi": 0.25, "kl_p_a": 0.7, "exact_kl_p_a": 0.8686},
+        {"step": 4, "samples_seen": 128, "satisfaction_pi": 0.75, "satisfaction_pi_stderr": 0.07,
+         "kl_p_pi": 0.5, "kl_p_pi_stderr": 0.2, "exact_kl_p_pi": 0.41, "kl_p_a": 1.1, "exact_kl_p_a": 0.8686},
+    ]  # fmt: skip
+    run = handmade_run(tmp_path / "run", records, kept_step=2)
+    page = build_report([run], tmp_path / "r.html").read_text()
+    summary = section(page, "summary")
+    assert page.index("<h2>summary") < page.index("<h2>samples of π") < page.index("<h2>metrics")
+    assert re.findall(r"<th>([^<]+)</th>", summary)[1:4] == [
+        "first (step 0)",
+        "last (step 4)",
+        "kept best (final/) (step 2)",
+    ]
+    rows = {
+        m[0]: m[1:]
+        for m in re.findall(r"<tr><td>([^<]+)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td>", summary)
+    }
+    assert rows["satisfaction under π"] == ("0.25 ± 0.05", "0.75 ± 0.07", "0.5 ± 0.06")
+    assert rows["KL(p‖π)"] == (
+        "0.87 <i>exact</i>",
+        "0.41 <i>exact</i>",
+        "0.25 <i>exact</i>",
+    )  # not 1.2, 0.5, 0.3
+    assert "KL(p‖a)" not in rows  # a constant of the target: once, below the table, exact
+    assert "KL(p‖a) = 0.8686 <i>exact</i>" in summary and summary.count("KL(p‖a)") == 1
+
+
+def test_plots_are_titled_and_grouped_by_family_without_bookkeeping_or_constants(tmp_path):
+    moving = {
+        "kl_p_pi": "posterior quality",
+        "satisfaction_pi": "constraint and reward scores",
+        "score_has_b_pi": "constraint and reward scores",
+        "kl_pi_a": "distance from the prior",
+        "distinct_2_pi": "diversity",
+        "kl_p_q": "the proposal q",
+        "loss": "training",
+        "lr": "training",
+        "mystery_metric": "other",
+    }
+    constants = {"kl_p_a": 0.9, "log_z": -0.9, "minus_log_z": 0.9, "pool_kl_p_a": 0.9, "exact_log_z": -0.87}
+    bookkeeping = {"pool_size": 512, "processes": 1, "time_draw_wall": 0.1, "seconds": 1.0, "ess_low": False}
+    records = [
+        {"step": s, "samples_seen": 32 * s, **{k: 0.1 * s for k in moving}, "exact_kl_p_pi": 0.2, **constants}
+        | bookkeeping
+        for s in (0, 2, 4)
+    ]
+    page = build_report([handmade_run(tmp_path / "run", records)], tmp_path / "r.html").read_text()
+    plots = section(page, "metrics")
+    families = re.findall(r"<h3 class=family[^>]*>([^<]+)</h3><div class=plots>(.*?)</div>", plots)
+    assert [f for f, _ in families] == [f for f in metric_names.FAMILIES if f in moving.values()]
+    shown = {}
+    for family, images in families:
+        for alt, title in re.findall(r'<img alt="([^"]+)" title="([^"]+)"', images):
+            shown[alt] = family
+            assert title == html.escape(metric_names.title(alt))
+    assert shown == moving  # one plot each: exact_kl_p_pi shares kl_p_pi's; no constant, no counter
+    assert (
+        metric_names.title("kl_p_pi") == "KL(p‖π)"
+        and metric_names.title("mystery_metric") == "mystery_metric"
+    )
+    assert metric_names.title("satisfaction_pi") == "satisfaction under π"
+
+
+def test_the_timing_table_sums_the_phases_of_the_records(two_runs, tmp_path):
+    records = RunFolder(two_runs[0]).read_metrics()
+    expected, previous = {}, 0
+    for r in records:  # per-step means × the steps since the previous record; evaluate: its own
+        for phase in ("draw", "prepare", "forward_backward", "optimizer", "evaluate"):
+            times = 1 if phase == "evaluate" else r["step"] - previous
+            wall, cpu = expected.get(phase, (0.0, 0.0))
+            expected[phase] = (
+                wall + r.get(f"time_{phase}_wall", 0) * times,
+                cpu + r.get(f"time_{phase}_cpu", 0) * times,
+            )
+        previous = r["step"]
+    page = build_report([two_runs[0]], tmp_path / "r.html").read_text()
+    timings = section(page, "timings")
+    table = {
+        p: (float(w), float(c))
+        for p, w, c in re.findall(r"<tr><td>(\w+)</td><td>([\d.]+)</td><td>([\d.]+)</td>", timings)
+    }
+    assert set(table) == set(expected)
+    for phase, (wall, cpu) in expected.items():
+        assert table[phase] == (pytest.approx(wall, abs=6e-4), pytest.approx(cpu, abs=6e-4))
+    assert f"{records[-1]['seconds']:.1f} s wall" in timings
+    # a resumed run restarts its clock: the total adds each stretch's seconds
+    resumed = [{"step": 0, "seconds": 2.0}, {"step": 2, "seconds": 5.0}, {"step": 4, "seconds": 3.0}]
+    assert (
+        "8.0 s wall"
+        in build_report([handmade_run(tmp_path / "resumed", resumed)], tmp_path / "s.html").read_text()
+    )
+
+
+def test_samples_come_before_the_plots(two_runs):
+    page = (two_runs[0] / "report.html").read_text()
+    files = sorted((two_runs[0] / "samples").glob("step_*.jsonl"))
+    rows = [json.loads(line) for f in (files[0], files[-1]) for line in f.read_text().splitlines()]
+    text = html.escape(next(r["text"] for r in rows if r["text"]))  # a non-empty one
+    order = [
+        "<h2>summary",
+        "<h2>samples of π",
+        f"<td class=text>{text}</td>",
+        "<h3 class=family",
+        "<h2>timings",
+    ]
+    assert [page.index(part) for part in order] == sorted(page.index(part) for part in order)

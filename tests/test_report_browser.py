@@ -59,7 +59,7 @@ def test_report_renders_both_runs_curves_in_headless_chromium(tmp_path):
             "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
             "--disable-gpu",
             "--hide-scrollbars",
-            "--window-size=1280,1600",
+            "--window-size=1280,2400",  # the plots come below the summary and the samples
             f"--screenshot={shot}",
             page.resolve().as_uri(),
         ],
@@ -68,7 +68,7 @@ def test_report_renders_both_runs_curves_in_headless_chromium(tmp_path):
         timeout=120,
     )
     rgb = mpimg.imread(shot)[..., :3]
-    assert rgb.shape[:2] == (1600, 1280)
+    assert rgb.shape[:2] == (2400, 1280)
     assert (rgb < 0.9).any(-1).mean() > 0.02  # not a blank page
     # matplotlib's first two colours: run 1 and run 2 of every plot
     assert pixels_of(rgb, "C0") > 200 and pixels_of(rgb, "C1") > 200

@@ -10,14 +10,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bayesalign.runs import RunFolder
+from bayesalign.runs import RunFolder, summary
 from bayesalign.runs import metric_names as names
 
 SUMMARY_ROWS = (
     ("satisfaction E_π[b]", names.SATISFACTION_PI),
     ("KL(p‖π), pool (exact p-samples)", names.POOL_KL_P_PI),
     ("KL(p‖a) − KL(p‖π), paired", names.POOL_KL_GAIN_PI),
-    ("KL(p‖π), IS from q", names.KL_P_PI),
+    ("KL(p‖π), IS from q (or exact)", names.KL_P_PI),
     ("KL(π‖a)", names.KL_PI_A),
     ("frontier KL* at π's satisf.", "frontier_kl"),
     ("frontier excess KL(π‖a)/KL*", names.FRONTIER_EXCESS),
@@ -31,9 +31,8 @@ def summarise(run: RunFolder, console: Console, seconds: float) -> None:
     run had a pool; the IS row carries its effective sample size."""
     records = run.read_metrics()
     before, after = records[0], records[-1]
-    selection = run.final / "selection.json"
-    if selection.exists():
-        chosen = json.loads(selection.read_text())["step"]
+    chosen = summary.kept_step(run)
+    if chosen is not None:
         after = next(r for r in records if r["step"] == chosen)
     table = Table(title=f"before (step 0, π = a) vs final/ (step {after['step']}), {seconds:.0f} s")
     table.add_column("metric")
@@ -41,12 +40,11 @@ def summarise(run: RunFolder, console: Console, seconds: float) -> None:
     table.add_column("after", justify="right")
 
     def cell(record: dict, key: str) -> str:
-        value = record.get(key)
-        if value is None or value != value:  # absent, or nan (e.g. excess at the prior)
+        found = summary.cell(record, key)  # exact where the run enumerated it
+        if found is None:  # absent, or nan (e.g. excess at the prior)
             return "–"
-        stderr = record.get(key + "_stderr")
-        text = f"{value:.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
-        if key == names.KL_P_PI:
+        text = found.text(".3f", "  (exact)", ".3f")
+        if key == names.KL_P_PI and not found.exact:
             text += f"  (ESS {record['ess']:.0f})" if "ess" in record else ""
         return text
 
