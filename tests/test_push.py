@@ -1,5 +1,6 @@
 """``bayesalign push RUN REPO_ID``: final/ with its model card goes to the hub through
-huggingface_hub's create_repo and upload_folder, which are monkeypatched here (no network);
+huggingface_hub's create_repo and create_commit, which are monkeypatched here (no network); the
+pushed card loads the model from the repository, not from the local folder;
 a run without final/ or a user without a token is one error line, exit status 2."""
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ def hub(monkeypatch) -> list[tuple[str, dict]]:
         calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
         return f"https://huggingface.co/{repo_id}"
 
-    def upload_folder(**kwargs):
-        folder = Path(kwargs["folder_path"])
-        calls.append(("upload_folder", kwargs | {"files": sorted(p.name for p in folder.iterdir())}))
+    def create_commit(repo_id, operations, **kwargs):
+        contents = {}
+        for op in operations:
+            data = op.path_or_fileobj
+            contents[op.path_in_repo] = data if isinstance(data, bytes) else Path(data).read_bytes()
+        calls.append(("create_commit", {"repo_id": repo_id, **kwargs, "files": contents}))
 
     monkeypatch.setattr(huggingface_hub, "create_repo", create_repo)
-    monkeypatch.setattr(huggingface_hub, "upload_folder", upload_folder)
+    monkeypatch.setattr(huggingface_hub, "create_commit", create_commit)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
     return calls
 
@@ -35,8 +39,9 @@ def finished_run(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
     (run / "final" / "model.safetensors").write_bytes(b"weights")
+    local = repr(str((run / "final").resolve()))
     (run / "final" / "README.md").write_text(
-        "---\nlibrary_name: transformers\n---\n# Aligned with bayesalign\n"
+        f"---\nlibrary_name: transformers\n---\n# Aligned with bayesalign\n\npath = {local}\n"
     )
     return run
 
@@ -47,7 +52,7 @@ def test_push_uploads_final_with_its_card(tmp_path, hub, capsys, given, private)
     argv = ["push", str(tmp_path / given), "me/aligned", *(["--private"] if private else [])]
     assert main(argv) == 0
     (create, made), (upload, sent) = hub
-    assert create == "create_repo" and upload == "upload_folder"
+    assert create == "create_repo" and upload == "create_commit"
     assert made == {
         "repo_id": "me/aligned",
         "token": "hf_test",
@@ -55,9 +60,10 @@ def test_push_uploads_final_with_its_card(tmp_path, hub, capsys, given, private)
         "repo_type": "model",
         "exist_ok": True,
     }
-    assert Path(sent["folder_path"]) == run / "final"
     assert sent["repo_id"] == "me/aligned" and sent["repo_type"] == "model" and sent["token"] == "hf_test"
-    assert "README.md" in sent["files"] and "model.safetensors" in sent["files"]
+    assert sent["files"]["model.safetensors"] == b"weights"
+    card = sent["files"]["README.md"].decode()
+    assert "path = 'me/aligned'" in card and str(run) not in card  # loads from the hub, not a local path
     assert "https://huggingface.co/me/aligned" in " ".join(capsys.readouterr().err.split())
 
 

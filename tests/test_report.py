@@ -115,6 +115,15 @@ def test_the_card_shows_the_exact_value_where_the_run_computed_one(two_runs):
     assert "| kl_p_pi | 0.87 | 0.25 | exact |" in text  # not the estimates 1.2 and 0.1
 
 
+def test_a_lora_card_loads_a_builtin_base_by_its_hub_id(two_runs):
+    raw = {**RAW, "model": {"name": "builtin:smollm2-135m-instruct", "lora": {"r": 4}}}
+    prior = toy_model(["a", "b", "c"], seed=1)
+    target = Target.pointwise(prior, [WordScorer(["b"], name="has_b")])
+    text = model_card(parse_config(raw), target, [{"step": 0}, {"step": 1}], merged=False).text
+    assert "from_pretrained('HuggingFaceTB/SmolLM2-135M-Instruct')" in text
+    assert "from_pretrained('builtin:" not in text  # plain transformers cannot load that name
+
+
 def test_the_card_names_the_base_models_hub_id(tmp_path):
     assert base_model_id("builtin:smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert base_model_id("gpt2") == "gpt2"

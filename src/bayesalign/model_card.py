@@ -91,9 +91,11 @@ def model_card(
             f'do_sample=True)[0]["generated_text"]{reply})'
         )
     else:
+        # a built-in prior was the hub model's Q4_1 GGUF, dequantised: the card loads the hub model
+        base_name = base_model_id(config.model.name) or config.model.name
         load = (
             f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n\n"
-            f"path = {path!r}\nbase = {auto}.from_pretrained({config.model.name!r})\n"
+            f"path = {path!r}\nbase = {auto}.from_pretrained({base_name!r})\n"
             "model = PeftModel.from_pretrained(base, path)\ntokenizer = AutoTokenizer.from_pretrained(path)"
         )
     lora = " with LoRA" if config.model.lora else ""
