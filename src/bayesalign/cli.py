@@ -173,6 +173,17 @@ def _show_run_warnings(console: Console) -> None:
     warnings.showwarning = show
 
 
+def _quiet_transformers() -> None:
+    """transformers' own progress bars ("Loading weights" at every load, "Writing model shards"
+    at every checkpoint) interleave with the command's progress lines and fill redirected logs;
+    the command reports its phases itself. Downloads from the hub keep their bars."""
+    import huggingface_hub
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # also turns off huggingface_hub's bars: back on for downloads
+    huggingface_hub.utils.enable_progress_bars()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a mistake in the input is one ``error:`` line and exit status 2, an
     interrupt (Ctrl-C, SIGTERM) one line and 128 + the signal's number."""
@@ -187,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     errors = user_errors()
     shown = warnings.showwarning
     _show_run_warnings(console)
+    if args.handler not in (commands.run_report, commands.run_push):
+        _quiet_transformers()
     try:
         args.handler(args, console)
     except errors as err:
