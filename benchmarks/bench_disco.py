@@ -3,7 +3,7 @@
     bash benchmarks/setup_disco_venv.sh        # once: disco in .venv-disco (see its header)
     python benchmarks/bench_disco.py [--workloads on-0.3,on-0.1,on-0.03,fixed-0.1] [--seeds 0,1,2]
         [--steps 100] [--lr 1e-3] [--pool 50000] [--pi-samples 2048] [--out results.jsonl]
-        [--variant NAME=JSON ...] [--no-disco]
+        [--variant NAME=JSON ...] [--disco-lr 1e-4,3e-4] [--no-disco]
 
 The prior a is a randomly initialised GPT-2 (2 layers × 128, 4 heads, 0.41M parameters) over a
 101-token word-level vocabulary (EOS, w1..w100), with initialiser std 0.1 so that its next-token
@@ -20,7 +20,12 @@ KLLoss(use_baseline=True)), 256 samples × 20 tokens per step, one update per st
 and number of steps; every other setting is each library's default (disco: Adam, no clipping,
 12 warm-up steps from lr 0; ours: AdamW with weight decay 0, gradient norm clipped at 1.0, no
 warm-up). ``--variant NAME=JSON`` adds a run of ours with ``training`` overrides (e.g.
-``adam-noclip={"optimizer":"adam","max_grad_norm":null}``), for finding causes.
+``adam-noclip={"optimizer":"adam","max_grad_norm":null}`` or ``lr3e-4={"lr":3e-4}``), for finding
+causes and tuning ours (plus this script's own probes: ``bench_decay`` (lr decays linearly
+to 0), ``bench_betas`` (Adam's β1, β2), ``bench_ema`` (the final π is an exponential moving
+average of the weights with this decay)); ``--disco-lr`` runs disco at each of several lrs (one
+worker process each, all in the same lock-step), so that ours is compared with disco at its
+best lr.
 
 Timing: each library runs in a persistent worker process of its own venv, 1 thread, and the
 runners of a (workload, seed) step in lock-step, rotating who goes first, so all see the same
@@ -91,10 +96,12 @@ def ours_worker() -> None:
 
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()
-    jobs: dict[str, tuple[Trainer, LanguageModel]] = {}
+    jobs: dict[str, tuple[Trainer, LanguageModel, float | None, list]] = {}
     emit("ready")
     for cmd in commands():
         if cmd["cmd"] == "init":
+            # bench_* overrides are this script's, not the library's (probes of settings it lacks)
+            bench = {k: v for k, v in cmd["overrides"].items() if k.startswith("bench_")}
             training = {
                 "method": "gdc++",
                 "steps": cmd["steps"],
@@ -103,7 +110,7 @@ def ours_worker() -> None:
                 "seed": cmd["seed"],
                 "threads": 1,
                 "proposal": {"update": "on_policy" if cmd["proposal"] == "on" else "fixed"},
-                **cmd["overrides"],
+                **{k: v for k, v in cmd["overrides"].items() if k not in bench},
             }
             config = parse_config(
                 {
@@ -117,18 +124,32 @@ def ours_worker() -> None:
             prior = LanguageModel.from_pretrained(cmd["model_dir"])
             policy = make_policy(prior)
             target = build_target(config.target, prior, config.sampling)
-            jobs[cmd["id"]] = (
-                build_trainer(config, policy, target),
-                policy,
-            )
+            trainer = build_trainer(config, policy, target)
+            optimizer, args = trainer.scheduler.optimizer, config.training
+            if bench.get("bench_decay"):  # lr decays linearly to 0 over the run's updates
+                total, warm = cmd["steps"] * args.epochs * (BATCH // args.minibatch), args.warmup_steps
+                trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    optimizer, lambda u, t=total, w=warm: (min(1.0, (u + 1) / w) if w else 1.0) * (1 - u / t)
+                )
+            for group in optimizer.param_groups:  # Adam's (β1, β2)
+                group["betas"] = tuple(bench.get("bench_betas", group["betas"]))
+            decay = bench.get("bench_ema")  # the saved π is an exponential average of the iterates
+            average = [p.detach().clone() for p in trainer.params] if decay else []
+            jobs[cmd["id"]] = (trainer, policy, decay, average)
             emit("ready")
         elif cmd["cmd"] == "step":
-            trainer, _ = jobs[cmd["id"]]
+            trainer, _, decay, average = jobs[cmd["id"]]
             wall, cpu = time.perf_counter(), time.process_time()
             trainer.train_step()
+            with torch.no_grad():
+                for mean, p in zip(average, trainer.params if decay else [], strict=True):
+                    mean.mul_(decay).add_(p, alpha=1 - decay)
             emit("step", wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
         elif cmd["cmd"] == "save":
-            _, policy = jobs.pop(cmd["id"])
+            trainer, policy, _, average = jobs.pop(cmd["id"])
+            with torch.no_grad():
+                for mean, p in zip(average, trainer.params if average else [], strict=True):
+                    p.copy_(mean)
             policy.save_pretrained(cmd["path"])
             emit("saved")
 
@@ -216,11 +237,11 @@ def run_disco_job(cmd: dict, stream) -> None:
 
 # -- driver (our venv) -----------------------------------------------------------------------------
 class Worker:
-    def __init__(self, name: str, python: Path, env: dict, log_dir: Path) -> None:
+    def __init__(self, name: str, python: Path, env: dict, log_dir: Path, kind: str | None = None) -> None:
         self.name = name
         self.log = open(log_dir / f"{name}.stderr", "w")  # noqa: SIM115 (lives as long as the worker)
         self.proc = subprocess.Popen(
-            [str(python), __file__, "--worker", name],
+            [str(python), __file__, "--worker", kind or name],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -397,17 +418,21 @@ def drive(args: argparse.Namespace) -> None:
     )
 
     workers: dict[str, Worker] = {"ours": Worker("ours", Path(sys.executable), env, work)}
+    runners = []  # (name, worker, our training overrides, lr)
+    for lr in [] if args.no_disco else args.disco_lr or [args.lr]:  # one disco worker per lr
+        name = "disco" if lr == args.lr else f"disco:lr{lr:g}"
+        workers[name] = Worker(name, disco_python, env, work, kind="disco")
+        runners.append((name, name, {}, lr))
     if not args.no_disco:
-        workers["disco"] = Worker("disco", disco_python, env, work)
-        gaps = check_log_probs(workers["disco"], prior_dir)
+        gaps = check_log_probs(workers[runners[0][1]], prior_dir)
         print("log-prob check on the prior's folder, max |disco - ours|: " + show_gaps(gaps))
         if gaps["token"] > 1e-5:
             sys.exit("disco and bayesalign disagree on a token's log-probability by more than 1e-5")
-    runners = [("disco", "disco", {})] if not args.no_disco else []
-    runners += [("ours", "ours", {})] if not args.no_default else []
+    runners += [("ours", "ours", {}, args.lr)] if not args.no_default else []
     for spec in args.variant:
         name, _, overrides = spec.partition("=")
-        runners.append((f"ours:{name}", "ours", json.loads(overrides or "{}")))
+        overrides = json.loads(overrides or "{}")
+        runners.append((f"ours:{name}", "ours", overrides, overrides.get("lr", args.lr)))
 
     for workload in workloads:
         rate, proposal = WORKLOADS[workload]
@@ -420,8 +445,8 @@ def drive(args: argparse.Namespace) -> None:
             flush=True,
         )
         for seed in args.seeds:
-            ids = [f"{workload}/{name}/seed{seed}" for name, _, _ in runners]
-            for (_, worker, overrides), job in zip(runners, ids, strict=True):
+            ids = [f"{workload}/{name}/seed{seed}" for name, _, _, _ in runners]
+            for (_, worker, overrides, lr), job in zip(runners, ids, strict=True):
                 workers[worker].send(
                     cmd="init",
                     id=job,
@@ -429,7 +454,7 @@ def drive(args: argparse.Namespace) -> None:
                     word=word,
                     proposal=proposal,
                     seed=seed,
-                    lr=args.lr,
+                    lr=lr,
                     steps=args.steps,
                     overrides=overrides,
                 )
@@ -437,17 +462,17 @@ def drive(args: argparse.Namespace) -> None:
             times: dict[str, list[dict]] = {job: [] for job in ids}
             for step in range(args.steps):
                 k = step % len(runners)
-                for (_, worker, _), job in (
+                for (_, worker, _, _), job in (
                     list(zip(runners, ids, strict=True))[k:] + list(zip(runners, ids, strict=True))[:k]
                 ):
                     workers[worker].send(cmd="step", id=job)
                     times[job].append(workers[worker].read("step"))
-            for (name, worker, overrides), job in zip(runners, ids, strict=True):
+            for (name, worker, overrides, lr), job in zip(runners, ids, strict=True):
                 folder = work / "models" / job
                 workers[worker].send(cmd="save", id=job, path=str(folder))
                 workers[worker].read("saved")
-                if name == "disco" and args.check_trained:
-                    gaps = check_log_probs(workers["disco"], folder)
+                if worker != "ours" and args.check_trained:
+                    gaps = check_log_probs(workers[worker], folder)
                     print("  log-prob check on disco's trained model: " + show_gaps(gaps))
                     if gaps["token"] > 1e-5:
                         sys.exit(
@@ -465,7 +490,7 @@ def drive(args: argparse.Namespace) -> None:
                     "overrides": overrides,
                     "seed": seed,
                     "steps": args.steps,
-                    "lr": args.lr,
+                    "lr": lr,
                     "cpu_per_step": cpu,
                     "wall_per_step": wall,
                     "cpu_total": sum(t["cpu"] for t in times[job]),
@@ -497,10 +522,10 @@ def summarise(records: list[dict]) -> None:
     for r in records:
         groups.setdefault((r["workload"], r["library"]), []).append(r)
     print(
-        "\n| workload | library | CPU s/step | wall s/step | samples/s | KL(p‖π) per seed (± s.e.) | "
+        "\n| workload | library | lr | CPU s/step | wall s/step | samples/s | KL(p‖π) per seed (± s.e.) | "
         "KL(p‖π) mean ± s.e. | E_π[b] | KL(π‖a) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (workload, library), rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         n = len(rs)
@@ -509,7 +534,8 @@ def summarise(records: list[dict]) -> None:
         se = statistics.stdev(r["kl_p_pi"] for r in rs) / math.sqrt(n) if n > 1 else rs[0]["se"]
         per_seed = " / ".join(f"{r['kl_p_pi']:.3f} ± {r['se']:.3f}" for r in rs)
         print(
-            f"| {workload} | {library} | {statistics.fmean(r['cpu_per_step'] for r in rs):.3f} | "
+            f"| {workload} | {library} | {rs[0]['lr']:g} | "
+            f"{statistics.fmean(r['cpu_per_step'] for r in rs):.3f} | "
             f"{statistics.fmean(r['wall_per_step'] for r in rs):.3f} | "
             f"{statistics.fmean(r['samples_per_s'] for r in rs):.0f} | {per_seed} | {kl:.3f} ± {se:.3f} | "
             f"{statistics.fmean(r['satisfaction'] for r in rs):.3f} | "
@@ -534,6 +560,11 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=50_000, help="samples of a for the exact p-samples")
     parser.add_argument("--pi-samples", type=int, default=2048, help="samples of each final π")
     parser.add_argument("--variant", action="append", default=[], help="NAME=JSON of training overrides")
+    parser.add_argument(
+        "--disco-lr",
+        type=lambda s: [float(x) for x in s.split(",")],
+        help="disco's lrs, one runner each (default: --lr)",
+    )
     parser.add_argument("--no-disco", action="store_true", help="ours (and variants) only")
     parser.add_argument("--no-default", action="store_true", help="leave out ours with default settings")
     parser.add_argument("--check-trained", action="store_true", help="log-prob check on disco's final models")
