@@ -52,6 +52,13 @@ class TrainArgs(Args):
         description="train on the posterior pool's training split (prior samples, q = a) in passes, "
         "instead of drawing fresh samples every step: every sample drawn is reused",
     )
+    average_weights: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="keep θ̄ ← d·θ̄ + (1 − d)·θ of π's weights after every step, with this decay d "
+        "(e.g. 0.95); evaluations, keep_best and final/ use θ̄ (training/averaging.py)",
+    )
     keep_best: bool = Field(
         False,
         description="final/ holds the evaluated policy with the lowest pool KL(p‖π) on the validation "

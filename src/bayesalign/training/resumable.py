@@ -15,6 +15,7 @@ from bayesalign.models import LanguageModel
 from bayesalign.objectives import Objective
 from bayesalign.runs import RunFolder
 from bayesalign.training.args import CheckpointArgs
+from bayesalign.training.averaging import WeightAverage
 from bayesalign.training.checkpoint import CheckpointData, newest_checkpoint, save_checkpoint
 from bayesalign.training.distributed import Distributed
 from bayesalign.training.state import (
@@ -42,6 +43,7 @@ class Resumable:
     best: BestPolicy | None
     checkpoints: CheckpointArgs
     dist: Distributed
+    average: WeightAverage | None
 
     def resume(self) -> bool:
         """Continue from the run folder's newest usable checkpoint (a damaged newer one is
@@ -68,6 +70,8 @@ class Resumable:
         }
         if objective_state := self.objective.state_dict():
             extra["objective"] = objective_state
+        if self.average is not None:
+            extra["average"] = self.average.state_dict()
         proposal = trainable_weights(self.proposal, self.policy) if self.state.proposal_is_copy else None
         return CheckpointData(
             trainable_weights(self.policy, self.policy), proposal, asdict(self.state), extra
@@ -94,6 +98,13 @@ class Resumable:
         self.eval_generator.set_state(data.extra["eval_generator"])
         if objective_state:
             self.objective.load_state_dict(objective_state)
+        if (self.average is None) != ("average" not in data.extra):
+            raise ValueError(
+                f"checkpoint {folder} and training.average_weights disagree on whether π's weights "
+                "are averaged; resume with the setting the run started with"
+            )
+        if self.average is not None:
+            self.average.load_state_dict(data.extra["average"])
 
     def _save_checkpoint(self, folder: Path) -> None:
         """Write a checkpoint (on the main process; under FSDP every process calls this, since

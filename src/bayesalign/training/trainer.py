@@ -7,6 +7,7 @@ is a per-sample loss (objectives/); the loop never asks which one it is running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from bayesalign.samples import Samples
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.targets import Target
 from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
+from bayesalign.training.averaging import weight_average
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.draws import Draws, replay_batch
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
@@ -138,6 +140,9 @@ class Trainer(Resumable):
             self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
             sharding.gather(policy.module)
         self.vllm = VLLMSampler(policy) if sampling.backend == "vllm" else None
+        # FSDP and vLLM hold π's weights elsewhere than its parameters: no average there
+        supported = not self.dist.sharded and self.vllm is None
+        self.average = weight_average(policy.module, args.average_weights, supported=supported)
         seed = self.args.seed
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_generator = torch.Generator().manual_seed(seed + 1)
@@ -252,6 +257,8 @@ class Trainer(Resumable):
                 losses.append(total)
         if self.vllm is not None:
             self.vllm.sync()  # the engine samples the next step with the updated weights
+        if self.average is not None:
+            self.average.update()
         self.state.step += 1
         self.state.samples_seen += len(batch)
         clock.steps += 1
@@ -368,8 +375,12 @@ class Trainer(Resumable):
 
         def record(train: dict[str, float]) -> None:
             steps_timed = self.clock.take()  # per step, since the last record
-            with self.clock("evaluate"):
-                evaluation = self.evaluate()
+            averaged = self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+            with averaged:  # evaluations and keep_best see θ̄ (training/averaging.py)
+                with self.clock("evaluate"):
+                    evaluation = self.evaluate()
+                if self.best is not None:
+                    self.best.offer(self.state, evaluation, self.policy, write=self.dist.is_main)
             rec = {
                 "step": self.state.step,
                 "samples_seen": self.state.samples_seen,
@@ -384,8 +395,6 @@ class Trainer(Resumable):
                 "seconds": time.perf_counter() - started,
             }
             records.append(rec)
-            if self.best is not None:
-                self.best.offer(self.state, rec, self.policy, write=self.dist.is_main)
             if self.run is not None:
                 self.run.log_metrics(rec)
             if on_record is not None:
@@ -413,6 +422,8 @@ class Trainer(Resumable):
                 # under FSDP every process gathers the weights and optimizer state; main writes
                 if self.run is not None and (self.dist.is_main or self.dist.sharded) and at_checkpoint:
                     self._save_checkpoint(self.run.checkpoint_dir(step))
+        if self.average is not None:
+            self.average.copy_to_params()  # π is θ̄ from here on (final/)
         return records
 
     def _stop(self, signum: int) -> TrainingInterrupted:
