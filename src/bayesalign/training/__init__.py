@@ -2,8 +2,9 @@
 bookkeeping, evaluation and checkpoints. No algorithm math lives here, and no config: the loop
 takes objects (`Trainer`, `TrainArgs`)."""
 
+from bayesalign.training.adaptive import NonFiniteLossError, proposal_should_update
 from bayesalign.training.args import CheckpointArgs, ProposalArgs, SamplingArgs, TrainArgs
-from bayesalign.training.trainer import NonFiniteLossError, Trainer, proposal_should_update
+from bayesalign.training.trainer import Trainer
 
 __all__ = [
     "CheckpointArgs",

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import torch
 
-from bayesalign import estimators as est
 from bayesalign import sharding
 from bayesalign.atomic import write_atomic
 from bayesalign.diagnostics import GradientStats, gradient_variance
@@ -28,6 +27,12 @@ from bayesalign.runs import RunFolder
 from bayesalign.samples import Samples
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.targets import Target
+from bayesalign.training.adaptive import (
+    NonFiniteLossError,
+    distances_to_target,
+    non_finite_message,
+    proposal_should_update,
+)
 from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
 from bayesalign.training.averaging import weight_average
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
@@ -37,17 +42,6 @@ from bayesalign.training.optimizer import make_optimizer
 from bayesalign.training.resumable import Resumable
 from bayesalign.training.state import BestPolicy, TrainState
 from bayesalign.training.timing import PhaseClock
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message says which quantity caused it."""
-
-
-def proposal_should_update(criterion: str, policy_score: float, proposal_score: float) -> bool:
-    """KL-adaptive rule: replace q by π iff π is strictly closer to p (by KL or TV)."""
-    if criterion not in ("kl", "tv"):
-        raise ValueError(f"unknown proposal criterion {criterion!r}; valid: kl, tv")
-    return policy_score < proposal_score
 
 
 class Trainer(Resumable):
@@ -242,7 +236,9 @@ class Trainer(Resumable):
                         out = policy_output(self.policy, part.samples, hidden=self.needs_hidden)
                         loss = self.objective.per_sample_loss(part, out).sum() / len(mine)
                         if not torch.isfinite(loss):
-                            raise NonFiniteLossError(self._non_finite_message(part, out.log_prob, loss))
+                            step = self.state.step + 1
+                            name = self.objective.name
+                            raise NonFiniteLossError(non_finite_message(name, step, part, out.log_prob, loss))
                         self.dist.accelerator.backward(loss)
                     total += loss.item()
                 with clock("optimizer"):
@@ -305,27 +301,13 @@ class Trainer(Resumable):
             torch.cat([p.token_log_probs for p in parts]), torch.cat([p.mask for p in parts]), hidden
         )
 
-    def _non_finite_message(self, part: Batch, log_pi: torch.Tensor, loss: torch.Tensor) -> str:
-        weights = (
-            f"max weight p/q = {part.normalised_weights.max().item():.4g}, log Z = {part.log_z:.4g}, "
-            if part.log_target is not None
-            else ""
-        )
-        return (
-            f"{self.objective.name} loss is {loss.item()} at step {self.state.step + 1}: {weights}"
-            f"min log π = {log_pi.min().item():.4g}. Lower training.lr or check the scorers."
-        )
-
     def check_proposal(self) -> dict[str, float]:
         """KL-adaptive proposal: on fresh samples from q, replace q by π if π is closer to p."""
         cfg = self.args.proposal
         draw = self.draw(self.proposal, cfg.samples, self.generator)
         self._accumulate_z(draw)
         self.state.samples_seen += len(draw.samples)
-        log_pi = self._policy_log_prob(draw)
-        measure = est.kl_target_model if cfg.criterion == "kl" else est.tv_target_model
-        pi_score = measure(draw.log_target, draw.log_q, log_pi).value
-        q_score = measure(draw.log_target, draw.log_q, draw.log_q).value
+        pi_score, q_score = distances_to_target(draw, self._policy_log_prob(draw), cfg.criterion)
         replace = proposal_should_update(cfg.criterion, pi_score, q_score)
         if replace:
             self.proposal = self.policy.frozen_copy()
