@@ -20,23 +20,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bayesalign.report.tables import phase_seconds  # noqa: E402
+
 
 def cpu_seconds(records: list[dict]) -> list[float]:
-    """Cumulative CPU seconds at each record: per-step phase means × the steps since the last
-    record, plus the evaluation's own (training/timing.py). Drawing the posterior pool is not in
-    these fields (it happens before the first evaluation's clock starts); the wall seconds hold it."""
-    total, out, last_step = 0.0, [], 0
-    for r in records:
-        steps = r["step"] - last_step
-        total += sum(
-            v * steps
-            for k, v in r.items()
-            if k.startswith("time_") and k.endswith("_cpu") and k != "time_evaluate_cpu"
-        )
-        total += r.get("time_evaluate_cpu", 0.0)
-        out.append(total)
-        last_step = r["step"]
-    return out
+    """Cumulative CPU seconds of training and evaluation at each record (the report's phase
+    totals of the records so far). Drawing the posterior pool is not in the records' timing
+    fields (it happens before the first evaluation's clock starts); the wall seconds hold it."""
+    return [sum(cpu for _, cpu in phase_seconds(records[: i + 1]).values()) for i in range(len(records))]
 
 
 def main() -> None:

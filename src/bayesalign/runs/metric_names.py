@@ -96,7 +96,7 @@ TITLES: dict[str, tuple[str, str]] = {
     "lr": ("learning rate", TRAINING),
     "ess": ("effective sample size of the IS weights", TRAINING),
     "running_log_z": ("log Z, running estimate of training", TRAINING),
-    "tb_log_z": ("log Z, learned (trajectory balance)", TRAINING),
+    "tb_log_z": ("log Z, batch optimum (trajectory balance)", TRAINING),
     "tb_std": ("trajectory-balance residual s.d.", TRAINING),
     "kl_coef": ("KL coefficient β", TRAINING),
     "contexts_without_support": ("contexts without a satisfying sample", TRAINING),
