@@ -69,7 +69,7 @@ def test_default_hooks_are_no_ops_and_the_capabilities_follow_the_overrides():
 
 def test_builtin_objectives_declare_what_they_do():
     assert not DPG().prepares_batches and not GDCPlusPlus().prepares_batches
-    assert Reinforce().prepares_batches and not Reinforce().reads_prior
+    assert Reinforce().prepares_batches and Reinforce().prior_pass == "none"
     assert KLReinforce(beta=0.1).prepares_batches
     assert CDPG().prepares_batches
     assert FDPG("js").keeps_running_statistics and not DPG().keeps_running_statistics

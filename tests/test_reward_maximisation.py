@@ -226,7 +226,7 @@ def test_plain_reinforce_skips_the_prior_pass_and_trains_the_same(make_trainer, 
     overrides = ("training.method=reinforce", "training.steps=3", "eval.every=100", "eval.exact=false")
     has_b = lambda prior: Target.pointwise(prior, [HAS_B])  # noqa: E731
     skipping, scoring = make_trainer(*overrides, target=has_b), make_trainer(*overrides, target=has_b)
-    scoring.reads_prior = True
+    scoring.prior_pass = "all"
     prior_passes = []
     for trainer in (skipping, scoring):
         forward = trainer.base.token_log_probs_frozen
@@ -237,7 +237,7 @@ def test_plain_reinforce_skips_the_prior_pass_and_trains_the_same(make_trainer, 
         )
         for _ in range(3):
             trainer.train_step()
-    assert skipping.reads_prior is False
+    assert skipping.prior_pass == "none"
     assert prior_passes.count(skipping) == 0 and prior_passes.count(scoring) == 3
     assert math.isnan(skipping.state.log_z) and math.isfinite(scoring.state.log_z)
     weights = zip(skipping.policy.module.parameters(), scoring.policy.module.parameters(), strict=True)

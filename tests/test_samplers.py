@@ -26,7 +26,7 @@ from bayesalign import sampling as S
 from bayesalign.cli import main
 from bayesalign.estimators import ZeroPartitionError, effective_sample_size
 from bayesalign.exact import ExactTarget, SequenceSpace, tv
-from bayesalign.proposals import Scored, propose
+from bayesalign.proposals import PriorPass, Scored, propose
 from bayesalign.samples import SamplingParams
 from bayesalign.scorers import CallableScorer, WordScorer
 from bayesalign.targets import Target
@@ -532,27 +532,60 @@ def test_cli_refuses_to_overwrite_and_reports_no_acceptance(tmp_path, capsys):
 
 
 def test_a_draw_without_the_prior_pass_keeps_the_samples_and_refuses_weights(cases):
-    """propose(prior=False) (plain REINFORCE's training draws) gives the same samples, log q and
+    """propose(prior="none") (plain REINFORCE's training draws) gives the same samples, log q and
     evidence as a full draw, no log a or log P, and cannot be mixed with full draws."""
     case = cases["pointwise/π"]
 
-    def draw(seed: int, prior: bool) -> Scored:
+    def draw(seed: int, prior: PriorPass) -> Scored:
         generator = torch.Generator().manual_seed(seed)
         return propose(case.target, case.proposal, 16, PARAMS, generator=generator, prior=prior)
 
-    full, bare = draw(0, True), draw(0, False)
+    full, bare = draw(0, "all"), draw(0, "none")
     assert bare.samples.texts == full.samples.texts
     torch.testing.assert_close(bare.log_q, full.log_q, rtol=0, atol=0)
     torch.testing.assert_close(bare.evidence.scores["has_b"], full.evidence.scores["has_b"])
     assert bare.log_target is None and bare.token_log_a is None
     with pytest.raises(ValueError, match="skipped the prior's pass"):
         _ = bare.log_weight
-    joined = Scored.concat([bare, draw(1, False)])
+    joined = Scored.concat([bare, draw(1, "none")])
     assert len(joined) == 32 and joined.log_target is None
     assert joined.select([0, 31]).samples.texts == [bare.samples.texts[0], joined.samples.texts[31]]
     assert "log_target" not in joined.rows()[0] and "log_target" in full.rows()[0]
     with pytest.raises(ValueError, match="with and without the prior's pass"):
         Scored.concat([full, bare])
+
+
+def test_a_draw_on_the_support_runs_the_prior_only_where_p_is_positive(cases, monkeypatch):
+    """propose(prior="support") (DPG's and GDC++'s training draws) gives the full draw's log P
+    on every sample (−∞ exactly where b = 0) while the prior's forward sees only the samples
+    with b = 1; it has no per-token log a, and mixes with neither other kind of draw."""
+    case = cases["pointwise/π"]
+    seen: list[int] = []
+    forward = case.target.base.token_log_probs_frozen
+    monkeypatch.setattr(
+        case.target.base,
+        "token_log_probs_frozen",
+        lambda samples, *a, **k: seen.append(len(samples)) or forward(samples, *a, **k),
+    )
+
+    def draw(prior: PriorPass) -> Scored:
+        generator = torch.Generator().manual_seed(0)
+        return propose(case.target, case.proposal, 64, PARAMS, generator=generator, prior=prior)
+
+    full, support = draw("all"), draw("support")
+    satisfied = int(full.evidence.scores["has_b"].sum())
+    assert 0 < satisfied < 64 and seen == [64, satisfied]
+    assert support.samples.texts == full.samples.texts
+    torch.testing.assert_close(support.log_target, full.log_target, rtol=0, atol=1e-5)
+    assert torch.isneginf(support.log_target).sum() == 64 - satisfied
+    assert support.token_log_a is None and support.scored_prior
+    torch.testing.assert_close(support.log_weight, full.log_weight, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="only where P"):
+        _ = support.log_a
+    assert len(Scored.concat([support, draw("support")])) == 128
+    for other in (full, draw("none")):
+        with pytest.raises(ValueError, match="with and without the prior's pass"):
+            Scored.concat([support, other])
 
 
 # -- sample(): `bayesalign sample` as a Python function --------------------------------------------

@@ -278,6 +278,33 @@ def test_on_policy_proposal_is_the_policy(make_trainer, monkeypatch):
     assert records[-1]["exact_kl_p_pi"] < records[0]["exact_kl_p_pi"]
 
 
+@pytest.mark.parametrize("method", ["dpg", "gdc++"])
+def test_dm_draws_run_the_prior_on_the_support_only_and_train_the_same(make_trainer, method, monkeypatch):
+    """DPG and GDC++ read log P, not log a: their on-policy training draws run the prior's
+    forward on the samples with b = 1 only, and end with the weights of a loop forced to
+    score every sample (same seed; log P equal within float rounding of the smaller batch)."""
+    overrides = ("training.proposal.update=on_policy", f"training.method={method}", "training.steps=4")
+    overrides += ("eval.every=100", "eval.exact=false")
+    support, every = make_trainer(*overrides), make_trainer(*overrides)
+    every.prior_pass = "all"
+    rows: dict[str, list[int]] = {"support": [], "all": []}
+    for name, trainer in (("support", support), ("all", every)):
+        forward = trainer.base.token_log_probs_frozen
+        monkeypatch.setattr(
+            trainer.base,
+            "token_log_probs_frozen",
+            lambda s, *a, _f=forward, _r=rows[name], **k: _r.append(len(s)) or _f(s, *a, **k),
+        )
+        for _ in range(4):
+            trainer.train_step()
+    assert support.prior_pass == "support" and rows["all"] == [64] * 4
+    assert all(0 < n < 64 for n in rows["support"]) and len(rows["support"]) == 4
+    assert support.state.log_z == pytest.approx(every.state.log_z, abs=1e-5)
+    weights = zip(support.policy.module.parameters(), every.policy.module.parameters(), strict=True)
+    for mine, theirs in weights:
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+
+
 # -- 4. resume ----------------------------------------------------------------------------------------
 RESUME = (
     "training.steps=12",

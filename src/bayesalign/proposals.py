@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -14,6 +15,11 @@ from bayesalign.samples import Samples, SamplingParams, pad
 from bayesalign.targets import Evidence, Target
 
 ANCESTRAL = SamplingParams()
+
+#: How much of the prior's forward pass a draw runs (`propose`): ``"all"`` gives per-token log a
+#: of every sample; ``"support"`` gives log P only, running the prior only on the samples whose
+#: evidence allows P(x) > 0 (log P = −∞ elsewhere, whatever log a is); ``"none"`` skips it.
+PriorPass = Literal["all", "support", "none"]
 
 
 class NonFiniteLogProbError(FloatingPointError):
@@ -25,7 +31,8 @@ class Scored:
     """Samples drawn from a proposal q with log q, log a, the scorers' evidence and log P.
 
     ``token_log_a`` and ``log_target`` are None when the draw skipped the prior's pass
-    (``propose(..., prior=False)``); reading log a or log w of such a draw is an error.
+    (``propose(..., prior="none")``); ``token_log_a`` alone is None when it ran only where
+    P(x) > 0 (``prior="support"``). Reading what a draw lacks is an error.
     """
 
     samples: Samples
@@ -49,6 +56,8 @@ class Scored:
     def log_a(self) -> torch.Tensor:
         """log a(x), [B] float64."""
         self._require_prior()
+        if self.token_log_a is None:
+            raise ValueError("this draw ran the prior only where P(x) > 0 (prior='support'): it has no log a")
         return self.token_log_a.sum(-1).double()
 
     @property
@@ -73,13 +82,14 @@ class Scored:
             return parts[0]
         samples = Samples.concat([p.samples for p in parts])
         width = samples.ids.shape[1]
-        prior = parts[0].scored_prior
-        if any(p.scored_prior != prior for p in parts):
+        kind = {(p.scored_prior, p.token_log_a is not None) for p in parts}
+        if len(kind) > 1:
             raise ValueError("cannot concatenate draws with and without the prior's pass")
         token_log_a = log_target = None
-        if prior:
-            token_log_a = torch.cat([pad(p.token_log_a, width, left=False, value=0.0) for p in parts])
+        if parts[0].scored_prior:
             log_target = torch.cat([p.log_target for p in parts])
+        if parts[0].token_log_a is not None:
+            token_log_a = torch.cat([pad(p.token_log_a, width, left=False, value=0.0) for p in parts])
         return Scored(
             samples=samples,
             log_q=torch.cat([p.log_q for p in parts]),
@@ -110,31 +120,54 @@ def propose(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     contexts: Sequence[str] | None = None,
-    prior: bool = True,
+    prior: PriorPass = "all",
 ) -> Scored:
     """Draw n samples from ``proposal`` and score them under ``target``.
 
     log q comes from the sampling pass itself; log a needs a second pass unless the proposal is
-    the target's prior sampled ancestrally (then q = a exactly). ``prior=False`` skips that
-    pass, and log P with it, for callers that read only the evidence (plain REINFORCE). With
-    ``contexts`` (one per sample), sample i continues contexts[i] and is scored by b(x, c)
-    under a(x|c).
+    the target's prior sampled ancestrally (then q = a exactly). ``prior`` (`PriorPass`) says
+    how much of that pass to run: ``"none"`` for callers that read only the evidence (plain
+    REINFORCE); ``"support"`` for those that read log P but not log a (DPG, GDC++): samples
+    that violate a constraint have log P = −∞ whatever log a is, so the prior runs on the
+    others only (on a rare constraint, most of the batch). With ``contexts`` (one per sample),
+    sample i continues contexts[i] and is scored by b(x, c) under a(x|c).
     """
     samples = proposal.sample(n, params, contexts=contexts, generator=generator, batch_size=batch_size)
     log_q = samples.log_q.double()
     evidence = target.evidence(samples)
-    if not prior:
+    if prior == "none":
         if torch.isnan(log_q).any():
             raise NonFiniteLogProbError("log-probabilities of the proposal q are NaN: its weights are broken")
         return Scored(samples, log_q, None, evidence, None)
     if proposal is target.base and params.is_ancestral:
         token_log_a = samples.token_log_q
+        log_target = target.log_prob(token_log_a.sum(-1), evidence)
+    elif prior == "support":
+        token_log_a = None
+        log_target = _log_target_on_support(target, samples, evidence, batch_size)
     else:
         token_log_a = target.base.token_log_probs_frozen(samples, batch_size=batch_size)
-    log_target = target.log_prob(token_log_a.sum(-1), evidence)
+        log_target = target.log_prob(token_log_a.sum(-1), evidence)
     if torch.isnan(log_target).any() or torch.isnan(log_q).any():
         raise NonFiniteLogProbError(
             "log-probabilities are NaN (of the prior a or of the proposal q): the model's weights "
             "or logits are broken, so the weights P/q are undefined"
         )
     return Scored(samples, log_q, token_log_a, evidence, log_target)
+
+
+def _log_target_on_support(
+    target: Target, samples: Samples, evidence: Evidence, batch_size: int | None
+) -> torch.Tensor:
+    """log P, with the prior's forward run only on the samples whose evidence is not −∞."""
+    log_target = torch.full((len(samples),), float("-inf"), dtype=torch.float64)
+    support = torch.isfinite(evidence.log_factor).nonzero().squeeze(1)
+    if len(support) == len(samples):
+        support_samples, support_evidence = samples, evidence
+    elif len(support):
+        support_samples, support_evidence = samples.select(support), evidence.select(support)
+    else:
+        return log_target
+    log_a = target.base.token_log_probs_frozen(support_samples, batch_size=batch_size).sum(-1)
+    log_target[support] = target.log_prob(log_a, support_evidence)
+    return log_target

@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 
 from bayesalign.models import LanguageModel
+from bayesalign.proposals import PriorPass
 from bayesalign.samples import Samples
 from bayesalign.targets import Evidence, Target
 
@@ -22,7 +23,8 @@ class Batch:
 
     ``token_log_a`` (per-token log a, [B, T]) and ``reward`` (the target's r(x),
     `Target.reward`) are there when the loop has them; ``log_target`` is None when the
-    objective said it does not read the prior (``reads_prior = False``); ``extras`` holds
+    objective said it does not read the prior (``prior_pass = "none"``), and ``token_log_a``
+    None unless it asked for it (``prior_pass = "all"``); ``extras`` holds
     per-sample tensors an objective computed once per step in its ``prepare`` hook
     (advantages, old values), so that minibatches slice them with the samples.
     """
@@ -71,7 +73,10 @@ class Batch:
 
     def require_token_log_a(self, objective: str) -> torch.Tensor:
         if self.token_log_a is None:
-            raise ValueError(f"{objective} needs per-token log a(x), and the batch has none")
+            raise ValueError(
+                f"{objective} needs per-token log a(x), and the batch has none (its class must "
+                'set prior_pass = "all")'
+            )
         return self.token_log_a
 
 
@@ -121,10 +126,12 @@ class Objective(ABC):
     requires_on_policy: ClassVar[bool] = False
     #: `PolicyOutput.hidden` is filled (costs memory), for a value head
     needs_hidden: ClassVar[bool] = False
-    #: False: the objective reads neither log a nor log P (plain REINFORCE reads the reward
-    #: only), so training draws skip the prior's forward pass and leave ``Batch.log_target``/
-    #: ``token_log_a`` None; they then do not add to the running Z
-    reads_prior: ClassVar[bool] = True
+    #: how much of the prior's forward pass training draws run (`PriorPass`): ``"all"`` (the
+    #: safe default) fills ``Batch.token_log_a``; ``"support"`` gives ``log_target`` only, the
+    #: prior run only where P(x) > 0, for objectives that read log P alone (DPG, GDC++);
+    #: ``"none"`` leaves both None, for those that read the reward only (plain REINFORCE),
+    #: whose draws then do not add to the running Z
+    prior_pass: ClassVar[PriorPass] = "all"
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

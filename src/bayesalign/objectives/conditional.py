@@ -33,6 +33,7 @@ class CDPG(Objective):
     GDC++-style baseline."""
 
     name = "cdpg"
+    prior_pass = "support"  # reads log P only: the prior runs where P(x) > 0
 
     def __init__(self, baseline: bool = True) -> None:
         self.baseline = baseline

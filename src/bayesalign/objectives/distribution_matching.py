@@ -21,6 +21,7 @@ class DPG(Objective):
     """
 
     name: str = "dpg"
+    prior_pass = "support"  # reads log P only: the prior runs where P(x) > 0
 
     def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
         log_pi = out.log_prob
@@ -38,6 +39,7 @@ class GDCPlusPlus(Objective):
     """
 
     name: str = "gdc++"
+    prior_pass = "support"  # reads log P only: the prior runs where P(x) > 0
 
     def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
         log_pi = out.log_prob

@@ -192,6 +192,8 @@ class FDPG(Objective):
     for checkpoints and advanced by ``after_update`` once per optimizer update.
     """
 
+    prior_pass = "support"  # reads log P only: the prior runs where P(x) > 0
+
     def __init__(
         self,
         divergence: str = "js",

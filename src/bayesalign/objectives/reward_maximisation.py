@@ -89,7 +89,7 @@ class Reinforce(Objective):
     """
 
     name = "reinforce"
-    reads_prior = False  # the reward alone: training draws skip the prior's forward pass
+    prior_pass = "none"  # the reward alone: training draws skip the prior's forward pass
 
     def __init__(self, baseline: Baseline = "loo") -> None:
         self.baseline = baseline

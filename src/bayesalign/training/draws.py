@@ -8,7 +8,7 @@ import torch
 from bayesalign.contexts import evaluation_rows, step_contexts
 from bayesalign.models import LanguageModel
 from bayesalign.pools import PosteriorPool
-from bayesalign.proposals import Scored, propose
+from bayesalign.proposals import PriorPass, Scored, propose
 from bayesalign.samples import SamplingParams
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.targets import Target
@@ -48,10 +48,10 @@ class Draws:
         generator: torch.Generator,
         *,
         evaluation: bool = False,
-        prior: bool = True,
+        prior: PriorPass = "all",
     ) -> Scored:
-        """n samples from ``model`` scored under the target (without log a and log P when not
-        ``prior``)."""
+        """n samples from ``model`` scored under the target, with as much of the prior's pass as
+        ``prior`` asks for (`PriorPass`)."""
         contexts = None
         if self.contexts is not None and evaluation:
             contexts = evaluation_rows(self.eval_contexts, n)

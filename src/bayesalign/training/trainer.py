@@ -22,7 +22,7 @@ from bayesalign.evaluator import Evaluator, unsatisfied_message
 from bayesalign.exact import ExactTarget
 from bayesalign.models import LanguageModel
 from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
-from bayesalign.proposals import Scored
+from bayesalign.proposals import PriorPass, Scored
 from bayesalign.runs import RunFolder
 from bayesalign.samples import Samples
 from bayesalign.sampling_backends import VLLMSampler
@@ -89,7 +89,7 @@ class Trainer(Resumable):
                 f"training.proposal.update: on_policy (it is {args.proposal.update!r})"
             )
         self.needs_hidden = objective.needs_hidden
-        self.reads_prior = objective.reads_prior
+        self.prior_pass = objective.prior_pass
         self.base = target.base
         self.args = args
         self.checkpoints = checkpoints if checkpoints is not None else CheckpointArgs()
@@ -174,10 +174,10 @@ class Trainer(Resumable):
         generator: torch.Generator,
         *,
         evaluation: bool = False,
-        prior: bool = True,
+        prior: PriorPass = "all",
     ) -> Scored:
-        """n samples from ``model`` scored under the target (`Draws`; without log a and log P
-        when not ``prior``); evaluation draws spread over the evaluation contexts."""
+        """n samples from ``model`` scored under the target (`Draws`; with as much of the prior's
+        pass as ``prior`` asks for); evaluation draws spread over the evaluation contexts."""
         who = "π" if model is self.policy else "a" if model is self.base else "q"
         self.status(f"sampling {n} from {who}")
         return self.draws(model, n, generator, evaluation=evaluation, prior=prior)
@@ -211,7 +211,7 @@ class Trainer(Resumable):
             if cfg.replay_pool:
                 draw = self._replay_batch(cfg.batch_size)
             else:
-                draw = self.draw(self.proposal, cfg.batch_size, self.generator, prior=self.reads_prior)
+                draw = self.draw(self.proposal, cfg.batch_size, self.generator, prior=self.prior_pass)
         if draw.scored_prior:
             self._accumulate_z(draw)
         with clock("prepare"):
@@ -283,7 +283,7 @@ class Trainer(Resumable):
     def gradient_stats(self, n: int) -> GradientStats:
         """Per-sample gradient statistics of the objective on ``n`` fresh samples from q (drawn
         with the evaluation generator, so training's random stream is untouched)."""
-        draw = self.draw(self.proposal, n, self.eval_generator, prior=self.reads_prior)
+        draw = self.draw(self.proposal, n, self.eval_generator, prior=self.prior_pass)
         return gradient_variance(self.policy, self.objective, self._batch(draw), hidden=self.needs_hidden)
 
     @torch.no_grad()
