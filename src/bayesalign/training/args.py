@@ -49,8 +49,15 @@ class TrainArgs(Args):
     proposal: ProposalArgs = ProposalArgs()
     replay_pool: bool = Field(
         False,
-        description="train on the posterior pool's training split (prior samples, q = a) in passes, "
-        "instead of drawing fresh samples every step: every sample drawn is reused",
+        description="train on the posterior pool's training split in passes, instead of drawing "
+        "fresh samples every step: every sample drawn is reused (replay_from says which)",
+    )
+    replay_from: Literal["posterior", "prior"] = Field(
+        "posterior",
+        description="posterior: the split's accepted samples as draws of p (q = p; DPG is then "
+        "maximum likelihood on them, which over-fits them in passes); prior: every prior sample "
+        "of the split, q = a (GDC++'s π/a term then holds π down to p on the pool's samples, "
+        "rejected ones included)",
     )
     average_weights: float | None = Field(
         None,

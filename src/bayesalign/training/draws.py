@@ -74,23 +74,35 @@ class Draws:
         return self.dist.draw(len(contexts) if contexts is not None else n, generator, draw_rows)
 
 
-def replay_batch(pool: PosteriorPool, n: int, position: int, seed: int) -> tuple[Scored, int]:
-    """The next n exact p-samples of the posterior pool's training split from ``position`` (rows
+def replay_batch(
+    pool: PosteriorPool, n: int, position: int, seed: int, source: str = "posterior"
+) -> tuple[Scored, int]:
+    """The next n samples of the posterior pool's training split from ``position`` (rows
     consumed so far, over all passes), each pass in its own seeded order, and the new position:
     where a run stands follows from the position alone, so a resumed run continues with the very
     same batches.
 
-    They were accepted by rejection from the prior, so their proposal is p itself: log q =
-    log P − log Ẑ (the training split's Z). DPG's weight p/q is then 1 (maximum likelihood on
-    posterior samples) and GDC++'s advantage 1 − π/p; no compute goes to rejected samples.
+    ``source="posterior"``: the accepted samples only. They were accepted by rejection from the
+    prior, so their proposal is p itself: log q = log P − log Ẑ (the training split's Z). DPG's
+    weight p/q is then 1 (maximum likelihood on posterior samples) and GDC++'s advantage
+    1 − π/p; no compute goes to rejected samples, and nothing stops π from piling mass onto the
+    samples it has seen.
+
+    ``source="prior"``: every prior sample, as the draws of a it is (log q = log a). GDC++'s
+    advantage is then b/Z − π/a: on a fixed set of samples its loss is least where π = a·b/Z = p
+    on each accepted sample and π → 0 on the rejected ones, so passes over the same samples
+    pull π towards p there instead of towards their empirical frequency.
     """
-    accepted, rows = pool.accepted, []
+    rows_from = pool.accepted if source == "posterior" else torch.arange(len(pool.draws))
+    rows = []
     while len(rows) < n:
-        epoch, offset = divmod(position, len(accepted))
-        order = torch.randperm(len(accepted), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        epoch, offset = divmod(position, len(rows_from))
+        order = torch.randperm(len(rows_from), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
         take = order[offset : offset + n - len(rows)]
-        rows += accepted[take].tolist()
+        rows += rows_from[take].tolist()
         position += len(take)
     index = torch.tensor(rows)
+    if source == "prior":
+        return pool.scored(index), position
     log_q = pool.log_a[index] + pool.log_factor[index] - pool.log_z().value
     return pool.scored(index, log_q=log_q), position

@@ -197,10 +197,10 @@ class Trainer(Resumable):
 
     # -- training ------------------------------------------------------------------------------
     def _replay_batch(self, n: int) -> Scored:
-        """The next n exact p-samples of the pool's training split (`draws.replay_batch`)."""
+        """The next n samples of the pool's training split (`draws.replay_batch`)."""
         self.evaluator.ensure_pool()  # drawn (or read from the cache) once
         draw, self.state.replay_position = replay_batch(
-            self.evaluator.train_pool, n, self.state.replay_position, self.args.seed
+            self.evaluator.train_pool, n, self.state.replay_position, self.args.seed, self.args.replay_from
         )
         return draw
 
