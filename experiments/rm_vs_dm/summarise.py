@@ -43,6 +43,8 @@ def runs(folders: list[Path]) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for folder in folders:
         for metrics in sorted(folder.glob("*/seed*/metrics.jsonl")):
+            if not (metrics.parent / "final").is_dir():  # unfinished (or failed): left out
+                continue
             records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             method, seed = metrics.parent.parent.name, int(metrics.parent.name.removeprefix("seed"))
             phases = phase_seconds(records)
@@ -67,7 +69,7 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 def table(found: dict[str, list[dict]], reference: str) -> str:
     lines = ["| method | seeds | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
     first = next(iter(found.values()))[0]["first"]
-    prior = [f"{first[k]:.3f}" if k in first else "–" for k in COLUMNS]
+    prior = [f"{first[k]:.3f}" if first.get(k) is not None else "–" for k in COLUMNS]
     lines.append("| π = a (step 0) | – | " + " | ".join(prior) + " |")
     for method, seeds in found.items():
         cells = []
