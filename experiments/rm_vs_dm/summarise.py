@@ -8,6 +8,8 @@ folder each). Every number comes from each run's last evaluation record:
     error within the run), never an importance-sampling estimate;
   - E_π[b], KL(π‖a), entropy, Distinct-2: means over the evaluation's fresh samples of π (exact
     samples of π; KL(π‖a) = mean of log π − log a on them);
+  - KL(π‖p*) = KL(π‖a) − E_π[b]/β + log Z, with KL(π‖a) and E_π[b] as above and log Z the
+    pool's (for a boolean tilt b/β: on π's own samples, no importance weights);
   - frontier excess: KL(π‖a) over the least KL(π‖a) any model needs for π's E_π[b] (the frontier
     of the pool's prior samples).
 Across seeds: mean ± standard error (standard deviation / √seeds). Each method is then set
@@ -24,10 +26,13 @@ import math
 import statistics
 from pathlib import Path
 
+import yaml
+
 from bayesalign.report.tables import phase_seconds
 
 COLUMNS = {  # metric in the record -> column title
     "pool_kl_p_pi": "KL(p*‖π) (pool)",
+    "reverse_kl": "KL(π‖p*)",
     "score_positive_pi": "E_π[b]",
     "kl_pi_a": "KL(π‖a)",
     "frontier_excess": "frontier excess",
@@ -47,6 +52,9 @@ def runs(folders: list[Path]) -> dict[str, list[dict]]:
                 continue
             records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             method, seed = metrics.parent.parent.name, int(metrics.parent.name.removeprefix("seed"))
+            beta = yaml.safe_load((metrics.parent / "config.yaml").read_text())["target"]["reward"]["beta"]
+            for r in records:
+                r["reverse_kl"] = r["kl_pi_a"] - r["score_positive_pi"] / beta + r["pool_log_z"]
             phases = phase_seconds(records)
             found.setdefault(method, []).append(
                 {
@@ -69,7 +77,7 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 def table(found: dict[str, list[dict]], reference: str) -> str:
     lines = ["| method | seeds | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
     first = next(iter(found.values()))[0]["first"]
-    prior = [f"{first[k]:.3f}" if first.get(k) is not None else "–" for k in COLUMNS]
+    prior = [f"{round(first[k], 3) + 0.0:.3f}" if first.get(k) is not None else "–" for k in COLUMNS]
     lines.append("| π = a (step 0) | – | " + " | ".join(prior) + " |")
     for method, seeds in found.items():
         cells = []
@@ -78,16 +86,19 @@ def table(found: dict[str, list[dict]], reference: str) -> str:
             cells.append(f"{m:.3f} ± {se:.3f}")
         lines.append(f"| {method} | {len(seeds)} | " + " | ".join(cells) + " |")
     lines += ["", f"Differences from {reference} (mean over seeds; s.e. of the difference):", ""]
-    lines += ["| method | " + " | ".join(list(COLUMNS.values())[:4]) + " |", "|---" * 5 + "|"]
+    lines += ["| method | " + " | ".join(list(COLUMNS.values())[:5]) + " |", "|---" * 6 + "|"]
     for method, seeds in found.items():
         if method == reference:
             continue
         cells = []
-        for key in list(COLUMNS)[:4]:
+        for key in list(COLUMNS)[:5]:
             m1, se1 = mean_se([s["last"][key] for s in seeds])
             m0, se0 = mean_se([s["last"][key] for s in found[reference]])
             d, se = m1 - m0, math.hypot(se1, se0)
-            verdict = "no difference" if abs(d) <= 2 * se else ("higher" if d > 0 else "lower")
+            if not math.isfinite(se):
+                verdict = "one seed: no verdict"
+            else:
+                verdict = "no difference" if abs(d) <= 2 * se else ("higher" if d > 0 else "lower")
             cells.append(f"{d:+.3f} ± {se:.3f} ({verdict})")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     costs = []
