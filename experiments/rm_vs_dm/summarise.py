@@ -122,7 +122,7 @@ def plot(found: dict[str, list[dict]], frontier: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     points = json.loads(frontier.read_text())["points"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([kl for _, kl in points], [s for s, _ in points], "k-", lw=1, label="KL frontier (least KL(π‖a))")
     first = next(iter(found.values()))[0]["first"]
     ax.plot([0], [first["score_positive_pi"]], "k*", ms=10, label="π = a")
@@ -134,7 +134,7 @@ def plot(found: dict[str, list[dict]], frontier: Path, out: Path) -> None:
     ax.set_xlabel("KL(π‖a), nats (symlog scale)")
     ax.set_ylabel("E_π[b]  (b = VADER compound > 0.5)")
     ax.set_title("Every run's final π against the KL frontier (SmolLM2-135M)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
