@@ -287,10 +287,12 @@ class Config(Section):
     @model_validator(mode="after")
     def _pool_options_have_a_pool(self) -> Config:
         training, pool = self.training, self.eval.pool
-        if "replay_from" in training.model_fields_set and not training.replay_pool:
+        # the default (posterior) is written into every run folder's config.yaml, so only the
+        # value that means something without a pool is refused
+        if training.replay_from == "prior" and not training.replay_pool:
             raise ValueError(
-                "training.replay_from says which pool rows training.replay_pool trains on: set "
-                "training.replay_pool: true (or drop replay_from)"
+                "training.replay_from: prior says which pool rows training.replay_pool trains on: "
+                "set training.replay_pool: true (or drop replay_from)"
             )
         if training.replay_pool:
             if pool is None or pool.holdout == 0:
