@@ -71,8 +71,24 @@ def test_the_table_marks_exact_and_estimated_rows():
     assert "before (step 0, π = a) vs after (step 10)" in text
     rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│")}
     assert "0.9" in rows["kl_p_pi"] and "0.0873" in rows["kl_p_pi"] and "exact" in rows["kl_p_pi"]
-    assert "≈0 ± 0.003" in rows["kl_pi_a"] and "estimate" in rows["kl_pi_a"]
+    assert "≈0 ± 0.003" in rows["kl_pi_a"] and "π's samples" in rows["kl_pi_a"]
     assert "missing" not in rows
+
+
+def test_the_table_says_which_rows_rest_on_importance_weights_and_keeps_log_z_constant():
+    """An IS estimate names the ESS of its weights before and after; KL(p‖a) = −log Z comes from
+    the posterior pool where there is one, so it cannot move between before and after."""
+    pool = {"pool_kl_p_a": 1.18, "pool_kl_p_a_stderr": 0.038, "pool_kl_p_pi": 3.5, "pool_kl_p_pi_stderr": 0.1}
+    before = {"step": 0, "kl_p_pi": 1.16, "kl_p_a": 1.16, "ess": 20.0} | pool
+    after = {"step": 16, "kl_p_pi": 1.65, "kl_p_a": 2.42, "ess": 8.7} | pool
+    text = render(before_after_table([before, after], ("pool_kl_p_pi", "kl_p_pi", "kl_p_a")))
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│")}
+    assert "IS, ESS 20 → 9" in rows["kl_p_pi"]
+    assert "pool (exact p-samples)" in rows["pool_kl_p_pi"]
+    assert rows["kl_p_a"].count("1.18 ± 0.038") == 2 and "2.42" not in rows["kl_p_a"]
+    bare = [{k: v for k, v in r.items() if not k.startswith("pool_")} for r in (before, after)]
+    without_pool = render(before_after_table(bare, ("kl_p_a",)))
+    assert "2.42" in without_pool and "IS, ESS 20 → 9" in without_pool
 
 
 def test_train_ends_with_the_before_after_table(tmp_path, capsys):

@@ -50,9 +50,31 @@ def headline(record: dict, keys: Sequence[str]) -> str:
     return "  ".join(text for key in keys if (text := metric_text(record, key)) is not None)
 
 
+#: estimates that rest on importance weights P/q of the evaluation's proposal samples (or on the
+#: Z those weights give): only as good as the weights' effective sample size, ``ess``
+IMPORTANCE_SAMPLED = frozenset({"kl_p_pi", "kl_pi_p", "kl_p_a", "tv_p_pi", "kl_p_q", "tv_p_q"})
+
+
+def how_measured(key: str, before: dict, after: dict, exact: bool) -> str:
+    """The table's "how" cell: exact; the posterior pool's exact p-samples; importance sampling
+    with the ESS of each record's weights (so that an estimate resting on a handful of samples
+    says so); or π's own samples."""
+    if exact:
+        return "exact"
+    if key.startswith("pool_"):
+        return "pool (exact p-samples)"
+    if key in IMPORTANCE_SAMPLED:
+        ess = [r.get("ess") for r in (before, after)]
+        return "IS, ESS " + " → ".join(f"{e:.0f}" for e in ess) if None not in ess else "IS estimate"
+    return "π's samples"
+
+
 def before_after_table(records: Sequence[dict], keys: Sequence[str], seconds: float | None = None) -> Table:
     """The first and last evaluation of a run side by side: π = a before, the trained π after.
-    Each row is exact when both records hold the exact value, an estimate ± stderr otherwise."""
+    Each row is exact when both records hold the exact value, an estimate ± stderr otherwise,
+    and says how it was measured. KL(p‖a) = −log Z is a constant of the target: where a
+    posterior pool measured it, its row shows the pool's value (the same before and after)
+    instead of an importance-sampling estimate that moves with the evaluation's samples."""
     before, after = records[0], records[-1]
     took = f", {seconds:.0f} s" if seconds is not None else ""
     table = Table(title=f"before (step {before['step']}, π = a) vs after (step {after['step']}){took}")
@@ -60,14 +82,20 @@ def before_after_table(records: Sequence[dict], keys: Sequence[str], seconds: fl
         table.add_column(column, justify="left" if column in ("metric", "how") else "right")
     for key in keys:
         exact = f"exact_{key}" in before and f"exact_{key}" in after
+        source = key
+        if key == "kl_p_a" and not exact and all("pool_kl_p_a" in r for r in (before, after)):
+            source = "pool_kl_p_a"
         cells = []
         for record in (before, after):
-            shown = pick(record, key, exact)
+            shown = pick(record, source, exact)
             if shown is None:
                 break
             name, value, stderr = shown
             error = f" ± {stderr:.2g}" if stderr is not None else ""
             cells.append(format_value(name, value, stderr) + error)
         if len(cells) == 2:
-            table.add_row(key, *cells, "exact" if exact else "estimate")
+            how = how_measured(source, before, after, exact)
+            if source == "pool_kl_p_a":
+                how = "pool (−log Z, a constant)"
+            table.add_row(key, *cells, how)
     return table
