@@ -66,12 +66,27 @@ def runs(folders: list[Path]) -> dict[str, list[dict]]:
                     "cpu": sum(c for _, c in phases.values()),
                 }
             )
-    return found
+    order = list(COLOURS)  # the methods in the docs' order, seeds in order
+    return {
+        m: sorted(found[m], key=lambda s: s["seed"])
+        for m in sorted(found, key=lambda m: order.index(m) if m in order else len(order))
+    }
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
+def mean_se(values: list[float | None]) -> tuple[float, float]:
+    """Mean and standard error of the defined values (the frontier excess is undefined, None,
+    where π's E_π[b] is not above the prior's: no finite KL* to divide by)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
     return statistics.fmean(values), se
+
+
+def defined(seeds: list[dict], key: str) -> str:
+    """ " (k of n defined)" when some seeds' value is None, else ""."""
+    k = sum(s["last"][key] is not None for s in seeds)
+    return f" ({k} of {len(seeds)} defined)" if k < len(seeds) else ""
 
 
 def table(found: dict[str, list[dict]], reference: str) -> str:
@@ -83,7 +98,7 @@ def table(found: dict[str, list[dict]], reference: str) -> str:
         cells = []
         for key in COLUMNS:
             m, se = mean_se([s["last"][key] for s in seeds])
-            cells.append(f"{m:.3f} ± {se:.3f}")
+            cells.append(f"{m:.3f} ± {se:.3f}{defined(seeds, key)}")
         lines.append(f"| {method} | {len(seeds)} | " + " | ".join(cells) + " |")
     lines += ["", f"Differences from {reference} (mean over seeds; s.e. of the difference):", ""]
     lines += ["| method | " + " | ".join(list(COLUMNS.values())[:5]) + " |", "|---" * 6 + "|"]
@@ -106,6 +121,11 @@ def table(found: dict[str, list[dict]], reference: str) -> str:
         cpu, wall = (statistics.fmean(s[k] for s in seeds) for k in ("cpu", "wall"))
         costs.append(f"{method} {cpu:.0f} CPU s / {wall:.0f} wall s")
     lines += ["", "Mean cost per run (training and evaluations): " + "; ".join(costs) + "."]
+    lines += [
+        "",
+        "Frontier excess is undefined (left out of its mean) where π's E_π[b] is not above the "
+        "prior's: π moved away from a without raising b at all.",
+    ]
     per_run = [
         f"{m} seed {s['seed']}: {s['last']['pool_kl_p_pi']:.3f} ± {s['last']['pool_kl_p_pi_stderr']:.3f}"
         for m, seeds in found.items()
@@ -126,6 +146,8 @@ def plot(found: dict[str, list[dict]], frontier: Path, out: Path) -> None:
     ax.plot([kl for _, kl in points], [s for s, _ in points], "k-", lw=1, label="KL frontier (least KL(π‖a))")
     first = next(iter(found.values()))[0]["first"]
     ax.plot([0], [first["score_positive_pi"]], "k*", ms=10, label="π = a")
+    # p* itself: KL(p*‖a) = −log Z of the posterior (the pool's), E_p*[b] = 1 to ~1e-4
+    ax.plot([first["pool_kl_p_a"]], [1.0], "kD", ms=7, label="p* (the target)")
     for method, seeds in found.items():
         xs = [s["last"]["kl_pi_a"] for s in seeds]
         ys = [s["last"]["score_positive_pi"] for s in seeds]
