@@ -83,12 +83,12 @@ def test_the_table_says_which_rows_rest_on_importance_weights_and_keeps_log_z_co
     after = {"step": 16, "kl_p_pi": 1.65, "kl_p_a": 2.42, "ess": 8.7} | pool
     text = render(before_after_table([before, after], ("pool_kl_p_pi", "kl_p_pi", "kl_p_a")))
     rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│")}
-    assert "IS, ESS 20 → 9" in rows["kl_p_pi"]
-    assert "pool (exact p-samples)" in rows["pool_kl_p_pi"]
+    assert "IS estimate, ESS 20 → 9" in rows["kl_p_pi"]
+    assert "exact p-samples" in rows["pool_kl_p_pi"]
     assert rows["kl_p_a"].count("1.18 ± 0.038") == 2 and "2.42" not in rows["kl_p_a"]
     bare = [{k: v for k, v in r.items() if not k.startswith("pool_")} for r in (before, after)]
     without_pool = render(before_after_table(bare, ("kl_p_a",)))
-    assert "2.42" in without_pool and "IS, ESS 20 → 9" in without_pool
+    assert "2.42" in without_pool and "IS estimate, ESS 20 → 9" in without_pool
 
 
 def test_train_ends_with_the_before_after_table(tmp_path, capsys):

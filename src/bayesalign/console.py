@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
+from bayesalign.runs import metric_names as names
+
 NOISE = 3.0  # a negative KL estimate within this many standard errors of 0 is noise
 
 
@@ -52,20 +54,19 @@ def headline(record: dict, keys: Sequence[str]) -> str:
 
 #: estimates that rest on importance weights P/q of the evaluation's proposal samples (or on the
 #: Z those weights give): only as good as the weights' effective sample size, ``ess``
-IMPORTANCE_SAMPLED = frozenset({"kl_p_pi", "kl_pi_p", "kl_p_a", "tv_p_pi", "kl_p_q", "tv_p_q"})
+IMPORTANCE_SAMPLED = frozenset({names.KL_P_PI, names.KL_PI_P, names.KL_P_A, "tv_p_pi"})
 
 
-def how_measured(key: str, before: dict, after: dict, exact: bool) -> str:
-    """The table's "how" cell: exact; the posterior pool's exact p-samples; importance sampling
-    with the ESS of each record's weights (so that an estimate resting on a handful of samples
-    says so); or π's own samples."""
-    if exact:
+def how_measured(name: str) -> str:
+    """How the record value ``name`` was obtained, read from its name (`metric_names`): exact
+    (enumerated), on the posterior pool's exact p-samples, an importance-sampling estimate, or
+    on π's own samples. The model card and the before/after table both say it this way."""
+    if name.startswith("exact_"):
         return "exact"
-    if key.startswith("pool_"):
-        return "pool (exact p-samples)"
-    if key in IMPORTANCE_SAMPLED:
-        ess = [r.get("ess") for r in (before, after)]
-        return "IS, ESS " + " → ".join(f"{e:.0f}" for e in ess) if None not in ess else "IS estimate"
+    if name.startswith(("pool_", "frontier_")):
+        return "exact p-samples"
+    if name in IMPORTANCE_SAMPLED:
+        return "IS estimate"
     return "π's samples"
 
 
@@ -83,8 +84,8 @@ def before_after_table(records: Sequence[dict], keys: Sequence[str], seconds: fl
     for key in keys:
         exact = f"exact_{key}" in before and f"exact_{key}" in after
         source = key
-        if key == "kl_p_a" and not exact and all("pool_kl_p_a" in r for r in (before, after)):
-            source = "pool_kl_p_a"
+        if key == names.KL_P_A and not exact and all(names.POOL_KL_P_A in r for r in (before, after)):
+            source = names.POOL_KL_P_A
         cells = []
         for record in (before, after):
             shown = pick(record, source, exact)
@@ -94,8 +95,10 @@ def before_after_table(records: Sequence[dict], keys: Sequence[str], seconds: fl
             error = f" ± {stderr:.2g}" if stderr is not None else ""
             cells.append(format_value(name, value, stderr) + error)
         if len(cells) == 2:
-            how = how_measured(source, before, after, exact)
-            if source == "pool_kl_p_a":
-                how = "pool (−log Z, a constant)"
+            how = how_measured(name)
+            if how == "IS estimate" and "ess" in before and "ess" in after:
+                how += f", ESS {before['ess']:.0f} → {after['ess']:.0f}"  # weights of a handful say so
+            if source == names.POOL_KL_P_A:
+                how += " (−log Z, a constant)"
             table.add_row(key, *cells, how)
     return table

@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from bayesalign.atomic import write_atomic
 from bayesalign.builtin_models import BUILTIN
 from bayesalign.config import Config
-from bayesalign.console import pick
+from bayesalign.console import how_measured, pick
 from bayesalign.runs import metric_names
 from bayesalign.targets import Target
 
@@ -27,23 +27,13 @@ def base_model_id(name: str) -> str | None:
     return name
 
 
-def _how(name: str) -> str:
-    if name.startswith("exact_"):
-        return "exact"
-    if name.startswith("pool_") or name.startswith("frontier_"):
-        return "exact p-samples"
-    if name in (metric_names.KL_P_PI, metric_names.KL_PI_P, metric_names.KL_P_A, "tv_p_pi"):
-        return "IS estimate"
-    return "π's samples"
-
-
 def _cell(record: dict, key: str) -> tuple[str, str] | None:
     """(value ± s.e., how it was measured) of ``key``, exact where the run computed it."""
     found = pick(record, key)
     if found is None:
         return None
     name, value, stderr = found
-    return f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else ""), _how(name)
+    return f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else ""), how_measured(name)
 
 
 def model_card(

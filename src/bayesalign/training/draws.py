@@ -3,6 +3,8 @@ spread over contexts, or replayed exact p-samples of the posterior pool."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from bayesalign.contexts import evaluation_rows, step_contexts
@@ -75,7 +77,7 @@ class Draws:
 
 
 def replay_batch(
-    pool: PosteriorPool, n: int, position: int, seed: int, source: str = "posterior"
+    pool: PosteriorPool, n: int, position: int, seed: int, source: Literal["posterior", "prior"] = "posterior"
 ) -> tuple[Scored, int]:
     """The next n samples of the posterior pool's training split from ``position`` (rows
     consumed so far, over all passes), each pass in its own seeded order, and the new position:
