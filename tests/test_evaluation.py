@@ -93,6 +93,24 @@ def test_pool_estimates_in_run_records_agree_with_exact_values(pooled_run):
     assert last["frontier_excess"] > 1 - 3 * last["kl_pi_a_stderr"] / last["frontier_kl"]
 
 
+def test_kl_p_pi_splits_into_satisfaction_and_the_rest_exactly_and_on_the_pool(pooled_run):
+    """KL(p‖π) = −log π(B) + KL(p‖π(·|B)) exactly (p lives on B); the pool's estimates of both
+    parts agree with the enumerated values within their standard errors."""
+    folder, _ = pooled_run
+    records = RunFolder(folder).read_metrics()
+    for r in records:
+        floor, rest = r["exact_frontier_kl_p_pi"], r["exact_kl_p_pi_within"]
+        assert floor == pytest.approx(-math.log(r["exact_satisfaction_pi"]))
+        assert floor + rest == pytest.approx(r["exact_kl_p_pi"], abs=1e-9)
+        assert rest >= -1e-12
+        assert abs(r["frontier_kl_p_pi"] - floor) < 3 * r["frontier_kl_p_pi_stderr"]
+        assert abs(r["pool_kl_p_pi_within"] - rest) < 3 * r["pool_kl_p_pi_within_stderr"]
+    assert records[0]["exact_kl_p_pi_within"] == pytest.approx(
+        records[0]["exact_kl_p_pi"] + math.log(records[0]["exact_satisfaction_pi"])
+    )
+    assert records[-1]["exact_kl_p_pi_within"] > 0.01  # π ≠ p inside B: the identity is not trivial
+
+
 def test_eval_reuses_the_runs_pool_and_scores_the_same_policy_alike(pooled_run):
     folder, again = pooled_run
     last = RunFolder(folder).read_metrics()[-1]

@@ -257,10 +257,32 @@ class Evaluator:
         else:
             mean = metrics[f"{suffix}_pi"]
         frontier: Frontier = self.full_pool.frontier()
-        return {
+        point = {
             "frontier_statistic_pi": mean,
             "frontier_kl": frontier.kl(mean),
             "frontier_excess": frontier.excess(mean, metrics["kl_pi_a"]),
+        }
+        return point | self._kl_split(metrics)
+
+    def _kl_split(self, metrics: dict) -> dict[str, float]:
+        """KL(p‖π) split at π's satisfaction s = E_π[b]: p lives where the constraints hold (B),
+        so KL(p‖π) = −log s + KL(p‖π(·|B)). −log s (``frontier_kl_p_pi``) is the least KL(p‖π)
+        of any model with satisfaction s, reached by a·e^{λb} (the frontier's tilts); the rest
+        (``pool_kl_p_pi_within``) is how differently from p π spreads its mass inside B. Which
+        of the two is large says whether π needs more satisfaction or less distortion. Both
+        combine π's samples (s) with the pool (KL(p‖π)), so their errors add."""
+        if not self.target.constraints or "satisfaction_pi" not in metrics:
+            return {}
+        share, share_se = metrics["satisfaction_pi"], metrics["satisfaction_pi_stderr"]
+        if share <= 0:
+            return {"frontier_kl_p_pi": math.inf, "pool_kl_p_pi_within": math.nan}
+        floor_se = share_se / share  # delta method for −log s
+        kl, kl_se = metrics["pool_kl_p_pi"], metrics["pool_kl_p_pi_stderr"]
+        return {
+            "frontier_kl_p_pi": -math.log(share),
+            "frontier_kl_p_pi_stderr": floor_se,
+            "pool_kl_p_pi_within": kl + math.log(share),
+            "pool_kl_p_pi_within_stderr": math.hypot(kl_se, floor_se),
         }
 
     def _extras(self, policy: LanguageModel, pi_draw: Scored) -> dict[str, float]:

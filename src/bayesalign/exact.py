@@ -144,7 +144,12 @@ def exact_metrics(exact: ExactTarget, policy: LanguageModel, proposal: LanguageM
     if exact.evidence.satisfied is None:  # no constraints: KL(π‖p) is finite
         metrics["exact_kl_pi_p"] = kl(log_pi, log_p)
     else:
-        metrics["exact_satisfaction_pi"] = expectation(log_pi, exact.evidence.satisfied)
+        satisfied = exact.evidence.satisfied
+        metrics["exact_satisfaction_pi"] = share = expectation(log_pi, satisfied)
+        # p lives on B = {constraints hold}: KL(p‖π) = −log π(B) + KL(p‖π(·|B)) (`frontier_kl_p_pi`)
+        metrics["exact_frontier_kl_p_pi"] = -math.log(share) if share > 0 else math.inf
+        log_pi_b = torch.where(satisfied.bool(), log_pi - math.log(share), -math.inf) if share > 0 else log_pi
+        metrics["exact_kl_p_pi_within"] = kl(log_p, log_pi_b) if share > 0 else math.inf
     for name in exact.features:  # E[φ] under π and under p, to compare with the wanted moments
         metrics[f"exact_moment_{name}_pi"] = expectation(log_pi, exact.evidence.scores[name])
         metrics[f"exact_moment_{name}_p"] = expectation(log_p, exact.evidence.scores[name])

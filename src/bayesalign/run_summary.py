@@ -16,6 +16,8 @@ from bayesalign.runs import metric_names as names
 SUMMARY_ROWS = (
     ("satisfaction E_π[b]", names.SATISFACTION_PI),
     ("KL(p‖π), pool (exact p-samples)", names.POOL_KL_P_PI),
+    ("  of it −log E_π[b]: least at π's satisf.", "frontier_kl_p_pi"),
+    ("  of it the rest: KL(p‖π(·|b))", "pool_kl_p_pi_within"),
     ("KL(p‖a) − KL(p‖π), paired", names.POOL_KL_GAIN_PI),
     ("KL(p‖π), IS from q (or exact)", names.KL_P_PI),
     ("KL(π‖a)", names.KL_PI_A),

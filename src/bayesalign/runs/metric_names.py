@@ -76,6 +76,8 @@ TITLES: dict[str, tuple[str, str]] = {
     FRONTIER_EXCESS: ("frontier excess KL(π‖a) / KL*", POSTERIOR),
     "frontier_kl": ("frontier KL* at π's statistic", POSTERIOR),
     "frontier_statistic_pi": ("frontier statistic under π", POSTERIOR),
+    "frontier_kl_p_pi": ("least KL(p‖π) at π's satisfaction, −log E_π[b]", POSTERIOR),
+    "kl_p_pi_within": ("KL(p‖π(·|b)): KL(p‖π) beyond −log E_π[b]", POSTERIOR),
     SATISFACTION_PI: ("satisfaction under π", SCORES),
     "reward": ("reward of the training batch", SCORES),
     KL_PI_A: ("KL(π‖a)", DISTANCE),
