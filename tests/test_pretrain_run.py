@@ -11,6 +11,7 @@ import warnings
 import pytest
 import torch
 import yaml
+from transformers import GPT2LMHeadModel
 
 from bayesalign.cli import main
 from bayesalign.pretraining.config import PretrainConfig
@@ -212,3 +213,19 @@ def test_padding_of_document_packing_is_not_learned(corpus):
     log_p = torch.log_softmax(logits, -1).gather(-1, block[:, 1:, None]).squeeze(-1)
     by_hand = -(log_p * torch.exp(-scores[:, 1:].nan_to_num(0.0)))[real].mean()
     torch.testing.assert_close(loss, by_hand)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_untied_embeddings_give_the_output_layer_its_own_weights_through_save_and_load(corpus, tie, tmp_path):
+    raw = config(corpus, {"type": "conditional"}, tokens=2048)
+    raw["model"]["tie_embeddings"] = tie
+    trainer = Pretrainer(PretrainConfig.model_validate(raw), tmp_path)
+    trainer.train()
+    module = trainer.module
+    shared = module.lm_head.weight.data_ptr() == module.transformer.wte.weight.data_ptr()
+    assert shared is tie
+    if not tie:  # both were trained on their own: no longer equal
+        assert not torch.equal(module.lm_head.weight, module.transformer.wte.weight)
+    loaded = GPT2LMHeadModel.from_pretrained(tmp_path / "final", use_safetensors=True)
+    assert (loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()) is tie
+    assert torch.equal(loaded.lm_head.weight, module.lm_head.weight)

@@ -32,7 +32,7 @@ from bayesalign.scorers import checked_scores
 
 HERE, RUNS, OUT = Path(__file__).parent, Path("runs/phf"), Path("docs/results")
 SAMPLES, K = 1024, 8
-CONDITIONAL = ("conditional", "finetune")  # sampled after <|good|>, with or without a _seed suffix
+CONDITIONAL = ("conditional", "finetune")  # sampled after <|good|>: runs named conditional_*, finetune_*
 
 
 def scores(model: LanguageModel, prompt: str, banned: tuple[int, ...], n: int, scorer, max_new: int):
@@ -54,11 +54,11 @@ def summary(values: torch.Tensor, prefix: str = "") -> dict:
     }
 
 
-def evaluate(task: str, run: str, scorer, max_new: int) -> dict:
-    model = LanguageModel.from_pretrained(RUNS / task / run / "final")
+def evaluate(task: str, run: str, scorer, max_new: int, runs: Path = RUNS) -> dict:
+    model = LanguageModel.from_pretrained(runs / task / run / "final")
     both = tuple(model.tokenizer.convert_tokens_to_ids([GOOD, BAD]))
     row = {"task": task, "run": run}
-    if run.split("_seed")[0] not in CONDITIONAL:
+    if run.split("_")[0] not in CONDITIONAL:
         return row | summary(scores(model, EOS, both, SAMPLES, scorer, max_new))
     row |= summary(scores(model, EOS + GOOD, both, SAMPLES, scorer, max_new))
     every = scores(model, EOS + GOOD, both[1:], SAMPLES // 2, scorer, max_new)
@@ -66,19 +66,19 @@ def evaluate(task: str, run: str, scorer, max_new: int) -> dict:
     return row | summary(scores(model, EOS + BAD, both, SAMPLES // 4, scorer, max_new), "after_bad_")
 
 
-def main(tasks: list[str], redo: bool) -> None:
+def main(tasks: list[str], redo: bool, runs: Path = RUNS, suffix: str = "") -> None:
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     for task in tasks:
-        path = OUT / f"phf_final_eval_{task}.jsonl"
+        path = OUT / f"phf_final_eval_{task}{suffix}.jsonl"
         rows = [] if redo or not path.is_file() else [json.loads(line) for line in path.open()]
         done = {r["run"] for r in rows}
         config = PretrainConfig.model_validate(yaml.safe_load((HERE / f"{task}.yaml").read_text()))
         scorer = config.scorer.build()
-        for final in sorted((RUNS / task).glob("*/final/model.safetensors")):
+        for final in sorted((runs / task).glob("*/final/model.safetensors")):
             run = final.parent.parent.name
             if run not in done:
-                rows.append(evaluate(task, run, scorer, config.eval.max_new_tokens))
+                rows.append(evaluate(task, run, scorer, config.eval.max_new_tokens, runs))
                 print(json.dumps(rows[-1]), flush=True)
                 with path.open("w") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -88,5 +88,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tasks", nargs="*", default=["pii_dense"])
     parser.add_argument("--redo", action="store_true", help="evaluate every run again")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="the folder that holds <task>/<run>/final")
+    parser.add_argument("--suffix", default="", help="output: phf_final_eval_<task><suffix>.jsonl")
     args = parser.parse_args()
-    main(args.tasks, args.redo)
+    main(args.tasks, args.redo, args.runs, args.suffix)

@@ -62,6 +62,11 @@ class ModelSizeSection(Section):
         description="stream: documents back to back, cut into blocks anywhere; documents: every "
         "document starts a block after EOS (as sampling starts), its last block padded",
     )
+    tie_embeddings: bool = Field(
+        True,
+        description="the output layer shares the input embedding (GPT-2's default); false gives the "
+        "control tokens input rows that the next-token loss at segment starts does not pull together",
+    )
     vocab_size: int = Field(
         1000,
         description=f"BPE vocabulary trained on the corpus: at least the {BYTE_ALPHABET} bytes of the "

@@ -87,6 +87,7 @@ class Pretrainer:
                     n_head=size.n_head,
                     bos_token_id=self.tokenizer.eos_token_id,
                     eos_token_id=self.tokenizer.eos_token_id,
+                    tie_word_embeddings=size.tie_embeddings,
                 )
             )
         self.eos = self.tokenizer.eos_token_id
