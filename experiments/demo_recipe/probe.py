@@ -41,10 +41,39 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--out", default=None)
 parser.add_argument(
+    "--prior-ce",
+    type=float,
+    default=0.0,
+    help="λ: add λ·Σ_t KL(a(·|x<t) ‖ π(·|x<t)) over the full vocabulary at every position of the "
+    "training samples (distillation towards the prior: the per-token target becomes "
+    "(one-hot + λ·a)/(1 + λ)), to hold π to a wherever the samples carry no signal",
+)
+parser.add_argument(
+    "--extrapolate",
+    default="",
+    help="comma-separated α (e.g. 1.5,2,3): after training, scale the best adapter's update by α "
+    "(lora_B ← α·lora_B, i.e. θ = θ_a + α·Δθ) and keep the α with the lowest held-out KL(p‖π)",
+)
+parser.add_argument(
+    "--online",
+    type=int,
+    default=0,
+    help="after the pool phase (from its best π): this many on-policy steps on fresh samples of π, "
+    "GDC++ (advantage p/π − 1, Z from the training split), keeping the π with the lowest held-out KL",
+)
+parser.add_argument("--online-batch", type=int, default=32)
+parser.add_argument("--online-lr", type=float, default=None, help="default: --lr")
+parser.add_argument("--online-eval", type=int, default=4, help="on-policy steps between held-out evaluations")
+parser.add_argument(
+    "--average", type=float, default=0.0, help="weight average θ̄ ← d·θ̄ + (1 − d)·θ after every step (0: off)"
+)
+parser.add_argument(
     "--objective",
     default="mle",
-    choices=["mle", "gdc"],
-    help="mle: DPG with q = p on the accepted samples; gdc: GDC++ with q = a on every training row",
+    choices=["mle", "gdc", "gdc-post"],
+    help="mle: DPG with q = p on the accepted samples; gdc: GDC++ with q = a on every training row; "
+    "gdc-post: GDC++ with q = p on the accepted samples (advantage 1 − π/p: a sample that π already "
+    "gives more than p(x) is pushed down)",
 )
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
@@ -93,8 +122,9 @@ def subset(rows):
 full = PosteriorPool(target, draws)
 val = PosteriorPool(target, subset(val_rows))
 train_pool = PosteriorPool(target, subset(train_rows))
-train = train_pool.p_samples() if args.objective == "mle" else train_pool.draws.samples
-train_b = torch.ones(len(train)) if args.objective == "mle" else train_pool.evidence.satisfied.double()
+on_accepted = args.objective in ("mle", "gdc-post")
+train = train_pool.p_samples() if on_accepted else train_pool.draws.samples
+train_b = torch.ones(len(train)) if on_accepted else train_pool.evidence.satisfied.double()
 train_log_a = train.token_log_q.sum(-1).double()
 z_train = float(train_pool.log_z().value)
 print(
@@ -106,8 +136,31 @@ print(
 val_samples = val.p_samples()
 
 
-def val_kl():
+def generated_logits(model, samples, *, grad: bool) -> torch.Tensor:
+    """Full next-token logits [B, T, V] at the positions that predict each generated token
+    (the inputs as LanguageModel.forward_generated builds them, decoder-only models)."""
+    n_gen = samples.ids.shape[1]
+    input_ids = torch.cat([samples.prompt_ids, samples.ids[:, :-1]], dim=1)
+    attention = torch.cat([samples.prompt_mask, samples.mask[:, :-1]], dim=1).long()
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    forward = model.wrapper if model.wrapper is not None else model.module
+    with torch.set_grad_enabled(grad), model._adapter_scope():
+        out = forward(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            use_cache=False,
+            logits_to_keep=n_gen,
+        )
+    return out.logits[:, -n_gen:].float()
+
+
+val_log_pi: dict[float, list[float]] = {}  # per evaluation: log π on the held-out p-samples
+
+
+def val_kl(epoch: float = 0.0):
     lp = policy.log_prob_frozen(val_samples, batch_size=32).double()
+    val_log_pi[round(epoch, 2)] = lp.tolist()
     return val.kl_p_model(lp)
 
 
@@ -125,6 +178,32 @@ total = int(args.epochs * steps_per_epoch)
 half = max(steps_per_epoch // 2, 1)
 perm = torch.randperm(len(train), generator=g)
 pos = 0
+averaged = [p_.detach().clone() for p_ in params_trainable]
+
+
+def swapped_in_average():
+    """Evaluate θ̄ (when averaging): swap it into the policy and back."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        if not args.average:
+            yield
+            return
+        live = [p_.detach().clone() for p_ in params_trainable]
+        with torch.no_grad():
+            for p_, m_ in zip(params_trainable, averaged, strict=True):
+                p_.copy_(m_)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p_, v_ in zip(params_trainable, live, strict=True):
+                    p_.copy_(v_)
+
+    return scope()
+
+
 policy.module.train()
 for step in range(1, total + 1):
     if pos + args.minibatch > len(train):
@@ -132,21 +211,40 @@ for step in range(1, total + 1):
     idx = perm[pos : pos + args.minibatch]
     mb = train.select(idx)
     pos += args.minibatch
-    out = policy_output(policy, mb)
-    log_pi = (out.token_log_probs * out.mask).sum(-1)
+    if args.prior_ce > 0:
+        lsm = torch.log_softmax(generated_logits(policy, mb, grad=True), dim=-1)
+        log_a_full = torch.log_softmax(generated_logits(prior, mb, grad=False), dim=-1)
+        token_kl = (log_a_full.exp() * (log_a_full - lsm)).sum(-1) * mb.mask
+        token_lp = lsm.gather(-1, mb.ids[..., None]).squeeze(-1) * mb.mask
+        log_pi = token_lp.sum(-1)
+        reg = args.prior_ce * token_kl.sum(-1).sum() / args.minibatch
+    else:
+        out = policy_output(policy, mb)
+        log_pi = (out.token_log_probs * out.mask).sum(-1)
+        reg = 0.0
     if args.objective == "mle":
         loss = -log_pi.sum() / args.minibatch
+    elif args.objective == "gdc-post":  # q = p = a/Z on accepted samples: advantage 1 − π·Z/a
+        ratio = torch.exp(log_pi.detach().double() - train_log_a[idx] + z_train)
+        loss = -((1 - ratio).float() * log_pi).sum() / args.minibatch
     else:  # GDC++ with q = a: advantage b/Z − π/a, π/a detached
         ratio = torch.exp(log_pi.detach().double() - train_log_a[idx])
         advantage = (train_b[idx] * math.exp(-z_train) - ratio).float()
         loss = -(advantage * log_pi).sum() / args.minibatch
+    loss = loss + reg
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params_trainable, 1.0)
     opt.step()
+    if args.average:
+        with torch.no_grad():
+            for p_, m_ in zip(params_trainable, averaged, strict=True):
+                m_.mul_(args.average).add_(p_, alpha=1 - args.average)
     if step % half == 0 or step == total:
         policy.module.eval()
-        kl = val_kl()
+        with swapped_in_average():
+            kl = val_kl(step / steps_per_epoch)
+            snapshot = {n: p.detach().clone() for n, p in policy.module.named_parameters() if p.requires_grad}
         policy.module.train()
         ep = step / steps_per_epoch
         history.append(
@@ -154,16 +252,71 @@ for step in range(1, total + 1):
         )
         print(clock(), f"epoch {ep:.2f} val KL(p‖π) {kl:.4f}", flush=True)
         if kl.value < best[0]:
-            best = (
-                kl.value,
-                ep,
-                {n: p.detach().clone() for n, p in policy.module.named_parameters() if p.requires_grad},
-            )
+            best = (kl.value, ep, snapshot)
 policy.module.eval()
 with torch.no_grad():
     named = dict(policy.module.named_parameters())
     for n, v in best[2].items():
         named[n].copy_(v)
+online = []
+if args.online:
+    for group in opt.param_groups:
+        group["lr"] = args.online_lr or args.lr
+    gen_online = torch.Generator().manual_seed(args.seed + 99)
+    for k in range(1, args.online + 1):
+        d = propose(target, policy, args.online_batch, params, generator=gen_online, batch_size=args.batch)
+        log_w = torch.where(
+            d.evidence.satisfied.bool(), d.log_a - z_train - d.log_q, torch.full_like(d.log_q, -math.inf)
+        )
+        w = torch.exp(log_w)
+        ess = float(w.sum() ** 2 / (w**2).sum()) if w.sum() > 0 else 0.0
+        policy.module.train()
+        for mb_rows in torch.randperm(len(d.samples), generator=g).split(args.minibatch):
+            mb = d.samples.select(mb_rows)
+            out = policy_output(policy, mb)
+            log_pi = (out.token_log_probs * out.mask).sum(-1)
+            ratio = torch.exp(log_pi.detach().double() - d.log_q[mb_rows])  # π/q: 1 before the first update
+            loss = -((w[mb_rows] - ratio).float() * log_pi).sum() / len(mb_rows)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params_trainable, 1.0)
+            opt.step()
+        policy.module.eval()
+        row = {"step": k, "satisfied": float(d.evidence.satisfied.double().mean()), "ess": ess}
+        if k % args.online_eval == 0 or k == args.online:
+            kl = val_kl(200 + k)
+            row |= {"val_kl": kl.value, "val_kl_se": kl.stderr}
+            if kl.value < best[0]:
+                best = (
+                    kl.value,
+                    200 + k,
+                    {n: p.detach().clone() for n, p in policy.module.named_parameters() if p.requires_grad},
+                )
+        online.append(row)
+        print(clock(), "online", row, flush=True)
+    with torch.no_grad():
+        for n, v in best[2].items():
+            named[n].copy_(v)
+extrapolation = []
+if args.extrapolate:
+    lora_b = {n: v.clone() for n, v in best[2].items() if "lora_B" in n}
+    best_alpha, best_alpha_kl = 1.0, best[0]
+    for alpha in [float(x) for x in args.extrapolate.split(",")]:
+        with torch.no_grad():
+            for n, v in lora_b.items():
+                named[n].copy_(alpha * v)
+        kl = val_kl(100 + alpha)
+        extrapolation.append({"alpha": alpha, "val_kl": kl.value, "val_kl_se": kl.stderr})
+        print(clock(), f"α = {alpha:g}: val KL(p‖π) {kl:.4f}", flush=True)
+        if kl.value < best_alpha_kl:
+            best_alpha, best_alpha_kl = alpha, kl.value
+    with torch.no_grad():
+        for n, v in lora_b.items():
+            named[n].copy_(best_alpha * v)
+    if best_alpha != 1.0:
+        val_log_pi[round(best[1], 2)] = val_log_pi[round(100 + best_alpha, 2)]
+        best = (best_alpha_kl, best[1], best[2])
+    print(clock(), f"kept α = {best_alpha:g}", flush=True)
 print(clock(), f"best epoch {best[1]:.2f} val KL {best[0]:.4f}; sampling {args.eval} from π", flush=True)
 gen = torch.Generator().manual_seed(1234)
 d = propose(target, policy, args.eval, params, generator=gen, batch_size=args.batch)
@@ -184,6 +337,9 @@ summary = {
     "val_kl": best[0],
     "best_epoch": best[1],
     "history": history,
+    "extrapolation": extrapolation,
+    "online": online,
+    "val_log_pi": {"0.0": val_log_pi[0.0], "best": val_log_pi[round(best[1], 2)]},
     "wall": time.perf_counter() - t0,
     "cpu": time.process_time() - c0,
 }
