@@ -30,6 +30,8 @@ def paired_gain(run: dict) -> tuple[float, float] | None:
 
 def variant(args: dict) -> str:
     parts = [args["objective"], f"lr {args['lr']:g}", f"mb {args['minibatch']}"]
+    if args["seed"]:
+        parts.insert(0, f"**seed {args['seed']}** (its own split)")
     if args.get("online"):
         parts.append(f"then {args['online']} on-policy GDC++ steps × {args['online_batch']}")
     if args.get("prior_ce"):
