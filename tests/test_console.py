@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bayesalign.cli import main
-from bayesalign.console import before_after_table, format_value, headline
+from bayesalign.console import before_after_table, format_value, headline, how_measured
 from bayesalign.progress import progress_bar, show_record
 
 CONFIG = Path(__file__).parents[1] / "configs" / "toy_word.yaml"
@@ -100,3 +100,13 @@ def test_train_ends_with_the_before_after_table(tmp_path, capsys):
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert abs(first["exact_kl_p_a"] + first["exact_log_z"]) < 1e-9  # constraints: KL(p‖a) = −log Z
     assert "step 0: exact_satisfaction_pi=" in err and "exact_kl_p_a=" in err
+
+
+def test_how_a_number_was_measured_is_read_from_its_name():
+    assert how_measured("exact_kl_p_pi") == "exact"
+    assert how_measured("pool_kl_p_pi") == "exact p-samples"
+    # the frontier's numbers and the KL split read E_π[b] on π's samples as well as the pool
+    for name in ("frontier_excess", "frontier_kl_p_pi", "pool_kl_p_pi_within"):
+        assert how_measured(name) == "π's samples + exact p-samples", name
+    assert how_measured("kl_p_pi") == "IS estimate"
+    assert how_measured("kl_pi_a") == "π's samples"

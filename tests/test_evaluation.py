@@ -105,9 +105,7 @@ def test_kl_p_pi_splits_into_satisfaction_and_the_rest_exactly_and_on_the_pool(p
         assert rest >= -1e-12
         assert abs(r["frontier_kl_p_pi"] - floor) < 3 * r["frontier_kl_p_pi_stderr"]
         assert abs(r["pool_kl_p_pi_within"] - rest) < 3 * r["pool_kl_p_pi_within_stderr"]
-    assert records[0]["exact_kl_p_pi_within"] == pytest.approx(
-        records[0]["exact_kl_p_pi"] + math.log(records[0]["exact_satisfaction_pi"])
-    )
+    assert records[0]["exact_kl_p_pi_within"] == pytest.approx(0.0, abs=1e-9)  # π = a: a(·|B) is p
     assert records[-1]["exact_kl_p_pi_within"] > 0.01  # π ≠ p inside B: the identity is not trivial
 
 

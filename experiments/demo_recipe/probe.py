@@ -11,6 +11,7 @@ frontier excess. Run: nice .venv/bin/python experiments/demo_recipe/probe.py --p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -25,6 +26,7 @@ from bayesalign.objectives import policy_output
 from bayesalign.pools import PosteriorPool
 from bayesalign.prior_draws import PoolCache, draw_prior
 from bayesalign.proposals import propose
+from bayesalign.training.averaging import WeightAverage
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--pool", type=int, default=1536)
@@ -136,25 +138,6 @@ print(
 val_samples = val.p_samples()
 
 
-def generated_logits(model, samples, *, grad: bool) -> torch.Tensor:
-    """Full next-token logits [B, T, V] at the positions that predict each generated token
-    (the inputs as LanguageModel.forward_generated builds them, decoder-only models)."""
-    n_gen = samples.ids.shape[1]
-    input_ids = torch.cat([samples.prompt_ids, samples.ids[:, :-1]], dim=1)
-    attention = torch.cat([samples.prompt_mask, samples.mask[:, :-1]], dim=1).long()
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    forward = model.wrapper if model.wrapper is not None else model.module
-    with torch.set_grad_enabled(grad), model._adapter_scope():
-        out = forward(
-            input_ids=input_ids,
-            attention_mask=attention,
-            position_ids=positions,
-            use_cache=False,
-            logits_to_keep=n_gen,
-        )
-    return out.logits[:, -n_gen:].float()
-
-
 val_log_pi: dict[float, list[float]] = {}  # per evaluation: log π on the held-out p-samples
 
 
@@ -178,30 +161,7 @@ total = int(args.epochs * steps_per_epoch)
 half = max(steps_per_epoch // 2, 1)
 perm = torch.randperm(len(train), generator=g)
 pos = 0
-averaged = [p_.detach().clone() for p_ in params_trainable]
-
-
-def swapped_in_average():
-    """Evaluate θ̄ (when averaging): swap it into the policy and back."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def scope():
-        if not args.average:
-            yield
-            return
-        live = [p_.detach().clone() for p_ in params_trainable]
-        with torch.no_grad():
-            for p_, m_ in zip(params_trainable, averaged, strict=True):
-                p_.copy_(m_)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p_, v_ in zip(params_trainable, live, strict=True):
-                    p_.copy_(v_)
-
-    return scope()
+average = WeightAverage(params_trainable, args.average) if args.average else None
 
 
 policy.module.train()
@@ -212,8 +172,9 @@ for step in range(1, total + 1):
     mb = train.select(idx)
     pos += args.minibatch
     if args.prior_ce > 0:
-        lsm = torch.log_softmax(generated_logits(policy, mb, grad=True), dim=-1)
-        log_a_full = torch.log_softmax(generated_logits(prior, mb, grad=False), dim=-1)
+        lsm = torch.log_softmax(policy.generated_logits(mb)[0].float(), dim=-1)
+        with torch.no_grad():
+            log_a_full = torch.log_softmax(prior.generated_logits(mb)[0].float(), dim=-1)
         token_kl = (log_a_full.exp() * (log_a_full - lsm)).sum(-1) * mb.mask
         token_lp = lsm.gather(-1, mb.ids[..., None]).squeeze(-1) * mb.mask
         log_pi = token_lp.sum(-1)
@@ -236,13 +197,11 @@ for step in range(1, total + 1):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params_trainable, 1.0)
     opt.step()
-    if args.average:
-        with torch.no_grad():
-            for p_, m_ in zip(params_trainable, averaged, strict=True):
-                m_.mul_(args.average).add_(p_, alpha=1 - args.average)
+    if average is not None:
+        average.update()
     if step % half == 0 or step == total:
         policy.module.eval()
-        with swapped_in_average():
+        with average.swapped_in() if average is not None else contextlib.nullcontext():
             kl = val_kl(step / steps_per_epoch)
             snapshot = {n: p.detach().clone() for n, p in policy.module.named_parameters() if p.requires_grad}
         policy.module.train()

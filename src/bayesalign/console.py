@@ -55,15 +55,20 @@ def headline(record: dict, keys: Sequence[str]) -> str:
 #: estimates that rest on importance weights P/q of the evaluation's proposal samples (or on the
 #: Z those weights give): only as good as the weights' effective sample size, ``ess``
 IMPORTANCE_SAMPLED = frozenset({names.KL_P_PI, names.KL_PI_P, names.KL_P_A, "tv_p_pi"})
+#: pool metrics that also read π's own samples (E_π[b]): their error is both estimates' together
+MIXED = frozenset({"pool_kl_p_pi_within"})
 
 
 def how_measured(name: str) -> str:
     """How the record value ``name`` was obtained, read from its name (`metric_names`): exact
-    (enumerated), on the posterior pool's exact p-samples, an importance-sampling estimate, or
-    on π's own samples. The model card and the before/after table both say it this way."""
+    (enumerated), on the posterior pool's exact p-samples, on π's samples against the pool (the
+    frontier's numbers), an importance-sampling estimate, or on π's own samples. The model card
+    and the before/after table both say it this way."""
     if name.startswith("exact_"):
         return "exact"
-    if name.startswith(("pool_", "frontier_")):
+    if name.startswith("frontier_") or name in MIXED:
+        return "π's samples + exact p-samples"
+    if name.startswith("pool_"):
         return "exact p-samples"
     if name in IMPORTANCE_SAMPLED:
         return "IS estimate"

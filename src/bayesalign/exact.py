@@ -144,12 +144,13 @@ def exact_metrics(exact: ExactTarget, policy: LanguageModel, proposal: LanguageM
     if exact.evidence.satisfied is None:  # no constraints: KL(π‖p) is finite
         metrics["exact_kl_pi_p"] = kl(log_pi, log_p)
     else:
-        satisfied = exact.evidence.satisfied
+        satisfied = exact.evidence.satisfied.bool()
         metrics["exact_satisfaction_pi"] = share = expectation(log_pi, satisfied)
-        # p lives on B = {constraints hold}: KL(p‖π) = −log π(B) + KL(p‖π(·|B)) (`frontier_kl_p_pi`)
-        metrics["exact_frontier_kl_p_pi"] = -math.log(share) if share > 0 else math.inf
-        log_pi_b = torch.where(satisfied.bool(), log_pi - math.log(share), -math.inf) if share > 0 else log_pi
-        metrics["exact_kl_p_pi_within"] = kl(log_p, log_pi_b) if share > 0 else math.inf
+        # p lives on B = {constraints hold}: KL(p‖π) = −log π(B) + KL(p‖π(·|B)) (Evaluator._kl_split)
+        log_share = math.log(share) if share > 0 else -math.inf
+        metrics["exact_frontier_kl_p_pi"] = -log_share
+        log_pi_b = torch.where(satisfied, log_pi - log_share, -math.inf)
+        metrics["exact_kl_p_pi_within"] = kl(log_p, log_pi_b) if share > 0 else math.nan  # π(·|B) undefined
     for name in exact.features:  # E[φ] under π and under p, to compare with the wanted moments
         metrics[f"exact_moment_{name}_pi"] = expectation(log_pi, exact.evidence.scores[name])
         metrics[f"exact_moment_{name}_p"] = expectation(log_p, exact.evidence.scores[name])

@@ -303,6 +303,19 @@ class LanguageModel:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token log-probabilities [B, T] and, with ``hidden``, the last layer's hidden states
         [B, T, H] at the positions that predict each generated token (what a value head reads)."""
+        logits, states = self.generated_logits(samples, hidden=hidden)
+        targets = samples.ids.to(logits.device)
+        token_lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+        token_lp = token_lp.masked_fill(~samples.mask.to(logits.device), 0.0)
+        return token_lp, states
+
+    def generated_logits(
+        self, samples: Samples, *, hidden: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next-token logits [B, T, V] at the positions that predict each generated token
+        (one forward pass over prompt + sample), and with ``hidden`` the last hidden states there;
+        differentiable unless called under no_grad. `forward_generated` gathers the sampled
+        tokens' log-probabilities from them; a loss over the whole vocabulary reads them here."""
         device = self.device
         n_gen = samples.ids.shape[1]
         forward = self.wrapper if self.wrapper is not None else self.module
@@ -338,10 +351,7 @@ class LanguageModel:
         logits = out.logits
         if logits.shape[1] != n_gen:  # models that ignore logits_to_keep
             logits = logits[:, -n_gen:]
-        targets = samples.ids.to(device)
-        token_lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
-        token_lp = token_lp.masked_fill(~samples.mask.to(device), 0.0)
-        return token_lp, states
+        return logits, states
 
     def log_prob(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
         """Sequence log-probabilities log m(x), shape [B] (generated tokens only)."""
