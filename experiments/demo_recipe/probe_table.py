@@ -16,16 +16,19 @@ import json
 import math
 import sys
 
+import torch
 
-def paired_gain(run: dict) -> tuple[float, float] | None:
-    """Mean and s.e. of log π_best − log π_prior over the held-out p-samples."""
+from bayesalign import estimators as est
+from bayesalign.estimators import Estimate
+
+
+def paired_gain(run: dict) -> Estimate | None:
+    """Mean ± s.e. of log π_best − log π_prior over the held-out p-samples."""
     lp = run.get("val_log_pi")
     if not lp:
         return None
-    d = [b - a for a, b in zip(lp["0.0"], lp["best"], strict=True)]
-    mean = sum(d) / len(d)
-    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
-    return mean, math.sqrt(var / len(d))
+    best, prior = (torch.tensor(lp[k], dtype=torch.float64) for k in ("best", "0.0"))
+    return est.mean(best - prior)
 
 
 def variant(args: dict) -> str:
@@ -60,7 +63,7 @@ for run in runs:
         alpha = next((x["alpha"] for x in run["extrapolation"] if x["val_kl"] == run["val_kl"]), 1.0)
         best_at_s += f", α = {alpha:g}"
     gain = paired_gain(run)
-    gain_s = f"{gain[0]:.3f} ± {gain[1]:.3f}" if gain else "–"
+    gain_s = f"{gain:.3f}" if gain else "–"
     s, s_se = run["satisfaction"], run["satisfaction_se"]
     print(
         f"| {variant(a)} | {a['epochs']:g} | {best_at_s} | {run['val_kl']:.3f} ± {se:.3f} | {gain_s} | "

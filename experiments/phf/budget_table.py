@@ -17,16 +17,15 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import torch
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, float("nan")
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1) / len(values))
+from bayesalign import estimators as est
+from bayesalign.estimators import Estimate
 
 
-def fmt(pair: tuple[float, float], digits: str = ".2e") -> str:
-    return f"{pair[0]:{digits}} ± {pair[1]:{digits}}"
+def mean_se(values: list[float]) -> Estimate:
+    """Mean ± s.e. over seeds (`estimators.mean`)."""
+    return est.mean(torch.tensor(values, dtype=torch.float64))
 
 
 evals, runs = Path(sys.argv[1]), Path(sys.argv[2])
@@ -41,7 +40,7 @@ with evals.open() as f:
         groups[row["run"].rsplit("_seed", 1)[0]].append(row)
 
 
-def reference(name: str) -> tuple[float, float]:
+def reference(name: str) -> Estimate:
     """MLE's misalignment (mean, s.e. over seeds) for the variant of run group ``name``."""
     variant = name.split("_", 1)[1] if "_" in name else ""
     key = f"mle_{variant}" if variant and f"mle_{variant}" in groups else "mle"
@@ -56,14 +55,14 @@ print("|---|---|---|---|---|---|---|---|---|---|")
 for name, rows in groups.items():
     mis, mle = mean_se([r["misalignment"] for r in rows]), reference(name)
     is_mle = name.split("_")[0] == "mle"
-    diff = (mis[0] - mle[0]) / math.hypot(mis[1], mle[1]) if not is_mle else float("nan")
+    diff = (mis.value - mle.value) / math.hypot(mis.stderr, mle.stderr) if not is_mle else float("nan")
     per_seed = ", ".join(f"{r['misalignment']:.2e}" for r in rows)
     conditional = "after_bad_misalignment" in rows[0]
-    every = fmt(mean_se([r["good_every_segment_misalignment"] for r in rows])) if conditional else "–"
-    bad = fmt(mean_se([r["after_bad_misalignment"] for r in rows])) if conditional else "–"
-    p_bad = fmt(mean_se([r["p_bad_after_eos"] for r in rows]), ".3f") if conditional else "–"
+    every = f"{mean_se([r['good_every_segment_misalignment'] for r in rows]):.2e}" if conditional else "–"
+    bad = f"{mean_se([r['after_bad_misalignment'] for r in rows]):.2e}" if conditional else "–"
+    p_bad = f"{mean_se([r['p_bad_after_eos'] for r in rows]):.3f}" if conditional else "–"
     print(
-        f"| {name} | {len(rows)} | {fmt(mis)} | {mis[0] / mle[0]:.2f} | "
+        f"| {name} | {len(rows)} | {mis:.2e} | {mis.value / mle.value:.2f} | "
         f"{'–' if is_mle else f'{diff:+.1f}'} | {per_seed} | {every} | {bad} | "
-        f"{fmt(mean_se([r['fair_loss'] for r in rows]), '.3f')} | {p_bad} |"
+        f"{mean_se([r['fair_loss'] for r in rows]):.3f} | {p_bad} |"
     )
