@@ -72,12 +72,21 @@ parser.add_argument(
 parser.add_argument(
     "--objective",
     default="mle",
-    choices=["mle", "gdc", "gdc-post"],
+    choices=["mle", "gdc", "gdc-post", "value"],
     help="mle: DPG with q = p on the accepted samples; gdc: GDC++ with q = a on every training row; "
     "gdc-post: GDC++ with q = p on the accepted samples (advantage 1 − π/p: a sample that π already "
-    "gives more than p(x) is pushed down)",
+    "gives more than p(x) is pushed down); value: every training row, the prior's probability of b "
+    "after each prefix, V(x≤t) = Z·π(x≤t)/a(x≤t), fitted to b(x) by cross-entropy (see value_loss)",
+)
+parser.add_argument(
+    "--value-prefixes",
+    default="all",
+    choices=["all", "terminal"],
+    help="value: cross-entropy at every prefix (all) or at the whole sequence only (terminal)",
 )
 args = parser.parse_args()
+if args.objective == "value" and args.prior_ce:
+    parser.error("--objective value reads π's sampled tokens only; it does not take --prior-ce")
 torch.set_num_threads(args.threads)
 t0, c0 = time.perf_counter(), time.process_time()
 
@@ -125,6 +134,33 @@ full = PosteriorPool(target, draws)
 val = PosteriorPool(target, subset(val_rows))
 train_pool = PosteriorPool(target, subset(train_rows))
 on_accepted = args.objective in ("mle", "gdc-post")
+
+
+def value_loss(token_log_pi, token_log_a, mask, b, log_z, terminal_only):
+    """Cross-entropy of V(x≤t) = Z·π(x≤t)/a(x≤t) against b(x), per row (summed over prefixes,
+    divided by the widest row).
+
+    Why: for any π, V is a martingale under a (Σ_v a(v|h)·V(h, v) = V(h)), and V(x) = b(x) on
+    whole sequences means π = a·b/Z = p. Every prefix of every prior sample, accepted or
+    rejected, is a labelled example of P_a(b = 1 | prefix); a proper scoring rule is minimised at
+    that probability, so the fit needs no importance weights. V > 1 is not a probability: for
+    b = 1 the loss is |log V| (its minimum at V = 1), for b = 0 −log(1 − V) continues linearly
+    from V = e^-0.01, so neither label rewards V > 1.
+    """
+    u = log_z + torch.cumsum((token_log_pi - token_log_a) * mask, dim=-1)
+    if terminal_only:
+        last = mask.sum(-1).clamp(min=1).long() - 1
+        u = u.gather(-1, last[:, None])
+        mask = torch.ones_like(u)
+    eps = 0.01
+    neg_at = -math.log(-math.expm1(-eps))
+    slope = math.exp(-eps) / -math.expm1(-eps)
+    safe = torch.clamp(u, max=-eps)
+    negative = torch.where(u < -eps, -torch.log(-torch.expm1(safe)), neg_at + slope * (u + eps))
+    loss = torch.where(b[:, None] > 0, u.abs(), negative)
+    return (loss * mask).sum(-1) / mask.shape[-1]
+
+
 train = train_pool.p_samples() if on_accepted else train_pool.draws.samples
 train_b = torch.ones(len(train)) if on_accepted else train_pool.evidence.satisfied.double()
 train_log_a = train.token_log_q.sum(-1).double()
@@ -188,6 +224,11 @@ for step in range(1, total + 1):
     elif args.objective == "gdc-post":  # q = p = a/Z on accepted samples: advantage 1 − π·Z/a
         ratio = torch.exp(log_pi.detach().double() - train_log_a[idx] + z_train)
         loss = -((1 - ratio).float() * log_pi).sum() / args.minibatch
+    elif args.objective == "value":
+        terminal = args.value_prefixes == "terminal"
+        token_log_pi, token_log_a = out.token_log_probs.double(), mb.token_log_q.double()
+        per_row = value_loss(token_log_pi, token_log_a, mb.mask.double(), train_b[idx], z_train, terminal)
+        loss = per_row.sum().float() / args.minibatch
     else:  # GDC++ with q = a: advantage b/Z − π/a, π/a detached
         ratio = torch.exp(log_pi.detach().double() - train_log_a[idx])
         advantage = (train_b[idx] * math.exp(-z_train) - ratio).float()

@@ -32,7 +32,10 @@ def paired_gain(run: dict) -> Estimate | None:
 
 
 def variant(args: dict) -> str:
-    parts = [args["objective"], f"lr {args['lr']:g}", f"mb {args['minibatch']}"]
+    objective = args["objective"]
+    if objective == "value":  # which prefixes the cross-entropy fits
+        objective += " (all prefixes)" if args["value_prefixes"] == "all" else " (terminal)"
+    parts = [objective, f"lr {args['lr']:g}", f"mb {args['minibatch']}"]
     if args["seed"]:
         parts.insert(0, f"**seed {args['seed']}** (its own split)")
     if args.get("online"):
