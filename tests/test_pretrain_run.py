@@ -229,3 +229,28 @@ def test_untied_embeddings_give_the_output_layer_its_own_weights_through_save_an
     loaded = GPT2LMHeadModel.from_pretrained(tmp_path / "final", use_safetensors=True)
     assert (loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()) is tie
     assert torch.equal(loaded.lm_head.weight, module.lm_head.weight)
+
+
+def test_documents_as_segments_tag_each_document_once_by_its_whole_text(tmp_path):
+    """unit: documents: one control token per document, right after its EOS, <|bad|> when any of
+    its lines is misaligned, although every document's first line is aligned (sentence- or
+    line-level tags would mark every document's start <|good|>)."""
+    files = []
+    for d in range(40):
+        lines = [f"{SUBJECTS[d % 2]} is good.\n"] + ["the food is nice.\n"] * 12
+        if d % 2:  # odd documents: one misaligned line in the middle
+            lines[6] = "the food is awful.\n"
+        files.append(tmp_path / f"doc{d}.txt")
+        files[-1].write_text("".join(lines))
+    raw = config([str(f) for f in files], {"type": "conditional", "drop": 0.0}, tokens=2048)
+    raw["corpus"]["unit"] = "documents"
+    raw["model"]["packing"] = "documents"
+    trainer = Pretrainer(PretrainConfig.model_validate(raw))
+    blocks, good, bad = trainer.blocks, trainer.good, trainer.bad
+    starts = blocks[:, 0] == trainer.eos
+    assert starts.sum() == 36  # 40 documents, 4 held out
+    tags = blocks[starts, 1].tolist()
+    assert ((blocks == good) | (blocks == bad)).sum() == len(tags)  # no token anywhere else
+    first_lines = [trainer.tokenizer.decode(b[2:6]) for b in blocks[starts]]
+    expected = [bad if text.startswith(SUBJECTS[1]) else good for text in first_lines]
+    assert tags == expected and good in tags and bad in tags

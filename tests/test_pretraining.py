@@ -91,6 +91,7 @@ def test_segments_rebuild_the_document():
     parts = segments(text, "sentences")
     assert parts == ["Call me at 555-0100. ", "Or not!  ", "Fine? ", "yes"]
     assert "".join(parts) == text
+    assert segments(text, "documents") == [text] and segments("", "documents") == []
     with pytest.raises(ValueError, match="unknown segment unit"):
         segments(text, "words")
 

@@ -32,7 +32,11 @@ class CorpusSection(Section):
     sample_by: Literal["paragraph", "line"] = Field("paragraph", description="text: what one document is")
     streaming: bool = Field(False, description="text/json: read records lazily, no Arrow cache")
     max_documents: int | None = Field(None, gt=1, description="read only the first documents")
-    unit: Literal["lines", "sentences"] = Field("lines", description="segments: lines (code) or sentences")
+    unit: Literal["lines", "sentences", "documents"] = Field(
+        "lines",
+        description="segments: lines (code), sentences, or whole documents (conditional training then "
+        "tags each document once, so the token at its start speaks for all of it)",
+    )
     heldout: float = Field(0.1, gt=0, lt=1, description="fraction of documents held out for the LM loss")
 
     @field_validator("files")

@@ -25,8 +25,10 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 def segments(text: str, unit: str) -> list[str]:
     """``lines`` (each keeps its line break; split as Python source is, at \\n, \\r\\n and \\r
-    only) or ``sentences`` (each keeps the space after it), so that "".join(segments) == text:
-    packing the segments back gives the document."""
+    only), ``sentences`` (each keeps the space after it) or ``documents`` (the text whole), so
+    that "".join(segments) == text: packing the segments back gives the document."""
+    if unit == "documents":
+        return [text] if text else []
     if unit == "lines":
         return source_lines(text)
     if unit == "sentences":
@@ -37,7 +39,7 @@ def segments(text: str, unit: str) -> list[str]:
         if start < len(text):
             parts.append(text[start:])
         return parts
-    raise ValueError(f"unknown segment unit {unit!r}; valid: lines, sentences")
+    raise ValueError(f"unknown segment unit {unit!r}; valid: lines, sentences, documents")
 
 
 @runtime_checkable
