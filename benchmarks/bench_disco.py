@@ -23,9 +23,11 @@ warm-up). ``--variant NAME=JSON`` adds a run of ours with ``training`` overrides
 ``adam-noclip={"optimizer":"adam","max_grad_norm":null}`` or ``lr3e-4={"lr":3e-4}``), for finding
 causes and tuning ours (plus this script's own probes: ``bench_decay`` (lr decays linearly
 to 0), ``bench_betas`` (Adam's β1, β2), ``bench_ema`` (the final π is an exponential moving
-average of the weights with this decay)); ``--disco-lr`` runs disco at each of several lrs (one
-worker process each, all in the same lock-step), so that ours is compared with disco at its
-best lr.
+average of the weights with this decay), ``bench_weights`` (how GDC++ forms its advantage:
+``batch_z``, the weights P/q normalised by their own batch mean instead of the running Z;
+``mean_baseline``, the batch mean of the weights subtracted instead of π/q)); ``--disco-lr``
+runs disco at each of several lrs (one worker process each, all in the same lock-step), so that
+ours is compared with disco at its best lr.
 
 Timing: each library runs in a persistent worker process of its own venv, 1 thread, and the
 runners of a (workload, seed) step in lock-step, rotating who goes first, so all see the same
@@ -62,6 +64,7 @@ from worker_protocol import emit, read_record
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [f"w{i}" for i in range(1, 101)]
+WEIGHTS = ("batch_z", "mean_baseline")  # the bench_weights probes
 EOS = "<eos>"
 MAX_NEW_TOKENS = 20
 BATCH = 256
@@ -85,6 +88,29 @@ def commands():
 
 
 # -- our side (runs in our venv) -------------------------------------------------------------------
+def weights_probe(kind: str):
+    """GDC++ with another weight normalisation or baseline (``bench_weights``), to measure what
+    each does to the gradient's noise. Each step's samples form one minibatch here (BATCH), so
+    the batch statistics below are the step's."""
+    import torch
+
+    from bayesalign.objectives.distribution_matching import GDCPlusPlus
+
+    class Probe(GDCPlusPlus):
+        def per_sample_loss(self, batch, out):
+            log_pi = out.log_prob
+            log_w = batch.log_target - batch.log_q  # log P/q; −inf where b = 0
+            if kind == "batch_z":  # p/q with Z estimated on this batch alone: mean weight 1
+                w = torch.exp(log_w - torch.logsumexp(log_w, 0) + math.log(len(log_w)))
+                advantage = w - torch.exp(log_pi.detach().double().cpu() - batch.log_q)
+            else:  # running-Z weights, their batch mean as the baseline
+                w = batch.normalised_weights
+                advantage = w - w.mean()
+            return -advantage.to(log_pi) * log_pi
+
+    return Probe()
+
+
 def ours_worker() -> None:
     import torch
     from transformers.utils import logging as hf_logging
@@ -135,6 +161,8 @@ def ours_worker() -> None:
                 group["betas"] = tuple(bench.get("bench_betas", group["betas"]))
             decay = bench.get("bench_ema")  # the saved π is an exponential average of the iterates
             average = [p.detach().clone() for p in trainer.params] if decay else []
+            if bench.get("bench_weights"):
+                trainer.objective = weights_probe(bench["bench_weights"])
             jobs[cmd["id"]] = (trainer, policy, decay, average)
             emit("ready")
         elif cmd["cmd"] == "step":
@@ -573,6 +601,14 @@ def main() -> None:
     parser.add_argument("--summarise", help="print the table of an --out file and exit")
     parser.add_argument("--worker", choices=["ours", "disco"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for spec in args.variant:  # bad input is refused before the pool is drawn
+        name, _, overrides = spec.partition("=")
+        try:
+            kind = json.loads(overrides or "{}").get("bench_weights", WEIGHTS[0])
+        except (json.JSONDecodeError, AttributeError):
+            parser.error(f"--variant {name}: the part after = must be a JSON object, got {overrides!r}")
+        if kind not in WEIGHTS:
+            parser.error(f"--variant {name}: bench_weights must be one of {', '.join(WEIGHTS)}, got {kind!r}")
     if args.worker == "ours":
         ours_worker()
     elif args.worker == "disco":
