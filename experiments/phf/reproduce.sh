@@ -13,6 +13,8 @@ python experiments/phf/control_tokens.py
 python experiments/phf/summarize.py
 # longer budgets (1M, 2M tokens) with tied and untied embeddings: about 2 hours on one thread
 sh experiments/phf/budgets.sh
+# one control token per document (corpus.unit=documents) at 1M tokens: about 1 hour on one thread
+sh experiments/phf/granularity.sh
 # The first round (PEP8 and sparse PII at 0.2M tokens, stream packing, untagged held-out loss)
 # was made with the code before issue 18; to run those tasks with the current code:
 #   python experiments/phf/run.py pep8 pii --seeds 1 2 && python experiments/phf/final_eval.py pep8 pii
