@@ -92,23 +92,39 @@ def weights_probe(kind: str):
     """GDC++ with another weight normalisation or baseline (``bench_weights``), to measure what
     each does to the gradient's noise. Each step's samples form one minibatch here (BATCH), so
     the batch statistics below are the step's."""
+    import dataclasses
+
     import torch
 
     from bayesalign.objectives.distribution_matching import GDCPlusPlus
 
     class Probe(GDCPlusPlus):
         def per_sample_loss(self, batch, out):
-            log_pi = out.log_prob
-            log_w = batch.log_target - batch.log_q  # log P/q; −inf where b = 0
-            if kind == "batch_z":  # p/q with Z estimated on this batch alone: mean weight 1
-                w = torch.exp(log_w - torch.logsumexp(log_w, 0) + math.log(len(log_w)))
-                advantage = w - torch.exp(log_pi.detach().double().cpu() - batch.log_q)
-            else:  # running-Z weights, their batch mean as the baseline
-                w = batch.normalised_weights
-                advantage = w - w.mean()
-            return -advantage.to(log_pi) * log_pi
+            if kind == "batch_z":  # GDC++ itself, with log Z = log of this batch's mean P/q
+                log_w = batch.log_target - batch.log_q
+                log_z = (torch.logsumexp(log_w, 0) - math.log(len(log_w))).item()
+                return super().per_sample_loss(dataclasses.replace(batch, log_z=log_z), out)
+            w = batch.normalised_weights  # running-Z weights, their batch mean as the baseline
+            return -(w - w.mean()).to(out.log_prob) * out.log_prob
 
     return Probe()
+
+
+def variant(spec: str) -> tuple[str, dict]:
+    """``--variant NAME=JSON`` → (name, overrides); bad JSON or an unknown probe is refused by
+    argparse, before the pool is drawn."""
+    name, _, overrides = spec.partition("=")
+    try:
+        parsed = json.loads(overrides or "{}")
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"{name}: the part after = must be a JSON object, got {overrides!r}")
+    if parsed.get("bench_weights", WEIGHTS[0]) not in WEIGHTS:
+        raise argparse.ArgumentTypeError(
+            f"{name}: bench_weights must be one of {', '.join(WEIGHTS)}, got {parsed['bench_weights']!r}"
+        )
+    return name, parsed
 
 
 def ours_worker() -> None:
@@ -457,9 +473,7 @@ def drive(args: argparse.Namespace) -> None:
         if gaps["token"] > 1e-5:
             sys.exit("disco and bayesalign disagree on a token's log-probability by more than 1e-5")
     runners += [("ours", "ours", {}, args.lr)] if not args.no_default else []
-    for spec in args.variant:
-        name, _, overrides = spec.partition("=")
-        overrides = json.loads(overrides or "{}")
+    for name, overrides in args.variant:
         runners.append((f"ours:{name}", "ours", overrides, overrides.get("lr", args.lr)))
 
     for workload in workloads:
@@ -587,7 +601,9 @@ def main() -> None:
     )
     parser.add_argument("--pool", type=int, default=50_000, help="samples of a for the exact p-samples")
     parser.add_argument("--pi-samples", type=int, default=2048, help="samples of each final π")
-    parser.add_argument("--variant", action="append", default=[], help="NAME=JSON of training overrides")
+    parser.add_argument(
+        "--variant", action="append", default=[], type=variant, help="NAME=JSON of training overrides"
+    )
     parser.add_argument(
         "--disco-lr",
         type=lambda s: [float(x) for x in s.split(",")],
@@ -601,14 +617,6 @@ def main() -> None:
     parser.add_argument("--summarise", help="print the table of an --out file and exit")
     parser.add_argument("--worker", choices=["ours", "disco"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for spec in args.variant:  # bad input is refused before the pool is drawn
-        name, _, overrides = spec.partition("=")
-        try:
-            kind = json.loads(overrides or "{}").get("bench_weights", WEIGHTS[0])
-        except (json.JSONDecodeError, AttributeError):
-            parser.error(f"--variant {name}: the part after = must be a JSON object, got {overrides!r}")
-        if kind not in WEIGHTS:
-            parser.error(f"--variant {name}: bench_weights must be one of {', '.join(WEIGHTS)}, got {kind!r}")
     if args.worker == "ours":
         ours_worker()
     elif args.worker == "disco":
