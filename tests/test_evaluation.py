@@ -109,6 +109,23 @@ def test_kl_p_pi_splits_into_satisfaction_and_the_rest_exactly_and_on_the_pool(p
     assert records[-1]["exact_kl_p_pi_within"] > 0.01  # π ≠ p inside B: the identity is not trivial
 
 
+def test_eval_off_a_terminal_prints_its_phases_while_it_draws_the_pool(tmp_path, monkeypatch):
+    """A redirected `bayesalign eval` that draws a pool for minutes is not silent: the heartbeat
+    prints the evaluator's phase (here shortened to every 10 ms)."""
+    import functools
+    import io
+
+    import bayesalign.evaluation
+    from bayesalign.progress import Heartbeat
+
+    monkeypatch.setenv("BAYESALIGN_CACHE", str(tmp_path))
+    monkeypatch.setattr(bayesalign.evaluation, "Heartbeat", functools.partial(Heartbeat, every=0.01))
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    evaluate_policy(parse_config(copy.deepcopy(POOLED)), None, console)
+    assert "drawing prior samples: chunk" in out.getvalue()
+
+
 def test_eval_reuses_the_runs_pool_and_scores_the_same_policy_alike(pooled_run):
     folder, again = pooled_run
     last = RunFolder(folder).read_metrics()[-1]

@@ -55,6 +55,22 @@ def test_heartbeat_prints_the_phase_and_eta_off_a_terminal():
     assert len(out.getvalue().splitlines()) == len(lines)  # stopped with the block
 
 
+def test_a_heartbeat_without_steps_prints_the_phase_alone():
+    import io
+    import time
+
+    from rich.console import Console
+
+    from bayesalign.progress import Heartbeat
+
+    out = io.StringIO()
+    with Heartbeat(Console(file=out, force_terminal=False, width=200), total=None, every=0.05) as beat:
+        beat.update(phase="drawing prior samples: chunk 2 of 16")
+        time.sleep(0.3)
+    last = out.getvalue().splitlines()[-1]
+    assert last.endswith("] drawing prior samples: chunk 2 of 16") and "step" not in last
+
+
 def test_heartbeat_is_silent_on_a_terminal():
     import io
     import time

@@ -15,6 +15,7 @@ from rich.console import Console
 from bayesalign.config import Config
 from bayesalign.config.build import build_evaluator, build_models, build_target, load_context_sets
 from bayesalign.moments import MomentFit
+from bayesalign.progress import Heartbeat
 from bayesalign.runs import RunFolder
 from bayesalign.runs.saved_policy import load_proposal, proposal_folder
 
@@ -37,13 +38,18 @@ def evaluate_policy(config: Config, policy: str | Path | None, console: Console)
     fitted = MomentFit.from_dict(saved["fit"]) if saved and saved.get("fit") else None
     with console.status("building the target"):
         target = build_target(config.target, prior, config.sampling, fitted=fitted)
-    with console.status("evaluating") as status:
+    with console.status("evaluating") as status, Heartbeat(console, None) as beat:
+
+        def show(phase: str) -> None:  # the spinner on a terminal, the heartbeat's lines off one
+            status.update(phase)
+            beat.update(phase=phase)
+
         evaluator = build_evaluator(
             config,
             target,
             eval_contexts=None if contexts is None else contexts.eval,
             references=None if contexts is None else contexts.references,
-            status=lambda phase: status.update(phase),
+            status=show,
         )
         metrics = evaluator.evaluate(model, prior)
     return metrics

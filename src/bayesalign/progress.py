@@ -72,9 +72,11 @@ def show_record(console: Console, label: str, record: dict, keys: tuple[str, ...
 class Heartbeat:
     """Off a terminal, a line every ``every`` seconds with the current phase, the progress and
     an ETA, so that a log redirected to a file still shows a long run is alive (a bar does
-    that on a terminal). A daemon thread; use it as a context manager."""
+    that on a terminal). ``total=None`` for work counted in phases, not steps (an evaluation
+    drawing a pool): the line then holds the elapsed time and the phase only. A daemon thread;
+    use it as a context manager."""
 
-    def __init__(self, console: Console, total: int, every: float = 20.0) -> None:
+    def __init__(self, console: Console, total: int | None, every: float = 20.0) -> None:
         import threading
         import time
 
@@ -91,6 +93,8 @@ class Heartbeat:
 
     def line(self) -> str:
         elapsed = self._clock() - self._started
+        if self.total is None:
+            return f"[{elapsed:5.0f}s] {self.phase}"
         eta = "?" if not self.done else f"{elapsed / self.done * (self.total - self.done):.0f}s"
         return f"[{elapsed:5.0f}s] step {self.done}/{self.total}, ETA {eta}: {self.phase}"
 
