@@ -61,3 +61,15 @@ def test_methods_json_is_what_the_method_configs_give_now(tmp_path):
         last = RunFolder(out).read_metrics()[-1]
         for name, documented in results[config.stem]["end"].items():
             assert last[name] == pytest.approx(documented, abs=0.02, rel=0.05), (config.stem, name)
+
+
+def test_every_shipped_config_still_parses():
+    """The configs the docs tell users to run (configs/*.yaml, the demo's) parse under today's
+    schema: a renamed or removed key fails here, not in a user's first command."""
+    from bayesalign.config import load_config
+
+    demo = ROOT / "src" / "bayesalign" / "configs" / "demo.yaml"
+    shipped = [*sorted((ROOT / "configs").glob("*.yaml")), demo]
+    assert len(shipped) > 5
+    for config in shipped:
+        load_config(config)

@@ -33,7 +33,7 @@ from bayesalign.report.tables import phase_seconds
 COLUMNS = {  # metric in the record -> column title
     "pool_kl_p_pi": "KL(p*‖π) (pool)",
     "reverse_kl": "KL(π‖p*)",
-    "score_positive_pi": "E_π[b]",
+    "score_b_pi": "E_π[b]",
     "kl_pi_a": "KL(π‖a)",
     "frontier_excess": "frontier excess",
     "entropy_pi": "H(π) (nats)",
@@ -52,9 +52,11 @@ def runs(folders: list[Path]) -> dict[str, list[dict]]:
                 continue
             records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
             method, seed = metrics.parent.parent.name, int(metrics.parent.name.removeprefix("seed"))
-            beta = yaml.safe_load((metrics.parent / "config.yaml").read_text())["target"]["reward"]["beta"]
+            reward = yaml.safe_load((metrics.parent / "config.yaml").read_text())["target"]["reward"]
+            score = f"score_{reward['scorer']['name']}_pi"  # E_π[b] under the scorer's own name
             for r in records:
-                r["reverse_kl"] = r["kl_pi_a"] - r["score_positive_pi"] / beta + r["pool_log_z"]
+                r["score_b_pi"] = r[score]
+                r["reverse_kl"] = r["kl_pi_a"] - r["score_b_pi"] / reward["beta"] + r["pool_log_z"]
             phases = phase_seconds(records)
             found.setdefault(method, []).append(
                 {
@@ -135,7 +137,7 @@ def table(found: dict[str, list[dict]], reference: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(found: dict[str, list[dict]], frontier: Path, out: Path) -> None:
+def plot(found: dict[str, list[dict]], frontier: Path, out: Path, b_label: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,16 +147,16 @@ def plot(found: dict[str, list[dict]], frontier: Path, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([kl for _, kl in points], [s for s, _ in points], "k-", lw=1, label="KL frontier (least KL(π‖a))")
     first = next(iter(found.values()))[0]["first"]
-    ax.plot([0], [first["score_positive_pi"]], "k*", ms=10, label="π = a")
+    ax.plot([0], [first["score_b_pi"]], "k*", ms=10, label="π = a")
     # p* itself: KL(p*‖a) = −log Z of the posterior (the pool's), E_p*[b] = 1 to ~1e-4
     ax.plot([first["pool_kl_p_a"]], [1.0], "kD", ms=7, label="p* (the target)")
     for method, seeds in found.items():
         xs = [s["last"]["kl_pi_a"] for s in seeds]
-        ys = [s["last"]["score_positive_pi"] for s in seeds]
+        ys = [s["last"]["score_b_pi"] for s in seeds]
         ax.plot(xs, ys, "o", color=COLOURS.get(method), label=method)
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("KL(π‖a), nats (symlog scale)")
-    ax.set_ylabel("E_π[b]  (b = VADER compound > 0.5)")
+    ax.set_ylabel(f"E_π[b]  (b = {b_label})")
     ax.set_title("Every run's final π against the KL frontier (SmolLM2-135M)")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
@@ -166,6 +168,7 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/results/rm_vs_dm_smollm2"))
     parser.add_argument("--reference", default="gdc++")
+    parser.add_argument("--b-label", default="VADER compound > 0.5", help="what b is, for the plot's axis")
     args = parser.parse_args()
     found = runs(args.folders)
     if args.reference not in found:
@@ -189,7 +192,7 @@ def main() -> None:
     }
     args.out.with_suffix(".json").write_text(json.dumps(dump, indent=1))
     frontier = next(args.folders[0].glob("*/seed*/frontier.json"))
-    plot(found, frontier, args.out.with_suffix(".png"))
+    plot(found, frontier, args.out.with_suffix(".png"), args.b_label)
 
 
 if __name__ == "__main__":
