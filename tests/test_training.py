@@ -305,6 +305,63 @@ def test_dm_draws_run_the_prior_on_the_support_only_and_train_the_same(make_trai
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
 
 
+@dataclass(frozen=True)
+class EveryRowDPG(DPG):
+    """DPG as it was: the policy's forward and backward on every row."""
+
+    def rows_with_loss(self, batch: Batch) -> None:
+        return None
+
+
+@pytest.mark.parametrize("proposal", ["fixed", "on_policy"])
+def test_dpg_runs_the_policy_on_weighted_rows_only_same_gradient(make_trainer, proposal, monkeypatch):
+    """DPG's loss is 0·log π wherever P(x) = 0: the loop runs the policy's forward and backward
+    on the other rows only, and its gradient is that of a loop that runs every row (same seed,
+    same draw; equal within the float rounding of a smaller batch). The loss is still divided
+    by the whole minibatch: dividing by the kept rows would scale the gradient and fail here.
+    (Gradients, not weights after Adam: the attention's key bias has a zero gradient in exact
+    arithmetic, and Adam turns its rounding noise into lr-sized steps.)"""
+    overrides = (f"training.proposal.update={proposal}", "training.method=dpg", "training.steps=1")
+    overrides += ("training.max_grad_norm=null", "eval.every=100", "eval.exact=false")  # no clipping
+    skipping, every = make_trainer(*overrides), make_trainer(*overrides, objective=EveryRowDPG())
+    rows: dict[str, list[int]] = {"skipping": [], "every": []}
+    grads: dict[str, list[torch.Tensor]] = {}
+    for name, trainer in (("skipping", skipping), ("every", every)):
+        forward, step = trainer.policy.forward_generated, trainer.optimizer.step
+        monkeypatch.setattr(
+            trainer.policy,
+            "forward_generated",
+            lambda s, *a, _f=forward, _r=rows[name], **k: _r.append(len(s)) or _f(s, *a, **k),
+        )
+
+        def record(*a, _step=step, _name=name, _trainer=trainer, **k):
+            grads[_name] = [p.grad.clone() for p in _trainer.policy.module.parameters()]
+            return _step(*a, **k)
+
+        monkeypatch.setattr(trainer.optimizer, "step", record)
+        trainer.train_step()
+    assert rows["every"] == [64] and len(rows["skipping"]) == 1
+    assert 0 < rows["skipping"][0] < 64  # b = "has b": some rows without, some with
+    assert any(g.abs().max() > 1e-3 for g in grads["every"])
+    for mine, theirs in zip(grads["skipping"], grads["every"], strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_objectives_name_the_rows_with_a_loss():
+    """DPG: the rows with P(x) > 0; GDC++ (its baseline pushes every row): all of them."""
+    from bayesalign.objectives import CDPG
+
+    log_target = torch.tensor([0.0, float("-inf"), -1.0], dtype=torch.float64)
+    batch = Batch(None, torch.zeros(3, dtype=torch.float64), log_target, None, 0.0)
+    assert DPG().rows_with_loss(batch).tolist() == [True, False, True]
+    assert GDCPlusPlus().rows_with_loss(batch) is None
+    # CDPG: its per-context weights, zero where P(x | c) = 0, unless its baseline is on
+    weight = torch.tensor([0.5, 0.0, 2.0], dtype=torch.float64)
+    weighted = Batch(None, batch.log_q, log_target, None, 0.0, extras={"weight": weight})
+    assert CDPG(baseline=False).rows_with_loss(weighted).tolist() == [True, False, True]
+    assert CDPG().rows_with_loss(weighted) is None
+
+
 # -- 4. resume ----------------------------------------------------------------------------------------
 RESUME = (
     "training.steps=12",

@@ -108,7 +108,16 @@ def policy_output(policy: LanguageModel, samples: Samples, *, hidden: bool = Fal
     return PolicyOutput(token_log_probs, samples.mask.to(token_log_probs.device), states)
 
 
-HOOKS = ("check_target", "attach", "prepare", "step_metrics", "after_update", "state_dict", "load_state_dict")
+HOOKS = (
+    "check_target",
+    "attach",
+    "prepare",
+    "rows_with_loss",
+    "step_metrics",
+    "after_update",
+    "state_dict",
+    "load_state_dict",
+)
 
 
 class Objective(ABC):
@@ -169,6 +178,14 @@ class Objective(ABC):
         ``extras`` (advantages, returns). Step-level bookkeeping such as an adaptive KL
         coefficient happens here, once per step."""
         return batch
+
+    def rows_with_loss(self, batch: Batch) -> torch.Tensor | None:
+        """A boolean mask of the rows whose loss can be non-zero, or None for every row. The loop
+        runs the policy's forward and backward on these rows only: a row whose loss is 0 times
+        log π adds exactly nothing to the gradient, and DPG's weight is 0 wherever P(x) = 0 —
+        nine rows in ten at a base rate of 0.1 with q = a. The loss is still divided by the whole
+        minibatch's size, so the gradient is the same."""
+        return None
 
     @property
     def prepares_batches(self) -> bool:

@@ -82,6 +82,10 @@ class CDPG(Objective):
             advantage = advantage - torch.exp(log_pi.detach().double().cpu() - batch.log_q)
         return -advantage.to(log_pi) * log_pi
 
+    def rows_with_loss(self, batch: Batch) -> torch.Tensor | None:
+        # without the baseline a row with P(x | c) = 0 has weight 0; with it every row counts
+        return None if self.baseline else batch.extras["weight"] != 0
+
     def step_metrics(self) -> dict[str, float]:
         return self._metrics
 

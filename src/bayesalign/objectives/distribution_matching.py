@@ -27,6 +27,9 @@ class DPG(Objective):
         log_pi = out.log_prob
         return -batch.normalised_weights.to(log_pi) * log_pi
 
+    def rows_with_loss(self, batch: Batch) -> torch.Tensor:
+        return batch.normalised_weights != 0  # P(x) = 0: weight 0, no gradient
+
 
 @dataclass(frozen=True)
 class GDCPlusPlus(Objective):

@@ -228,6 +228,9 @@ class Trainer(Resumable):
                 total = 0.0
                 for i, micro in enumerate(micros):
                     part = batch.select(micro)
+                    rows = self.objective.rows_with_loss(part)
+                    if rows is not None and rows.any():  # none has a loss: all run, a zero gradient
+                        part = part.select(rows.nonzero().squeeze(1))
                     sync = i == len(micros) - 1
                     with (
                         clock("forward_backward"),
