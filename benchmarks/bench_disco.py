@@ -3,7 +3,7 @@
     bash benchmarks/setup_disco_venv.sh        # once: disco in .venv-disco (see its header)
     python benchmarks/bench_disco.py [--workloads on-0.3,on-0.1,on-0.03,fixed-0.1] [--seeds 0,1,2]
         [--steps 100] [--lr 1e-3] [--pool 50000] [--pi-samples 2048] [--out results.jsonl]
-        [--variant NAME=JSON ...] [--disco-lr 1e-4,3e-4] [--no-disco]
+        [--variant NAME=JSON ...] [--disco-lr 1e-4,3e-4] [--no-disco] [--method gdc++|dpg]
 
 The prior a is a randomly initialised GPT-2 (2 layers × 128, 4 heads, 0.41M parameters) over a
 101-token word-level vocabulary (EOS, w1..w100), with initialiser std 0.1 so that its next-token
@@ -16,7 +16,8 @@ base rate under a (on a 4,096-sample pilot pool) is nearest 0.3, 0.1 or 0.03, an
 ``on`` = on-policy (q = π; disco's "online" mode) or ``fixed`` = offline with q = a (disco: a
 proposal distribution that is never replaced, its divergence check interval set past the last
 step). Both libraries train by GDC++ (DPG with the baseline π/q; disco's DPGTuner default,
-KLLoss(use_baseline=True)), 256 samples × 20 tokens per step, one update per step, the same lr
+KLLoss(use_baseline=True)) or, with ``--method dpg``, by DPG without a baseline (disco:
+KLLoss(use_baseline=False)), 256 samples × 20 tokens per step, one update per step, the same lr
 and number of steps; every other setting is each library's default (disco: Adam, no clipping,
 12 warm-up steps from lr 0; ours: AdamW with weight decay 0, gradient norm clipped at 1.0, no
 warm-up). ``--variant NAME=JSON`` adds a run of ours with ``training`` overrides (e.g.
@@ -145,7 +146,7 @@ def ours_worker() -> None:
             # bench_* overrides are this script's, not the library's (probes of settings it lacks)
             bench = {k: v for k, v in cmd["overrides"].items() if k.startswith("bench_")}
             training = {
-                "method": "gdc++",
+                "method": cmd["method"],
                 "steps": cmd["steps"],
                 "batch_size": BATCH,
                 "lr": cmd["lr"],
@@ -233,6 +234,7 @@ def run_disco_job(cmd: dict, stream) -> None:
     from disco.distributions import LMDistribution
     from disco.scorers import BooleanScorer
     from disco.tuners import DPGTuner
+    from disco.tuners.losses import KLLoss
 
     word, steps = cmd["word"], cmd["steps"]
     base = LMDistribution(cmd["model_dir"], length=MAX_NEW_TOKENS)
@@ -254,6 +256,7 @@ def run_disco_job(cmd: dict, stream) -> None:
         scoring_size=BATCH,  # one minibatch per step (disco's default is 64: same gradient)
         learning_rate=cmd["lr"],
         divergence_evaluation_interval=interval,
+        loss=KLLoss(use_baseline=cmd["method"] == "gdc++"),  # disco's default: the baseline on
     )
     clock: dict[str, float] = {}
 
@@ -498,6 +501,7 @@ def drive(args: argparse.Namespace) -> None:
                     seed=seed,
                     lr=lr,
                     steps=args.steps,
+                    method=args.method,
                     overrides=overrides,
                 )
                 workers[worker].read("ready")
@@ -529,6 +533,7 @@ def drive(args: argparse.Namespace) -> None:
                     "rate": w["rate"],
                     "log_z": w["log_z"],
                     "library": name,
+                    "method": args.method,
                     "overrides": overrides,
                     "seed": seed,
                     "steps": args.steps,
@@ -561,8 +566,9 @@ def drive(args: argparse.Namespace) -> None:
 def summarise(records: list[dict]) -> None:
     """Markdown table: workload × library, means over seeds (per-seed KL listed)."""
     groups: dict[tuple[str, str], list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["workload"], r["library"]), []).append(r)
+    for r in records:  # records written before --method existed are GDC++
+        library = r["library"] if r.get("method", "gdc++") == "gdc++" else f"{r['library']} ({r['method']})"
+        groups.setdefault((r["workload"], library), []).append(r)
     print(
         "\n| workload | library | lr | CPU s/step | wall s/step | samples/s | KL(p‖π) per seed (± s.e.) | "
         "KL(p‖π) mean ± s.e. | E_π[b] | KL(π‖a) |"
@@ -610,6 +616,12 @@ def main() -> None:
         help="disco's lrs, one runner each (default: --lr)",
     )
     parser.add_argument("--no-disco", action="store_true", help="ours (and variants) only")
+    parser.add_argument(
+        "--method",
+        choices=["gdc++", "dpg"],
+        default="gdc++",
+        help="both libraries' loss: GDC++ (disco's default) or DPG without a baseline",
+    )
     parser.add_argument("--no-default", action="store_true", help="leave out ours with default settings")
     parser.add_argument("--check-trained", action="store_true", help="log-prob check on disco's final models")
     parser.add_argument("--out", default="bench_disco.jsonl", help="JSON lines, appended")
