@@ -1,6 +1,10 @@
 """Ancestral decoding with the KV cache: the loop that draws sequences token by token and keeps
 each token's log-probability under the distribution it was drawn from (log q). `LanguageModel`
-calls it with its module; the loop knows nothing of prompts or texts."""
+calls it with its module; the loop knows nothing of prompts or texts.
+
+With ``differentiable`` the loop runs with autograd on and returns the log-probabilities with
+their graph: the sampling pass is then also the policy's forward pass of an on-policy training
+step (training/sampling_pass.py), which saves running π a second time over the same tokens."""
 
 from __future__ import annotations
 
@@ -23,7 +27,6 @@ def draw_tokens(log_probs: torch.Tensor, generator: torch.Generator | None) -> t
     return token.clamp_(max=cdf.shape[-1] - 1).squeeze(1)
 
 
-@torch.no_grad()
 def decode(
     module: PreTrainedModel,
     prompt_ids: torch.Tensor,
@@ -33,11 +36,33 @@ def decode(
     eos: int,
     decoder_start: int | None = None,
     generator: torch.Generator | None = None,
+    differentiable: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Continue each (left-padded) prompt for at most ``params.max_new_tokens`` tokens, or until
     EOS; returns token ids, their mask and per-token log q, [n, T] on the CPU (T: the longest).
     ``decoder_start``: an encoder-decoder's first decoder token (the prompt is then the encoder's
-    input, encoded once)."""
+    input, encoded once). ``differentiable``: log q keeps its autograd graph and stays on the
+    model's device (ancestral sampling only, where log q is log π)."""
+    if differentiable and not params.is_ancestral:
+        raise ValueError("a differentiable sampling pass needs ancestral sampling (log q = log π)")
+    with torch.set_grad_enabled(differentiable):
+        ids, mask, token_log_q = _decode(
+            module, prompt_ids, prompt_mask, params, eos, decoder_start, generator
+        )
+    return ids.cpu(), mask.cpu(), token_log_q if differentiable else token_log_q.cpu()
+
+
+def _decode(
+    module: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    params: SamplingParams,
+    eos: int,
+    decoder_start: int | None,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`decode`'s loop, on the model's device; nothing in it is modified in place after autograd
+    may have saved it (``alive`` is rebound, log q collected per step and stacked)."""
     n, device = len(prompt_ids), next(module.parameters()).device
     attention = prompt_mask.to(device).long()
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -45,7 +70,7 @@ def decode(
     steps = params.max_new_tokens
     ids = torch.zeros(n, steps, dtype=torch.long, device=device)
     mask = torch.zeros(n, steps, dtype=torch.bool, device=device)
-    token_log_q = torch.zeros(n, steps, device=device)
+    token_log_q: list[torch.Tensor] = []
     alive = torch.ones(n, dtype=torch.bool, device=device)
     inputs, cache, used = prompt_ids.to(device), {}, 0
     seq2seq = decoder_start is not None
@@ -75,16 +100,16 @@ def decode(
         cache = {key: out[key]}
         logits = warpers(inputs, out.logits[:, -1].float())
         log_probs = torch.log_softmax(logits, dim=-1)
-        token = draw_tokens(log_probs, generator)
+        token = draw_tokens(log_probs.detach(), generator)
         ids[:, t] = torch.where(alive, token, 0)
         mask[:, t] = alive
-        token_log_q[:, t] = torch.where(alive, log_probs.gather(1, token[:, None])[:, 0], 0)
+        token_log_q.append(torch.where(alive, log_probs.gather(1, token[:, None])[:, 0], 0.0))
         used = t + 1
-        alive &= token != eos
+        alive = alive & (token != eos)
         if not alive.any():
             break
         inputs = token[:, None]
         if not seq2seq:  # the decoder's own mask and positions grow inside it
             attention = torch.cat([attention, attention.new_ones(n, 1)], dim=1)
             positions = positions[:, -1:] + 1
-    return ids[:, :used].cpu(), mask[:, :used].cpu(), token_log_q[:, :used].cpu()
+    return ids[:, :used], mask[:, :used], torch.stack(token_log_q, dim=1)

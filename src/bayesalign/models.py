@@ -240,7 +240,6 @@ class LanguageModel:
         )
 
     # -- sampling ---------------------------------------------------------------------------
-    @torch.no_grad()
     def sample(
         self,
         n: int,
@@ -249,8 +248,12 @@ class LanguageModel:
         contexts: Sequence[str] | None = None,
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
+        differentiable: bool = False,
     ) -> Samples:
-        """Draw ``n`` sequences; log-probabilities come from the sampling pass (KV cache)."""
+        """Draw ``n`` sequences; log-probabilities come from the sampling pass (KV cache).
+        ``differentiable``: the samples also carry that pass's log π with its autograd graph
+        (``Samples.graph_token_log_probs``), for an on-policy step that back-propagates
+        through it instead of running π again."""
         if contexts is not None and len(contexts) != n:
             raise ValueError(f"got {len(contexts)} contexts for {n} samples")
         batch_size = batch_size or n
@@ -258,7 +261,7 @@ class LanguageModel:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             ctx = None if contexts is None else list(contexts[start:stop])
-            parts.append(self._sample_batch(stop - start, params, ctx, generator))
+            parts.append(self._sample_batch(stop - start, params, ctx, generator, differentiable))
         return parts[0] if len(parts) == 1 else Samples.concat(parts)
 
     def _sample_batch(
@@ -267,6 +270,7 @@ class LanguageModel:
         params: SamplingParams,
         contexts: list[str] | None,
         generator: torch.Generator | None,
+        differentiable: bool,
     ) -> Samples:
         prompt_ids, prompt_mask = self.encode_prompts(contexts or [self.prompt] * n)
         with self._adapter_scope():
@@ -278,15 +282,17 @@ class LanguageModel:
                 eos=self.tokenizer.eos_token_id,
                 decoder_start=self._decoder_start if self.is_seq2seq else None,
                 generator=generator,
+                differentiable=differentiable,
             )
         return Samples(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
             ids=ids,
             mask=mask,
-            token_log_q=token_log_q,
+            token_log_q=token_log_q.detach().cpu(),
             texts=self.decode(ids, mask),
             contexts=contexts,
+            graph_token_log_probs=token_log_q if differentiable else None,
         )
 
     # -- scoring ----------------------------------------------------------------------------

@@ -121,6 +121,7 @@ def propose(
     batch_size: int | None = None,
     contexts: Sequence[str] | None = None,
     prior: PriorPass = "all",
+    differentiable: bool = False,
 ) -> Scored:
     """Draw n samples from ``proposal`` and score them under ``target``.
 
@@ -130,9 +131,17 @@ def propose(
     REINFORCE); ``"support"`` for those that read log P but not log a (DPG, GDC++): samples
     that violate a constraint have log P = −∞ whatever log a is, so the prior runs on the
     others only (on a rare constraint, most of the batch). With ``contexts`` (one per sample),
-    sample i continues contexts[i] and is scored by b(x, c) under a(x|c).
+    sample i continues contexts[i] and is scored by b(x, c) under a(x|c). ``differentiable``:
+    the samples keep the sampling pass's graph (`LanguageModel.sample`).
     """
-    samples = proposal.sample(n, params, contexts=contexts, generator=generator, batch_size=batch_size)
+    samples = proposal.sample(
+        n,
+        params,
+        contexts=contexts,
+        generator=generator,
+        batch_size=batch_size,
+        differentiable=differentiable,
+    )
     log_q = samples.log_q.double()
     evidence = target.evidence(samples)
     if prior == "none":

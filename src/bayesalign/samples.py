@@ -55,7 +55,7 @@ def pad(t: torch.Tensor, width: int, *, left: bool, value: float | int | bool) -
     extra = width - t.shape[1]
     if extra == 0:
         return t
-    filler = torch.full((t.shape[0], extra), value, dtype=t.dtype)
+    filler = torch.full((t.shape[0], extra), value, dtype=t.dtype, device=t.device)
     return torch.cat([filler, t] if left else [t, filler], dim=1)
 
 
@@ -67,6 +67,11 @@ class Samples:
     (``mask`` marks real tokens, EOS included). ``token_log_q`` holds, per generated token, the
     log-probability under the *sampling* distribution (after temperature/top-k/top-p), zero at
     padding; it is what importance weights divide by.
+
+    ``graph_token_log_probs``: the same values with the sampling pass's autograd graph, on the
+    model's device, when the sampler was asked for it (``differentiable``): a training step
+    back-propagates through it instead of running π again. Only a training step's own draw
+    carries one (it holds the pass's activations until the step is done).
     """
 
     prompt_ids: torch.Tensor  # [B, P] long
@@ -76,6 +81,7 @@ class Samples:
     token_log_q: torch.Tensor  # [B, T] float
     texts: list[str]
     contexts: list[str] | None = None
+    graph_token_log_probs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.ids.shape[0]
@@ -100,6 +106,7 @@ class Samples:
             token_log_q=self.token_log_q[idx],
             texts=[self.texts[i] for i in idx.tolist()],
             contexts=None if self.contexts is None else [self.contexts[i] for i in idx.tolist()],
+            graph_token_log_probs=None if (g := self.graph_token_log_probs) is None else g[idx.to(g.device)],
         )
 
     def chunks(self, size: int) -> Iterator[Samples]:
@@ -145,4 +152,9 @@ class Samples:
             token_log_q=torch.cat([pad(p.token_log_q, width_t, left=False, value=0.0) for p in parts]),
             texts=[t for p in parts for t in p.texts],
             contexts=contexts if any(p.contexts is not None for p in parts) else None,
+            graph_token_log_probs=torch.cat(
+                [pad(p.graph_token_log_probs, width_t, left=False, value=0.0) for p in parts]
+            )
+            if all(p.graph_token_log_probs is not None for p in parts)
+            else None,
         )

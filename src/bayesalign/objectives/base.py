@@ -103,7 +103,12 @@ class PolicyOutput:
 
 
 def policy_output(policy: LanguageModel, samples: Samples, *, hidden: bool = False) -> PolicyOutput:
-    """π on ``samples`` as objectives see it (differentiable unless called under no_grad)."""
+    """π on ``samples`` as objectives see it (differentiable unless called under no_grad). Free
+    when the samples carry π's sampling pass with its graph (training/sampling_pass.py)."""
+    graph = samples.graph_token_log_probs
+    if graph is not None and not hidden:
+        graph = graph if torch.is_grad_enabled() else graph.detach()
+        return PolicyOutput(graph, samples.mask.to(graph.device))
     token_log_probs, states = policy.forward_generated(samples, hidden=hidden)
     return PolicyOutput(token_log_probs, samples.mask.to(token_log_probs.device), states)
 

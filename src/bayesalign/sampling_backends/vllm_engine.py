@@ -70,8 +70,12 @@ class VLLMSampler:
         contexts: Sequence[str] | None = None,
         generator: torch.Generator | None = None,
         batch_size: int | None = None,  # vLLM schedules its own batches
+        differentiable: bool = False,
     ) -> Samples:
         from vllm import SamplingParams as VLLMParams
+
+        if differentiable:
+            raise ValueError("vLLM's sampling pass has no autograd graph; π is run again to train")
 
         if params.banned_tokens:
             raise ValueError("sampling.backend: vllm does not ban tokens; use sampling.backend: hf")

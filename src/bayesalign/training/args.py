@@ -46,6 +46,12 @@ class TrainArgs(Args):
     )
     mixed_precision: Literal["no", "bf16"] = Field("no", description="bf16: autocast the policy (CUDA only)")
     gradient_checkpointing: bool = Field(False, description="recompute the policy's activations in backward")
+    reuse_sampling_pass: bool = Field(
+        True,
+        description="on-policy steps with one update back-propagate through the sampling pass "
+        "instead of running π again on its samples, where that gives the same gradient "
+        "(training/sampling_pass.py); false: always a separate forward",
+    )
     proposal: ProposalArgs = ProposalArgs()
     replay_pool: bool = Field(
         False,

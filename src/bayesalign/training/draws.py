@@ -51,9 +51,10 @@ class Draws:
         *,
         evaluation: bool = False,
         prior: PriorPass = "all",
+        differentiable: bool = False,
     ) -> Scored:
         """n samples from ``model`` scored under the target, with as much of the prior's pass as
-        ``prior`` asks for (`PriorPass`)."""
+        ``prior`` asks for (`PriorPass`); ``differentiable``: keeping the sampling pass's graph."""
         contexts = None
         if self.contexts is not None and evaluation:
             contexts = evaluation_rows(self.eval_contexts, n)
@@ -71,6 +72,7 @@ class Draws:
                 batch_size=self.sample_batch,
                 contexts=None if contexts is None else contexts[rows],
                 prior=prior,
+                differentiable=differentiable,
             )
 
         return self.dist.draw(len(contexts) if contexts is not None else n, generator, draw_rows)

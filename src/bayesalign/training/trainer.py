@@ -40,6 +40,7 @@ from bayesalign.training.draws import Draws, replay_batch
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
 from bayesalign.training.optimizer import make_optimizer
 from bayesalign.training.resumable import Resumable
+from bayesalign.training.sampling_pass import reuses_sampling_pass
 from bayesalign.training.state import BestPolicy, TrainState
 from bayesalign.training.timing import PhaseClock
 
@@ -134,6 +135,9 @@ class Trainer(Resumable):
             self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
             sharding.gather(policy.module)
         self.vllm = VLLMSampler(policy) if sampling.backend == "vllm" else None
+        self.reuse_sampling_pass = reuses_sampling_pass(
+            args, sampling, self.sampling, objective, policy, self.dist.world
+        )
         # FSDP and vLLM hold π's weights elsewhere than its parameters: no average there
         supported = not self.dist.sharded and self.vllm is None
         self.average = weight_average(policy.module, args.average_weights, supported=supported)
@@ -175,12 +179,14 @@ class Trainer(Resumable):
         *,
         evaluation: bool = False,
         prior: PriorPass = "all",
+        gradient: bool = False,
     ) -> Scored:
         """n samples from ``model`` scored under the target (`Draws`; with as much of the prior's
-        pass as ``prior`` asks for); evaluation draws spread over the evaluation contexts."""
+        pass as ``prior`` asks for, and with ``gradient`` the sampling pass's graph kept);
+        evaluation draws spread over the evaluation contexts."""
         who = "π" if model is self.policy else "a" if model is self.base else "q"
         self.status(f"sampling {n} from {who}")
-        return self.draws(model, n, generator, evaluation=evaluation, prior=prior)
+        return self.draws(model, n, generator, evaluation=evaluation, prior=prior, differentiable=gradient)
 
     def _policy_log_prob(self, draw: Scored) -> torch.Tensor:
         """log π on samples drawn from the proposal (free when the proposal is π)."""
@@ -211,7 +217,13 @@ class Trainer(Resumable):
             if cfg.replay_pool:
                 draw = self._replay_batch(cfg.batch_size)
             else:
-                draw = self.draw(self.proposal, cfg.batch_size, self.generator, prior=self.prior_pass)
+                draw = self.draw(  # with its graph: the pass is π's forward (training/sampling_pass.py)
+                    self.proposal,
+                    cfg.batch_size,
+                    self.generator,
+                    prior=self.prior_pass,
+                    gradient=self.reuse_sampling_pass,
+                )
         if draw.scored_prior:
             self._accumulate_z(draw)
         with clock("prepare"):
