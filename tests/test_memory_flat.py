@@ -78,6 +78,11 @@ CASES = {
         "training.proposal.update=on_policy",
         "training.kl_reinforce={beta: 0.1}",
     ),
+    "gdc++ on-policy, one update (through the sampling pass's graph)": (
+        "training.method=gdc++",
+        "training.proposal.update=on_policy",
+        "training.minibatch_size=32",
+    ),
     "ppo (value head, 2 epochs)": (
         "training.method=ppo",
         "training.proposal.update=on_policy",
@@ -90,6 +95,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_memory_is_flat_over_many_steps(make_trainer, case: str) -> None:
     trainer = make_trainer(*CASES[case])
+    assert trainer.reuse_sampling_pass == ("sampling pass" in case)
     counts = run_and_count(trainer)
     assert trainer.state.step == WARMUP + STEPS
     assert all(c.with_graph == 0 for c in counts.values()), {s: c.with_graph for s, c in counts.items()}

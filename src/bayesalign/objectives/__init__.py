@@ -1,7 +1,7 @@
 """Objectives: small per-sample loss functions over a batch. The training loop never branches on
 which one it runs; it hands each objective the same `Batch` and the policy's log-probabilities."""
 
-from bayesalign.objectives.base import Batch, Objective, PolicyOutput, policy_output
+from bayesalign.objectives.base import Batch, Objective, PolicyOutput, frozen_policy_output, policy_output
 from bayesalign.objectives.conditional import CDPG
 from bayesalign.objectives.distribution_matching import DPG, GDCPlusPlus
 from bayesalign.objectives.f_divergence import DIVERGENCES, FDPG, Divergence, InfiniteDivergenceError
@@ -24,5 +24,6 @@ __all__ = [
     "PolicyOutput",
     "Reinforce",
     "TrajectoryBalance",
+    "frozen_policy_output",
     "policy_output",
 ]

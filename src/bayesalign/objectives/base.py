@@ -113,6 +113,22 @@ def policy_output(policy: LanguageModel, samples: Samples, *, hidden: bool = Fal
     return PolicyOutput(token_log_probs, samples.mask.to(token_log_probs.device), states)
 
 
+@torch.no_grad()
+def frozen_policy_output(
+    policy: LanguageModel, samples: Samples, *, hidden: bool, micro: int, free: bool
+) -> PolicyOutput:
+    """π on a step's samples before any update, detached (what ``prepare`` hooks read), in
+    chunks of ``micro`` samples. ``free``: π drew them ancestrally, so their log q is log π
+    (used as is unless hidden states are needed)."""
+    if free and not hidden:
+        return PolicyOutput(samples.token_log_q, samples.mask)
+    parts = [policy_output(policy, chunk, hidden=hidden) for chunk in samples.chunks(micro)]
+    states = torch.cat([p.hidden for p in parts]) if hidden else None
+    return PolicyOutput(
+        torch.cat([p.token_log_probs for p in parts]), torch.cat([p.mask for p in parts]), states
+    )
+
+
 HOOKS = (
     "check_target",
     "attach",

@@ -21,10 +21,9 @@ from bayesalign.estimators import ZeroPartitionError
 from bayesalign.evaluator import Evaluator, unsatisfied_message
 from bayesalign.exact import ExactTarget
 from bayesalign.models import LanguageModel
-from bayesalign.objectives import Batch, Objective, PolicyOutput, policy_output
+from bayesalign.objectives import Batch, Objective, frozen_policy_output, policy_output
 from bayesalign.proposals import PriorPass, Scored
 from bayesalign.runs import RunFolder
-from bayesalign.samples import Samples
 from bayesalign.sampling_backends import VLLMSampler
 from bayesalign.targets import Target
 from bayesalign.training.adaptive import (
@@ -41,6 +40,7 @@ from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boun
 from bayesalign.training.optimizer import make_optimizer
 from bayesalign.training.resumable import Resumable
 from bayesalign.training.sampling_pass import reuses_sampling_pass
+from bayesalign.training.setup_checks import refuse_unworkable
 from bayesalign.training.state import BestPolicy, TrainState
 from bayesalign.training.timing import PhaseClock
 
@@ -77,18 +77,12 @@ class Trainer(Resumable):
         run: RunFolder | None = None,
         distributed: Distributed | None = None,
     ) -> None:
-        if not isinstance(objective, Objective):
-            raise TypeError(f"{objective!r} is not an Objective (bayesalign.objectives.Objective)")
         args = args if args is not None else TrainArgs()
         sampling = sampling if sampling is not None else SamplingArgs()
+        self.dist = distributed or Distributed(args.sample_shards, args.mixed_precision)
+        refuse_unworkable(policy, target, objective, args, sampling, self.dist)
         self.policy, self.target, self.objective = policy, target, objective
-        objective.check_target(target)  # an objective that cannot work with this target says so now
         on_policy = args.proposal.update == "on_policy"
-        if objective.requires_on_policy and not on_policy:
-            raise ValueError(
-                f"{objective.name} trains on samples from the policy itself; set "
-                f"training.proposal.update: on_policy (it is {args.proposal.update!r})"
-            )
         self.needs_hidden = objective.needs_hidden
         self.prior_pass = objective.prior_pass
         self.base = target.base
@@ -104,25 +98,11 @@ class Trainer(Resumable):
         best = None if run is None else run.path / "best.safetensors"
         self.best = BestPolicy(best) if args.keep_best else None
         self.clock = PhaseClock()  # where the time goes: time_<phase>_wall/_cpu in each record
-        self.dist = distributed or Distributed(self.args.sample_shards, self.args.mixed_precision)
-        self.dist.check_batches(self.args.minibatch, self.args.micro)
-        if self.dist.world > 1 and objective.keeps_running_statistics:
-            raise ValueError(
-                f"{objective.name} updates running statistics from the samples each process trains "
-                "on, which differ between processes; train it on one process"
-            )
-        if self.dist.sharded and (policy.has_adapters or sampling.backend == "vllm"):
-            raise ValueError(
-                "under FSDP only full fine-tuning with the hf sampling backend is supported "
-                "(no LoRA, no vLLM): launch with DDP (configs/accelerate/ddp.yaml) instead"
-            )
         for model in (policy, self.base):
             model.module.to(self.dist.device)
         if self.args.gradient_checkpointing:
             enable_gradient_checkpointing(policy.module)
         self.params = [p for p in policy.module.parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError("the policy has no trainable parameters")
         # the objective's own weights (a value head): outside the policy, so no wrapper syncs them
         self.own_params: list[torch.nn.Parameter] = objective.attach(policy)
         self.params += self.own_params
@@ -292,7 +272,11 @@ class Trainer(Resumable):
         )
         if self.objective.prepares_batches:
             self.status("preparing advantages")
-            batch = self.objective.prepare(batch, self._frozen_output(batch.samples))
+            drawn_by_pi = self.policy is self.proposal and self.sampling.is_ancestral  # log q = log π
+            out = frozen_policy_output(
+                self.policy, batch.samples, hidden=self.needs_hidden, micro=self.args.micro, free=drawn_by_pi
+            )
+            batch = self.objective.prepare(batch, out)
         return batch
 
     def gradient_stats(self, n: int) -> GradientStats:
@@ -300,21 +284,6 @@ class Trainer(Resumable):
         with the evaluation generator, so training's random stream is untouched)."""
         draw = self.draw(self.proposal, n, self.eval_generator, prior=self.prior_pass)
         return gradient_variance(self.policy, self.objective, self._batch(draw), hidden=self.needs_hidden)
-
-    @torch.no_grad()
-    def _frozen_output(self, samples: Samples) -> PolicyOutput:
-        """π on a step's samples before any update, detached (what ``prepare`` hooks read).
-        Free when the samples were drawn from π ancestrally and no hidden states are needed."""
-        if self.policy is self.proposal and self.sampling.is_ancestral and not self.needs_hidden:
-            return PolicyOutput(samples.token_log_q, samples.mask)
-        parts = [
-            policy_output(self.policy, chunk, hidden=self.needs_hidden)
-            for chunk in samples.chunks(self.args.micro)
-        ]
-        hidden = torch.cat([p.hidden for p in parts]) if self.needs_hidden else None
-        return PolicyOutput(
-            torch.cat([p.token_log_probs for p in parts]), torch.cat([p.mask for p in parts]), hidden
-        )
 
     def check_proposal(self) -> dict[str, float]:
         """KL-adaptive proposal: on fresh samples from q, replace q by π if π is closer to p."""

@@ -1,0 +1,44 @@
+"""What a `Trainer` refuses before any work, each with the reason and the setting to change:
+an objective that cannot train on this target or proposal, objectives whose running statistics
+would differ between processes, FSDP with what it cannot shard, batch sizes that do not split
+over the processes, and a policy with nothing to train."""
+
+from __future__ import annotations
+
+from bayesalign.models import LanguageModel
+from bayesalign.objectives import Objective
+from bayesalign.targets import Target
+from bayesalign.training.args import SamplingArgs, TrainArgs
+from bayesalign.training.distributed import Distributed
+
+
+def refuse_unworkable(
+    policy: LanguageModel,
+    target: Target,
+    objective: Objective,
+    args: TrainArgs,
+    sampling: SamplingArgs,
+    dist: Distributed,
+) -> None:
+    """Raise (TypeError or ValueError, one line naming the setting) if this run cannot work."""
+    if not isinstance(objective, Objective):
+        raise TypeError(f"{objective!r} is not an Objective (bayesalign.objectives.Objective)")
+    objective.check_target(target)  # an objective that cannot work with this target says so now
+    if objective.requires_on_policy and args.proposal.update != "on_policy":
+        raise ValueError(
+            f"{objective.name} trains on samples from the policy itself; set "
+            f"training.proposal.update: on_policy (it is {args.proposal.update!r})"
+        )
+    dist.check_batches(args.minibatch, args.micro)
+    if dist.world > 1 and objective.keeps_running_statistics:
+        raise ValueError(
+            f"{objective.name} updates running statistics from the samples each process trains "
+            "on, which differ between processes; train it on one process"
+        )
+    if dist.sharded and (policy.has_adapters or sampling.backend == "vllm"):
+        raise ValueError(
+            "under FSDP only full fine-tuning with the hf sampling backend is supported "
+            "(no LoRA, no vLLM): launch with DDP (configs/accelerate/ddp.yaml) instead"
+        )
+    if not any(p.requires_grad for p in policy.module.parameters()):
+        raise ValueError("the policy has no trainable parameters")
