@@ -105,3 +105,22 @@ def test_only_ancestral_sampling_can_keep_its_graph():
     assert torch.equal(kept.ids, plain.ids)
     picked = kept.select(torch.tensor([3, 1]))
     torch.testing.assert_close(picked.graph_token_log_probs.detach(), kept.token_log_q[[3, 1]])
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_sampling_pass_gradient_of_the_embedding_matrix_is_dense_and_exact(tied):
+    """Each decoding step looks its tokens up in the embedding matrix: the gradient summed over
+    the steps equals a forward's over the whole sequences, with the output layer tied to the
+    matrix or not."""
+    model = toy_model(WORDS, seed=1)
+    if not tied:
+        model.module.lm_head.weight = torch.nn.Parameter(model.module.lm_head.weight.detach().clone())
+    embedding = model.module.get_input_embeddings().weight
+    generator = torch.Generator().manual_seed(0)
+    drawn = model.sample(32, SamplingParams(5), generator=generator, differentiable=True)
+    drawn.graph_token_log_probs.sum().backward()
+    through_sampling = embedding.grad.clone()
+    assert embedding.grad.layout == torch.strided and through_sampling.abs().max() > 1e-3
+    embedding.grad = None
+    model.token_log_probs(drawn).sum().backward()
+    torch.testing.assert_close(through_sampling, embedding.grad, rtol=1e-4, atol=1e-6)
