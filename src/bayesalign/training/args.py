@@ -34,6 +34,12 @@ class TrainArgs(Args):
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    adam_eps: float = Field(
+        1e-8,
+        gt=0,
+        description="Adam's ε in θ −= lr·m/(√v + ε): weights whose gradients stay below ≈ ε move by less "
+        "than lr per update, instead of lr times the sign of their noise",
+    )
     warmup_steps: int = Field(0, ge=0, description="optimizer updates of linear warm-up")
     max_grad_norm: float | None = Field(1.0, gt=0)
     seed: int = 0
