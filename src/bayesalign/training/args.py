@@ -56,7 +56,8 @@ class TrainArgs(Args):
         True,
         description="on-policy steps with one update back-propagate through the sampling pass "
         "instead of running π again on its samples, where that gives the same gradient "
-        "(training/sampling_pass.py); false: always a separate forward",
+        "(training/sampling_pass.py); false: always a separate forward (which is faster depends on the "
+        "machine: docs/results/benchmarks.md)",
     )
     proposal: ProposalArgs = ProposalArgs()
     replay_pool: bool = Field(
