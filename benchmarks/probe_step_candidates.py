@@ -112,7 +112,7 @@ class _Head(torch.autograd.Function):
 
 def decode_deferred(module, prompt: torch.Tensor, steps: int, generator: torch.Generator):
     """Ancestral sampling with the graph kept, GPT-2 with tied embeddings, no EOS stop."""
-    from bayesalign.decoding import draw_tokens
+    from bayesalign.decoding import draw_tokens, uniforms
 
     weight = module.get_input_embeddings().weight
     assert module.get_output_embeddings().weight is weight, "the probe covers tied embeddings"
@@ -132,7 +132,7 @@ def decode_deferred(module, prompt: torch.Tensor, steps: int, generator: torch.G
         )
         cache = out.past_key_values
         log_probs = torch.log_softmax(_Head.apply(anchor, out.last_hidden_state[:, -1], frozen, store), -1)
-        token = draw_tokens(log_probs.detach(), generator)
+        token = draw_tokens(log_probs.detach(), uniforms(n, generator, log_probs.device))
         ids.append(token)
         log_pi.append(log_probs.gather(1, token[:, None])[:, 0])
         inputs = token[:, None]
@@ -270,15 +270,19 @@ def probe_logsoftmax(repeats: int) -> None:
 
 
 def probe_sampler(repeats: int) -> None:
-    from bayesalign.decoding import draw_tokens
+    from bayesalign.decoding import draw_tokens, uniforms
 
     generator = torch.Generator().manual_seed(0)
+
+    def draws(n: int) -> torch.Tensor:
+        return uniforms(n, generator, torch.device("cpu"))
+
     for vocab in (8192, 49152):
         log_probs = torch.randn(64, vocab).log_softmax(-1)
         print(f"vocabulary {vocab}, 64 rows:")
         alternate(
             {
-                "draw_tokens (float64 CDF)": lambda lp=log_probs: draw_tokens(lp, generator),
+                "draw_tokens (float64 CDF)": lambda lp=log_probs: draw_tokens(lp, draws(64)),
                 "float32 CDF": lambda lp=log_probs: lp.exp().cumsum(-1),
             },
             repeats * 10,

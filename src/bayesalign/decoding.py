@@ -14,15 +14,21 @@ from transformers import PreTrainedModel
 from bayesalign.samples import SamplingParams
 
 
-def draw_tokens(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row by inverse-CDF sampling.
+def uniforms(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """n uniforms [n, 1] in float64 for `draw_tokens`, one per row of the whole batch at every
+    step, also for rows that have stopped, so that the random stream (and so each row's draws)
+    does not depend on which rows are still being decoded."""
+    where = generator.device if generator is not None else device  # a CPU generator may drive a GPU
+    return torch.rand(n, 1, generator=generator, dtype=torch.float64, device=where).to(device)
+
+
+def draw_tokens(log_probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One token per row by inverse-CDF sampling, row i at its uniform u[i] ([n, 1]).
 
     On CPU this is ~25× faster than torch.multinomial, which draws one exponential variate per
     vocabulary entry. ``right=True`` never picks a token of probability 0 (top-k/top-p masks).
     """
     cdf = log_probs.exp().double().cumsum(-1)
-    where = generator.device if generator is not None else cdf.device  # a CPU generator may drive a GPU
-    u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=torch.float64, device=where).to(cdf.device)
     token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
     return token.clamp_(max=cdf.shape[-1] - 1).squeeze(1)
 
@@ -62,7 +68,12 @@ def _decode(
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`decode`'s loop, on the model's device; nothing in it is modified in place after autograd
-    may have saved it (``alive`` is rebound, log q collected per step and stacked)."""
+    may have saved it (``alive`` is rebound, log q collected per step and stacked).
+
+    Rows that have drawn EOS leave the pass (decoder-only models): once an eighth of the rows in
+    it have stopped, the pass, its KV cache, mask and positions keep only the rest. Every step
+    still draws one uniform per row of the whole batch, so the draws are those of a pass that
+    keeps every row to the end."""
     n, device = len(prompt_ids), next(module.parameters()).device
     attention = prompt_mask.to(device).long()
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -71,7 +82,8 @@ def _decode(
     ids = torch.zeros(n, steps, dtype=torch.long, device=device)
     mask = torch.zeros(n, steps, dtype=torch.bool, device=device)
     token_log_q: list[torch.Tensor] = []
-    alive = torch.ones(n, dtype=torch.bool, device=device)
+    active = torch.arange(n, device=device)  # the batch's rows still in the pass
+    alive = torch.ones(n, dtype=torch.bool, device=device)  # of those, the ones without EOS yet
     inputs, cache, used = prompt_ids.to(device), {}, 0
     seq2seq = decoder_start is not None
     if seq2seq:  # encode the contexts once; decode from the start token
@@ -100,16 +112,25 @@ def _decode(
         cache = {key: out[key]}
         logits = warpers(inputs, out.logits[:, -1].float())
         log_probs = torch.log_softmax(logits, dim=-1)
-        token = draw_tokens(log_probs.detach(), generator)
-        ids[:, t] = torch.where(alive, token, 0)
-        mask[:, t] = alive
-        token_log_q.append(torch.where(alive, log_probs.gather(1, token[:, None])[:, 0], 0.0))
+        token = draw_tokens(log_probs.detach(), uniforms(n, generator, device)[active])
+        ids[active, t] = torch.where(alive, token, 0)
+        mask[active, t] = alive
+        step_log_q = torch.where(alive, log_probs.gather(1, token[:, None])[:, 0], 0.0)
+        token_log_q.append(
+            step_log_q if len(active) == n else step_log_q.new_zeros(n).scatter(0, active, step_log_q)
+        )
         used = t + 1
         alive = alive & (token != eos)
         if not alive.any():
             break
+        reorder = getattr(cache[key], "reorder_cache", None)
+        if not seq2seq and reorder is not None and 8 * int((~alive).sum()) >= len(active):
+            keep = alive.nonzero().squeeze(1)
+            reorder(keep)  # rebinds each layer's keys and values to the kept rows
+            active, token, alive = active[keep], token[keep], alive[keep]
+            attention, positions = attention[keep], positions[keep]
         inputs = token[:, None]
         if not seq2seq:  # the decoder's own mask and positions grow inside it
-            attention = torch.cat([attention, attention.new_ones(n, 1)], dim=1)
+            attention = torch.cat([attention, attention.new_ones(len(active), 1)], dim=1)
             positions = positions[:, -1:] + 1
     return ids[:, :used], mask[:, :used], torch.stack(token_log_q, dim=1)
