@@ -1,7 +1,7 @@
 """Speed candidates for the on-policy step that were measured and not adopted (issue 20).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/probe_step_candidates.py PROBE
-        [--model toy|5M] [--repeats 5]     # PROBE: deferred, attention, logsoftmax, sampler, gelu
+        [--model toy|5M] [--repeats 5]     # PROBE: deferred, attention, logsoftmax, sampler, gelu, compaction
 
 Each probe times the library's way against the candidate in one process, alternated, CPU
 seconds (process_time), 1 thread, and checks that the candidate computes the same thing:
@@ -19,6 +19,10 @@ seconds (process_time), 1 thread, and checks that the candidate computes the sam
   softmax-times-gradient backward) on [64, 20, 8192] logits.
 - ``sampler``: `decoding.draw_tokens` (float64 CDF) against a float32 CDF, 64 rows.
 - ``gelu``: PyTorch's tanh-GELU kernel against transformers' NewGELUActivation and a sigmoid form.
+- ``compaction`` (adopted): the sampling pass with rows that drew EOS leaving it, against the same
+  pass keeping every row to the end (transformers' ``Cache.reorder_cache`` switched off), on
+  bench_disco's prior (EOS-terminated samples, mean length ≈ 15 of 20), without and with the graph
+  and its backward.
 """
 
 from __future__ import annotations
@@ -310,9 +314,55 @@ def probe_gelu(repeats: int) -> None:
     alternate({name: (lambda f=fn: step(f)) for name, fn in forms.items()}, repeats)
 
 
+def probe_compaction(repeats: int) -> None:
+    from bench_disco import WORDS
+    from transformers import cache_utils
+
+    from bayesalign.decoding import decode
+    from bayesalign.samples import SamplingParams
+    from bayesalign.toy import toy_model
+
+    module = toy_model(
+        WORDS, seed=0, n_embd=128, n_layer=2, n_head=4, n_positions=32, init_std=0.1
+    ).module.eval()
+    eos, reorder = module.config.eos_token_id, cache_utils.Cache.reorder_cache
+    prompt, prompt_mask = torch.full((256, 1), eos), torch.ones(256, 1, dtype=torch.bool)
+
+    def run(compact: bool, graph: bool):
+        cache_utils.Cache.reorder_cache = reorder if compact else None
+        generator = torch.Generator().manual_seed(0)
+        module.zero_grad(set_to_none=True)
+        _, mask, log_q = decode(
+            module,
+            prompt,
+            prompt_mask,
+            SamplingParams(20),
+            eos=eos,
+            generator=generator,
+            differentiable=graph,
+        )
+        if graph:
+            log_q.sum().backward()
+        return mask
+
+    print(f"mean length {run(True, False).sum(-1).float().mean().item():.1f} of 20, 256 rows")
+    for graph in (False, True):
+        print("with the graph and its backward:" if graph else "without a graph:")
+        alternate(
+            {
+                "rows leave the pass": lambda g=graph: run(True, g),
+                "every row to the end": lambda g=graph: run(False, g),
+            },
+            repeats,
+        )
+    cache_utils.Cache.reorder_cache = reorder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("probe", choices=["deferred", "attention", "logsoftmax", "sampler", "gelu"])
+    parser.add_argument(
+        "probe", choices=["deferred", "attention", "logsoftmax", "sampler", "gelu", "compaction"]
+    )
     parser.add_argument("--model", choices=["toy", "5M"], default="5M", help="for deferred")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -328,6 +378,7 @@ def main() -> None:
             "logsoftmax": probe_logsoftmax,
             "sampler": probe_sampler,
             "gelu": probe_gelu,
+            "compaction": probe_compaction,
         }[args.probe](args.repeats)
 
 
