@@ -1,4 +1,4 @@
-"""Speed candidates for the on-policy step that were measured and not adopted (issue 20).
+"""Speed candidates for the on-policy step, each timed against the library's way (issue 20).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/probe_step_candidates.py PROBE
         [--model toy|5M] [--repeats 5]     # PROBE: deferred, attention, logsoftmax, sampler, gelu, compaction
@@ -345,17 +345,19 @@ def probe_compaction(repeats: int) -> None:
             log_q.sum().backward()
         return mask
 
-    print(f"mean length {run(True, False).sum(-1).float().mean().item():.1f} of 20, 256 rows")
-    for graph in (False, True):
-        print("with the graph and its backward:" if graph else "without a graph:")
-        alternate(
-            {
-                "rows leave the pass": lambda g=graph: run(True, g),
-                "every row to the end": lambda g=graph: run(False, g),
-            },
-            repeats,
-        )
-    cache_utils.Cache.reorder_cache = reorder
+    try:
+        print(f"mean length {run(True, False).sum(-1).float().mean().item():.1f} of 20, 256 rows")
+        for graph in (False, True):
+            print("with the graph and its backward:" if graph else "without a graph:")
+            alternate(
+                {
+                    "rows leave the pass": lambda g=graph: run(True, g),
+                    "every row to the end": lambda g=graph: run(False, g),
+                },
+                repeats,
+            )
+    finally:
+        cache_utils.Cache.reorder_cache = reorder
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The optimizer that ``training`` describes: Adam's ε and the warm-up reach the update."""
+"""The optimizer that ``training`` describes: Adam's ε reaches the update."""
 
 from __future__ import annotations
 
