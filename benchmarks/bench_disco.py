@@ -26,7 +26,10 @@ causes and tuning ours (plus this script's own probes: ``bench_decay`` (lr decay
 to 0), ``bench_betas`` (Adam's β1, β2), ``bench_ema`` (the final π is an exponential moving
 average of the weights with this decay), ``bench_weights`` (how GDC++ forms its advantage:
 ``batch_z``, the weights P/q normalised by their own batch mean instead of the running Z;
-``mean_baseline``, the batch mean of the weights subtracted instead of π/q)); ``--disco-lr``
+``mean_baseline``, the batch mean of the weights subtracted instead of π/q), ``bench_twist``
+(not GDC++: a learned twist π ∝ a·σ(u_θ) fitted on 256 new samples of a per step,
+twist_fit.py, with these TwistFitSettings, e.g. ``twist={"bench_twist": {"lr": 1e-3,
+"updates_per_step": 2}}``; the workload's proposal does not apply)); ``--disco-lr``
 runs disco at each of several lrs (one worker process each, all in the same lock-step), so that
 ours is compared with disco at its best lr.
 
@@ -125,6 +128,11 @@ def variant(spec: str) -> tuple[str, dict]:
         raise argparse.ArgumentTypeError(
             f"{name}: bench_weights must be one of {', '.join(WEIGHTS)}, got {parsed['bench_weights']!r}"
         )
+    twist = parsed.get("bench_twist", {})
+    if not isinstance(twist, dict) or not set(twist) <= {"lr", "updates_per_step"}:
+        raise argparse.ArgumentTypeError(
+            f"{name}: bench_twist must be an object with lr and/or updates_per_step, got {twist!r}"
+        )
     return name, parsed
 
 
@@ -135,11 +143,13 @@ def ours_worker() -> None:
     from bayesalign.config import parse_config
     from bayesalign.config.build import build_target, build_trainer
     from bayesalign.models import LanguageModel, make_policy
+    from bayesalign.samples import SamplingParams
     from bayesalign.training.trainer import Trainer
+    from bayesalign.twist_fit import TwistFitSettings, TwistFitter
 
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()
-    jobs: dict[str, tuple[Trainer, LanguageModel, float | None, list]] = {}
+    jobs: dict[str, tuple[Trainer | TwistFitter, LanguageModel | None, float | None, list]] = {}
     emit("ready")
     for cmd in commands():
         if cmd["cmd"] == "init":
@@ -165,8 +175,18 @@ def ours_worker() -> None:
                 }
             )
             prior = LanguageModel.from_pretrained(cmd["model_dir"])
-            policy = make_policy(prior)
             target = build_target(config.target, prior, config.sampling)
+            if "bench_twist" in bench:  # a learned twist fitted on samples of a (twist_fit.py)
+                settings = TwistFitSettings(batch_size=BATCH, seed=cmd["seed"], **bench["bench_twist"])
+                jobs[cmd["id"]] = (
+                    TwistFitter(target, SamplingParams(MAX_NEW_TOKENS), settings),
+                    None,
+                    None,
+                    [],
+                )
+                emit("ready")
+                continue
+            policy = make_policy(prior)
             trainer = build_trainer(config, policy, target)
             optimizer, args = trainer.scheduler.optimizer, config.training
             if bench.get("bench_decay"):  # lr decays linearly to 0 over the run's updates
@@ -185,13 +205,14 @@ def ours_worker() -> None:
         elif cmd["cmd"] == "step":
             trainer, _, decay, average = jobs[cmd["id"]]
             wall, cpu = time.perf_counter(), time.process_time()
-            trainer.train_step()
+            trainer.step() if isinstance(trainer, TwistFitter) else trainer.train_step()
             with torch.no_grad():
                 for mean, p in zip(average, trainer.params if decay else [], strict=True):
                     mean.mul_(decay).add_(p, alpha=1 - decay)
             emit("step", wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
         elif cmd["cmd"] == "save":
             trainer, policy, _, average = jobs.pop(cmd["id"])
+            policy = trainer.model if isinstance(trainer, TwistFitter) else policy
             with torch.no_grad():
                 for mean, p in zip(average, trainer.params if average else [], strict=True):
                     p.copy_(mean)

@@ -31,6 +31,7 @@ from bayesalign import sharding
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.decoding import decode
 from bayesalign.samples import Samples, SamplingParams
+from bayesalign.twisted import TwistedModule, is_twisted_folder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -106,6 +107,9 @@ class LanguageModel:
         name_or_path = resolve_model_name(str(name_or_path))
         local = {"trust_remote_code": trust_remote_code, "local_files_only": local_files_only}
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **local)
+        if is_twisted_folder(name_or_path):  # a prior and its learned twist (twisted.py)
+            module = TwistedModule.from_folder(name_or_path, dtype=dtype, **local, **kwargs)
+            return cls(module, tokenizer, prompt, chat=chat)
         config = AutoConfig.from_pretrained(name_or_path, **local)
         auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
         module = auto.from_pretrained(
@@ -342,9 +346,7 @@ class LanguageModel:
                 )
                 states = out.decoder_hidden_states[-1] if hidden else None
             else:
-                input_ids = torch.cat([samples.prompt_ids, samples.ids[:, :-1]], dim=1).to(device)
-                attention = torch.cat([samples.prompt_mask, samples.mask[:, :-1]], dim=1).to(device).long()
-                positions = (attention.cumsum(-1) - 1).clamp(min=0)
+                input_ids, attention, positions = samples.causal_inputs(device)
                 out = forward(
                     input_ids=input_ids,
                     attention_mask=attention,

@@ -95,6 +95,15 @@ class Samples:
     def lengths(self) -> torch.Tensor:
         return self.mask.sum(-1)
 
+    def causal_inputs(
+        self, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Input ids, attention mask and positions [B, P + T − 1] of a decoder-only forward pass
+        whose last T positions predict the generated tokens (positions count real tokens only)."""
+        input_ids = torch.cat([self.prompt_ids, self.ids[:, :-1]], dim=1).to(device)
+        attention = torch.cat([self.prompt_mask, self.mask[:, :-1]], dim=1).to(device).long()
+        return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
+
     def select(self, index: torch.Tensor | Sequence[int]) -> Samples:
         """The samples at ``index``, in that order (for minibatches and filtering)."""
         idx = torch.as_tensor(index, dtype=torch.long)

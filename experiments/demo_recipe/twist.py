@@ -1,0 +1,153 @@
+"""Probe for the demo (issue 15): a learned twist π ∝ a·σ(u_θ) (src/bayesalign/twisted.py) fitted
+by binary cross-entropy on the demo pool's training split (every sample of a, b = 0 or 1, labels
+each of its prefixes), instead of DPG on its p-samples.
+
+Same pool, split and estimators as probe.py and logit_bias.py (--pool, --val, --seed): after
+each epoch the held-out KL(p‖π) on the validation split's exact p-samples; the best epoch is
+kept; then satisfaction, KL(π‖a) and the frontier excess on fresh samples of π.
+
+    nice .venv/bin/python experiments/demo_recipe/twist.py --pool 2560 --epochs 3 --out twist.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from bayesalign import estimators as est
+from bayesalign.builtin_models import cache_root
+from bayesalign.config import load_config
+from bayesalign.config.build import build_models, build_target
+from bayesalign.pools import PosteriorPool
+from bayesalign.prior_draws import PoolCache, PriorDraws, draw_prior
+from bayesalign.proposals import propose
+from bayesalign.twist_fit import TwistFitSettings, TwistFitter
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--pool", type=int, default=2560)
+parser.add_argument("--val", type=float, default=0.33, help="share of the pool's rows held out")
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--epochs", type=int, default=3)
+parser.add_argument("--lr", type=float, default=1e-3)
+parser.add_argument("--minibatch", type=int, default=32)
+parser.add_argument("--head", default="embedding")
+parser.add_argument("--lora-r", type=int, default=16)
+parser.add_argument("--eval", type=int, default=128, help="fresh samples of the best π")
+parser.add_argument("--batch", type=int, default=64, help="sampling batch size")
+parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--out", default=None)
+args = parser.parse_args()
+torch.set_num_threads(args.threads)
+t0, c0 = time.perf_counter(), time.process_time()
+
+
+def clock() -> str:
+    return f"[{time.perf_counter() - t0:6.0f}s wall {time.process_time() - c0:6.0f}s cpu]"
+
+
+config = load_config("src/bayesalign/configs/demo.yaml")
+# the prior stays plain (no LoRA); LoRA goes on the twist's copy
+_, prior = build_models(config.model.model_copy(update={"lora": None}), config.prompt, args.seed)
+target = build_target(config.target, prior, config.sampling)
+params = config.sampling.params()
+draws, _ = draw_prior(
+    prior, args.pool, params, seed=0, batch_size=args.batch, cache=PoolCache(cache_root() / "pools")
+)
+n_val = int(len(draws) * args.val)
+order = torch.randperm(len(draws), generator=torch.Generator().manual_seed(args.seed))
+train_rows, val_rows = order[n_val:], order[:n_val]
+full = PosteriorPool(target, draws)
+val = PosteriorPool(target, PriorDraws(draws.samples.select(val_rows), draws.uniform[val_rows]))
+held_out = val.p_samples()
+lora = {
+    "r": args.lora_r,
+    "lora_alpha": 2 * args.lora_r,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+settings = TwistFitSettings(lr=args.lr, batch_size=args.minibatch, seed=args.seed, head=args.head, lora=lora)
+fitter = TwistFitter(target, params, settings)
+fitter.add(draws.samples.select(train_rows))
+print(
+    clock(),
+    f"pool {len(draws)}: train {len(train_rows)} samples of a ({fitter.labels.mean():.3f} with b = 1), "
+    f"held-out p-samples {len(held_out)}",
+    flush=True,
+)
+log_a_val = prior.log_prob_frozen(held_out, batch_size=32).double()
+prior_kl = val.kl_p_model(log_a_val)
+print(clock(), f"the prior: held-out KL(p‖π) {prior_kl:.4f}", flush=True)
+trainable = [p for p in fitter.model.module.parameters() if p.requires_grad]
+rows, best = [], (prior_kl.value, 0, [p.detach().clone() for p in trainable], log_a_val)
+for epoch in range(args.epochs):
+    perm = torch.randperm(len(fitter.labels), generator=fitter.generator)
+    losses = []
+    for i in range(0, len(perm), args.minibatch):
+        losses.append(fitter.update(perm[i : i + args.minibatch]))
+        if (i // args.minibatch) % 10 == 0:
+            print(
+                clock(),
+                f"epoch {epoch + 1} row {i}/{len(perm)} loss {sum(losses) / len(losses):.4f}",
+                flush=True,
+            )
+    val_lp = fitter.model.log_prob_frozen(held_out, batch_size=32).double()
+    kl = val.kl_p_model(val_lp)
+    print(clock(), f"epoch {epoch + 1}: held-out KL(p‖π) {kl:.4f}", flush=True)
+    rows.append(
+        {"epoch": epoch + 1, "val_kl": kl.value, "val_kl_se": kl.stderr, "cpu": time.process_time() - c0}
+    )
+    if kl.value < best[0]:
+        best = (kl.value, epoch + 1, [p.detach().clone() for p in trainable], val_lp)
+best_kl, best_epoch, state, best_val_lp = best
+with torch.no_grad():
+    for p, kept in zip(trainable, state, strict=True):
+        p.copy_(kept)
+paired = est.mean(best_val_lp - log_a_val)  # KL(p‖a) − KL(p‖π), on the same held-out p-samples
+print(
+    clock(),
+    f"best epoch {best_epoch}; paired gain over the prior {paired:.4f}; sampling {args.eval}",
+    flush=True,
+)
+d = propose(
+    target,
+    fitter.model,
+    args.eval,
+    params,
+    generator=torch.Generator().manual_seed(1234),
+    batch_size=args.batch,
+)
+log_a = prior.log_prob_frozen(d.samples, batch_size=32).double()
+sat = est.mean(d.evidence.satisfied)
+kl_pi_a = est.kl_on_samples(d.log_q, log_a)
+frontier = full.frontier()
+excess = frontier.excess(sat.value, kl_pi_a.value)
+print(
+    clock(),
+    f"satisfaction {sat:.3f}  KL(π‖a) {kl_pi_a:.3f}  frontier KL* {frontier.kl(sat.value):.3f}  "
+    f"excess {excess:.2f}  held-out KL(p‖π) {best_kl:.3f}  (−log Z {-full.log_z().value:.3f})",
+    flush=True,
+)
+for t in d.samples.texts[:5]:
+    print("  ", repr(t))
+summary = {
+    "args": vars(args),
+    "log_z": full.log_z().value,
+    "prior_val_kl": prior_kl.value,
+    "epochs": rows,
+    "best_epoch": best_epoch,
+    "val_kl": best_kl,
+    "paired_gain": paired.value,
+    "paired_gain_se": paired.stderr,
+    "satisfaction": sat.value,
+    "satisfaction_se": sat.stderr,
+    "kl_pi_a": kl_pi_a.value,
+    "kl_pi_a_se": kl_pi_a.stderr,
+    "frontier_excess": excess,
+    "wall": time.perf_counter() - t0,
+    "cpu": time.process_time() - c0,
+}
+if args.out:
+    with open(args.out, "a") as f:
+        f.write(json.dumps(summary) + "\n")

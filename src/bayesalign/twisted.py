@@ -1,0 +1,230 @@
+"""A twisted prior: π(v | x<t) ∝ a(v | x<t) · σ(u_θ(x<t))[v], the prior a kept exactly and a learned
+twist σ(u_θ) ∈ (0, 1) per next token.
+
+Why this form: the posterior p(x) ∝ a(x)·b(x) of a target whose evidence b lies in [0, 1] factors
+token by token as p(v | x<t) = a(v | x<t) · Q(x<t v) / V(x<t), with Q(y) = E_a[b | prefix y] the
+probability, under a, that a sequence starting with y satisfies b, and V(x<t) = Σ_v a(v | x<t)
+Q(x<t v). So σ(u) = Q gives π = p exactly, and Q is a regression target that every sample of a
+labels without importance weights (twist_fit.py). The prior's part never moves, which a fine-tuned
+π has to learn to keep.
+
+`TwistedModule` is a `torch.nn.Module` with the interface of a decoder-only HF model that
+`LanguageModel` and the decoding loop use (forward with a KV cache, ``logits_to_keep``,
+``save_pretrained``), so a `LanguageModel` around it samples, scores, saves and loads like any
+other. Its logits are log a + log σ(u) (normalised by the caller's log-softmax). The twist
+network u_θ is a trainable copy of a's trunk (``base_model``) with a new vocabulary head, initialised
+to a constant so that π = a at the start.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+MARKER = "twisted.json"  # a folder with this file holds a TwistedModule
+
+
+def kv_cache(out) -> object:
+    """A forward's KV cache: transformers >= 5.x names it ``cache``, older releases ``past_key_values``."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+def cache_argument(module: torch.nn.Module, cache: object) -> dict:
+    """``cache`` as the keyword ``module.forward`` takes it by (see `kv_cache`); {} for None."""
+    if cache is None:
+        return {}
+    return {"cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values": cache}
+
+
+class PairCache:
+    """The prior's and the twist network's KV caches, kept and reordered together."""
+
+    def __init__(self, prior, twist) -> None:
+        self.prior, self.twist = prior, twist
+
+    def reorder_cache(self, keep: torch.Tensor) -> None:
+        self.prior.reorder_cache(keep)
+        self.twist.reorder_cache(keep)
+
+
+class VocabularyHead(torch.nn.Module):
+    """u = W h + c, one free row per vocabulary token (a token never drawn keeps u = c)."""
+
+    kind = "vocabulary"
+
+    def __init__(self, hidden: int, embedding: torch.Tensor) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden, embedding.shape[0]).to(embedding.dtype)
+        torch.nn.init.zeros_(self.linear.weight)
+
+    @property
+    def bias(self) -> torch.nn.Parameter:
+        return self.linear.bias
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden)
+
+    def at(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """u at the given token of each position only: [B, T] from hidden [B, T, H]."""
+        return (hidden * self.linear.weight[tokens]).sum(-1) + self.linear.bias[tokens]
+
+
+class EmbeddingHead(torch.nn.Module):
+    """u[v] = (A h)·e_v + c[v] with e_v the prior's frozen output embedding: tokens the prior
+    embeds alike get alike twists, so what is learnt from drawn tokens carries to similar ones
+    never drawn (A is H × H; the embedding is the prior's, not saved with the head)."""
+
+    kind = "embedding"
+
+    def __init__(self, hidden: int, embedding: torch.Tensor) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(hidden, embedding.shape[1], bias=False).to(embedding.dtype)
+        torch.nn.init.zeros_(self.proj.weight)
+        self.bias = torch.nn.Parameter(torch.zeros(embedding.shape[0], dtype=embedding.dtype))
+        self.register_buffer("embedding", embedding.detach(), persistent=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.proj(hidden) @ self.embedding.T + self.bias
+
+    def at(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return (self.proj(hidden) * self.embedding[tokens]).sum(-1) + self.bias[tokens]
+
+
+HEADS = {h.kind: h for h in (VocabularyHead, EmbeddingHead)}
+
+
+def make_head(kind: str, prior: PreTrainedModel) -> VocabularyHead | EmbeddingHead:
+    if kind not in HEADS:
+        raise ValueError(f"unknown twist head {kind!r}; valid: {', '.join(HEADS)}")
+    embedding = prior.get_output_embeddings().weight
+    return HEADS[kind](prior.config.get_text_config().hidden_size, embedding)
+
+
+def trunk_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder stack without its LM head (through a peft wrapper: LoRA layers are in it)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.base_model
+
+
+class TwistedModule(torch.nn.Module):
+    """log a + log σ(u_θ) as next-token logits; a frozen, u_θ = head(twist trunk)."""
+
+    def __init__(
+        self, prior: PreTrainedModel, twist: torch.nn.Module, head: VocabularyHead | EmbeddingHead
+    ) -> None:
+        super().__init__()
+        if getattr(prior.config, "is_encoder_decoder", False):
+            raise ValueError("a twisted prior needs a decoder-only model")
+        self.prior, self.twist, self.head = prior, twist, head
+        self.prior.requires_grad_(False)
+        self.config = prior.config
+
+    @classmethod
+    def around(
+        cls, prior: PreTrainedModel, base_rate: float, *, head: str = "vocabulary", lora: dict | None = None
+    ) -> TwistedModule:
+        """A twist that starts constant at ``base_rate`` (π = a): a copy of the prior (LoRA on it
+        with ``lora``, peft.LoraConfig arguments) and a zero head with bias logit(base_rate)."""
+        if not 0.0 < base_rate < 1.0:
+            raise ValueError(f"the twist's starting rate must lie in (0, 1), got {base_rate}")
+        twist = copy.deepcopy(prior).requires_grad_(lora is None)
+        if lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            twist = get_peft_model(twist, LoraConfig(task_type="CAUSAL_LM", **lora))
+        made = make_head(head, prior)
+        torch.nn.init.constant_(made.bias, math.log(base_rate / (1.0 - base_rate)))
+        return cls(prior, twist, made)  # the prior's weights are shared, frozen
+
+    def trunk_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        *,
+        past_key_values=None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, object]:
+        """The twist trunk's last hidden states [B, L, H] and its KV cache."""
+        trunk = trunk_of(self.twist)
+        out = trunk(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            **cache_argument(trunk, past_key_values),
+        )
+        return out.last_hidden_state, kv_cache(out) if use_cache else None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: PairCache | None = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+        output_hidden_states: bool = False,
+        past_key_values: PairCache | None = None,
+    ) -> CausalLMOutputWithPast:
+        """The HF decoder forward the library calls (models.py, decoding.py); the KV cache comes
+        back under the name this transformers release uses (see `kv_cache`) and is taken by either."""
+        pair = cache if cache is not None else past_key_values
+        common = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        with torch.no_grad():
+            prior = self.prior(
+                **common,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+                **cache_argument(self.prior, pair.prior if pair is not None else None),
+            )
+        hidden, twist_cache = self.trunk_states(
+            **common, past_key_values=pair.twist if pair is not None else None, use_cache=use_cache
+        )
+        u = self.head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        logits = torch.log_softmax(prior.logits.float(), -1) + torch.nn.functional.logsigmoid(u.float())
+        out = CausalLMOutputWithPast(logits=logits, hidden_states=(hidden,) if output_hidden_states else None)
+        if use_cache:
+            names = {f.name for f in dataclasses.fields(CausalLMOutputWithPast)}
+            out["cache" if "cache" in names else "past_key_values"] = PairCache(kv_cache(prior), twist_cache)
+        return out
+
+    def save_pretrained(self, folder: str | Path, **kwargs: object) -> None:
+        """prior/ and twist/ as HF model folders (safetensors; LoRA merged), head.safetensors,
+        twisted.json (the head's kind)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        twist = self.twist
+        if hasattr(twist, "merge_and_unload"):
+            twist = copy.deepcopy(twist).merge_and_unload()
+        self.prior.save_pretrained(folder / "prior", safe_serialization=True)
+        twist.save_pretrained(folder / "twist", safe_serialization=True)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, folder / "head.safetensors")
+        (folder / MARKER).write_text(json.dumps({"format": 1, "head": self.head.kind}) + "\n")
+
+    @classmethod
+    def from_folder(
+        cls, folder: str | Path, *, dtype: torch.dtype = torch.float32, **kwargs
+    ) -> TwistedModule:
+        """Load what `save_pretrained` wrote; ``kwargs`` go to each part's ``from_pretrained``."""
+        folder = Path(folder)
+        prior, twist = (
+            AutoModelForCausalLM.from_pretrained(folder / name, dtype=dtype, use_safetensors=True, **kwargs)
+            for name in ("prior", "twist")
+        )
+        head = make_head(json.loads((folder / MARKER).read_text())["head"], prior)
+        head.load_state_dict(load_file(folder / "head.safetensors"))
+        return cls(prior, twist.requires_grad_(False), head)
+
+
+def is_twisted_folder(name_or_path: str | Path) -> bool:
+    return (Path(name_or_path) / MARKER).is_file()

@@ -1,0 +1,87 @@
+"""The twisted prior π ∝ a·σ(u_θ) (twisted.py) and its fit by regression on samples of a
+(twist_fit.py), checked exactly on an enumerated space: π = a at the start, the fit brings
+KL(p‖π) near 0, the KV-cached sampling pass gives the same log π as scoring, a saved model loads
+back to the same distribution, and targets a twist cannot represent are refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bayesalign.exact import ExactTarget, SequenceSpace, kl
+from bayesalign.models import LanguageModel, make_policy
+from bayesalign.samples import SamplingParams
+from bayesalign.scorers import WordScorer
+from bayesalign.targets import Target
+from bayesalign.toy import toy_model
+from bayesalign.twist_fit import TwistFitSettings, TwistFitter
+
+LENGTH = 4
+
+
+LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn"], "fan_in_fan_out": True}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[{"head": "vocabulary"}, {"head": "embedding"}, {"head": "embedding", "lora": LORA}],
+    ids=["vocabulary", "embedding", "embedding-lora"],
+)
+def fitted(request):
+    prior = toy_model(["a", "b", "c"], seed=3)  # stops early often: the sampling pass compacts
+    target = Target.pointwise(prior, [WordScorer(("b",))])
+    exact = ExactTarget.build(target, SequenceSpace(prior, LENGTH))
+    settings = TwistFitSettings(lr=1e-2, batch_size=64, **request.param)
+    fitter = TwistFitter(target, SamplingParams(LENGTH), settings)
+    start = fitter.model.log_prob_frozen(exact.space.samples).double()
+    for _ in range(50):
+        fitter.step()
+    return fitter, exact, start
+
+
+def test_the_twist_starts_at_the_prior(fitted):
+    _, exact, start = fitted
+    torch.testing.assert_close(start, exact.log_a, atol=1e-5, rtol=0)
+
+
+def test_the_fit_brings_pi_close_to_the_posterior(fitted):
+    fitter, exact, _ = fitted
+    log_pi = fitter.model.log_prob_frozen(exact.space.samples).double()
+    assert torch.logsumexp(log_pi, 0).item() == pytest.approx(0.0, abs=1e-5)  # π is normalised
+    before, after = kl(exact.log_p, exact.log_a), kl(exact.log_p, log_pi)
+    assert before > 2.5  # b is rare under a: −log Z ≈ 3.0
+    assert after < 0.2 * before  # 3.01 → 0.33 after 50 steps of 64 samples
+    assert fitter.steps == 50 and len(fitter.labels) == 50 * 64
+
+
+def test_sampling_log_q_is_the_scored_log_pi(fitted):
+    """The sampling pass (both KV caches, rows leaving it as they stop) and a scoring pass agree."""
+    fitter, _, _ = fitted
+    draw = fitter.model.sample(300, SamplingParams(LENGTH), generator=torch.Generator().manual_seed(4))
+    stopped = (~draw.mask[:, -1]).sum().item()
+    assert stopped > 60, stopped  # enough rows stopped early to compact the pass
+    torch.testing.assert_close(draw.log_q, fitter.model.log_prob_frozen(draw), atol=1e-5, rtol=0)
+
+
+def test_a_saved_twisted_model_loads_back_as_the_same_distribution(fitted, tmp_path):
+    fitter, exact, _ = fitted
+    fitter.model.save_pretrained(tmp_path / "pi")
+    files = {p.name for p in (tmp_path / "pi").rglob("*")}
+    assert {"twisted.json", "head.safetensors", "model.safetensors"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    loaded = LanguageModel.from_pretrained(tmp_path / "pi")
+    torch.testing.assert_close(
+        loaded.log_prob_frozen(exact.space.samples), fitter.model.log_prob_frozen(exact.space.samples)
+    )
+
+
+def test_targets_and_priors_a_twist_cannot_represent_are_refused():
+    prior = toy_model(["a", "b", "c"], seed=1)
+    tilt = Target.tilt(prior, WordScorer(("b",)), beta=1.0)
+    with pytest.raises(ValueError, match="pointwise constraints only.*Tilt"):
+        TwistFitter(tilt, SamplingParams(LENGTH))
+    make_policy(prior, lora={"r": 2, "target_modules": ["c_attn"]})
+    with pytest.raises(ValueError, match="no LoRA"):
+        TwistFitter(Target.pointwise(prior, [WordScorer(("b",))]), SamplingParams(LENGTH))
+    with pytest.raises(ValueError, match="updates_per_step must be ≥ 1"):
+        TwistFitSettings(updates_per_step=0)
