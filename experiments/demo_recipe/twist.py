@@ -3,8 +3,8 @@ by binary cross-entropy on the demo pool's training split (every sample of a, b 
 each of its prefixes), instead of DPG on its p-samples.
 
 Same pool, split and estimators as probe.py and logit_bias.py (--pool, --val, --seed): after
-each epoch the held-out KL(p‖π) on the validation split's exact p-samples; the best epoch is
-kept; then satisfaction, KL(π‖a) and the frontier excess on fresh samples of π.
+every ``--check`` updates the held-out KL(p‖π) on the validation split's exact p-samples; the
+best is kept; then satisfaction, KL(π‖a) and the frontier excess on fresh samples of π.
 
     nice .venv/bin/python experiments/demo_recipe/twist.py --pool 2560 --epochs 3 --out twist.jsonl
 """
@@ -33,6 +33,7 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--epochs", type=int, default=3)
 parser.add_argument("--lr", type=float, default=1e-3)
 parser.add_argument("--minibatch", type=int, default=32)
+parser.add_argument("--check", type=int, default=27, help="updates between held-out checks")
 parser.add_argument("--head", default="embedding")
 parser.add_argument("--lora-r", type=int, default=16)
 parser.add_argument("--eval", type=int, default=128, help="fresh samples of the best π")
@@ -81,25 +82,30 @@ prior_kl = val.kl_p_model(log_a_val)
 print(clock(), f"the prior: held-out KL(p‖π) {prior_kl:.4f}", flush=True)
 trainable = [p for p in fitter.model.module.parameters() if p.requires_grad]
 rows, best = [], (prior_kl.value, 0, [p.detach().clone() for p in trainable], log_a_val)
+updates = 0
 for epoch in range(args.epochs):
     perm = torch.randperm(len(fitter.labels), generator=fitter.generator)
     losses = []
     for i in range(0, len(perm), args.minibatch):
         losses.append(fitter.update(perm[i : i + args.minibatch]))
-        if (i // args.minibatch) % 10 == 0:
+        updates += 1
+        if updates % 10 == 0:
             print(
                 clock(),
                 f"epoch {epoch + 1} row {i}/{len(perm)} loss {sum(losses) / len(losses):.4f}",
                 flush=True,
             )
-    val_lp = fitter.model.log_prob_frozen(held_out, batch_size=32).double()
-    kl = val.kl_p_model(val_lp)
-    print(clock(), f"epoch {epoch + 1}: held-out KL(p‖π) {kl:.4f}", flush=True)
-    rows.append(
-        {"epoch": epoch + 1, "val_kl": kl.value, "val_kl_se": kl.stderr, "cpu": time.process_time() - c0}
-    )
-    if kl.value < best[0]:
-        best = (kl.value, epoch + 1, [p.detach().clone() for p in trainable], val_lp)
+        last = i + args.minibatch >= len(perm)
+        if updates % args.check and not last:
+            continue
+        val_lp = fitter.model.log_prob_frozen(held_out, batch_size=32).double()
+        kl = val.kl_p_model(val_lp)
+        print(clock(), f"after {updates} updates: held-out KL(p‖π) {kl:.4f}", flush=True)
+        rows.append(
+            {"updates": updates, "val_kl": kl.value, "val_kl_se": kl.stderr, "cpu": time.process_time() - c0}
+        )
+        if kl.value < best[0]:
+            best = (kl.value, updates, [p.detach().clone() for p in trainable], val_lp)
 best_kl, best_epoch, state, best_val_lp = best
 with torch.no_grad():
     for p, kept in zip(trainable, state, strict=True):
@@ -135,8 +141,8 @@ summary = {
     "args": vars(args),
     "log_z": full.log_z().value,
     "prior_val_kl": prior_kl.value,
-    "epochs": rows,
-    "best_epoch": best_epoch,
+    "checks": rows,
+    "best_updates": best_epoch,
     "val_kl": best_kl,
     "paired_gain": paired.value,
     "paired_gain_se": paired.stderr,

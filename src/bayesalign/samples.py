@@ -96,12 +96,15 @@ class Samples:
         return self.mask.sum(-1)
 
     def causal_inputs(
-        self, device: torch.device | str = "cpu"
+        self, device: torch.device | str = "cpu", *, through_last: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Input ids, attention mask and positions [B, P + T − 1] of a decoder-only forward pass
-        whose last T positions predict the generated tokens (positions count real tokens only)."""
-        input_ids = torch.cat([self.prompt_ids, self.ids[:, :-1]], dim=1).to(device)
-        attention = torch.cat([self.prompt_mask, self.mask[:, :-1]], dim=1).to(device).long()
+        whose last T positions predict the generated tokens (positions count real tokens only);
+        ``through_last``: [B, P + T], the last generated token too (its last T positions then
+        predict what would follow each generated token)."""
+        cut = None if through_last else -1
+        input_ids = torch.cat([self.prompt_ids, self.ids[:, :cut]], dim=1).to(device)
+        attention = torch.cat([self.prompt_mask, self.mask[:, :cut]], dim=1).to(device).long()
         return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
 
     def select(self, index: torch.Tensor | Sequence[int]) -> Samples:

@@ -1,17 +1,20 @@
-"""Fitting a twisted prior (twisted.py) to a target P(x) = a(x)·b(x) with b ∈ [0, 1], by
-regression on samples of a.
+"""Fitting a twisted prior (twisted.py) to a target P(x) = a(x)·b(x) with b ∈ [0, 1], on samples
+of a.
 
-Every sample x of a labels each prefix it passes through: E_a[b(x) | x≤t] = Q(x≤t), the twist
-that makes π equal to p. So the twist's logit u_θ(x<t)[x_t] is fitted by binary cross-entropy
-against b(x) at every generated token, over a growing buffer of samples of a. Unlike DPG, a sample
-with b = 0 teaches as much as one with b = 1, and no importance weight enters (the samples come
-from a, the distribution Q is defined under). Each `step` draws ``batch_size`` new samples of a and
-makes ``updates_per_step`` updates on minibatches drawn uniformly from all samples so far.
+The twist that makes π equal to p is Q(x≤t) = E_a[b | x≤t], which satisfies Bellman's equation
+under a: Q(x≤t) = Σ_v a(v | x≤t)·Q(x≤t v) before the last token, and Q(x) = b(x) at the end of a
+sequence. So σ(u_θ(x<t)[x_t]) is fitted by binary cross-entropy, at every generated token, to
+that equation's right-hand side computed with the current twist (a bootstrap target, no
+gradient through it), and to b(x) at the last token. The expectation over the next token is
+exact (a sum over the vocabulary under a), so a target has no sampling noise except at the end;
+a sample with b = 0 teaches as much as one with b = 1; no importance weight enters. The fixed
+point is Q whatever distribution the prefixes come from; here they come from a (on the exact toy,
+prefixes from π itself did worse, and the Monte-Carlo target b(x) at every token converged
+several times slower: docs/results/disco_comparison.md, "A learned twist").
 
-Measured on bench_disco's workloads (docs/results/disco_comparison.md, "A learned twist"): at the
-same 25,600 samples, KL(p‖π) well below on-policy GDC++'s in disco and in this library. What it
-cannot do (yet): targets whose factors exceed 1 (reward tilts, distributional features), samples
-from any proposal other than a (a rare constraint would need them), encoder-decoder priors.
+Each `step` draws ``batch_size`` new samples of a and makes ``updates_per_step`` updates on
+minibatches drawn uniformly from all samples so far. What it cannot do (yet): targets whose
+factors exceed 1 (reward tilts, distributional features), encoder-decoder priors, the CLI.
 """
 
 from __future__ import annotations
@@ -109,12 +112,29 @@ class TwistFitter:
         return loss.item()
 
     def loss(self, samples: Samples, labels: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy of σ(u_θ(x<t)[x_t]) against b(x), averaged over real tokens."""
-        module: TwistedModule = self.model.module
-        input_ids, attention, positions = samples.causal_inputs(self.model.device)
-        hidden = module.trunk_states(input_ids, attention, positions)[0][:, -samples.ids.shape[1] :]
-        u = module.head.at(hidden, samples.ids.to(hidden.device)).float()
+        """Binary cross-entropy of σ(u_θ(x<t)[x_t]) against `targets`, averaged over real tokens."""
+        u, target = self.logits_and_targets(samples, labels)
         mask = samples.mask.to(u.device)
-        target = labels.to(u.device)[:, None].expand_as(u)
         per_token = torch.nn.functional.binary_cross_entropy_with_logits(u, target, reduction="none")
         return (per_token * mask).sum() / mask.sum()
+
+    def logits_and_targets(self, samples: Samples, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """u_θ(x<t)[x_t] of shape [B, T] (with its graph) and its targets [B, T]: b(x) at the last token;
+        before it V(x≤t) = Σ_v a(v | x≤t)·σ(u_θ(x≤t)[v]), the current twist one token later
+        averaged exactly under a (no gradient through it). Both are junk at padding."""
+        module: TwistedModule = self.model.module
+        n_gen = samples.ids.shape[1]
+        inputs = samples.causal_inputs(self.model.device, through_last=True)
+        hidden = module.trunk_states(*inputs)[0]
+        u = module.head.at(hidden[:, -n_gen - 1 : -1], samples.ids.to(hidden.device)).float()
+        with torch.no_grad():
+            ids, attention, positions = inputs
+            after = module.prior(
+                input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=n_gen
+            ).logits.float()
+            twist_after = torch.nn.functional.logsigmoid(module.head(hidden[:, -n_gen:]).float())
+            value = (torch.log_softmax(after, -1) + twist_after).logsumexp(-1).exp().clamp(max=1.0)
+        last = torch.arange(n_gen, device=u.device)[None, :] == (
+            samples.mask.to(u.device).sum(1, keepdim=True) - 1
+        )
+        return u, torch.where(last, labels.to(u.device)[:, None], value)
