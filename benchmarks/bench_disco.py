@@ -129,9 +129,9 @@ def variant(spec: str) -> tuple[str, dict]:
             f"{name}: bench_weights must be one of {', '.join(WEIGHTS)}, got {parsed['bench_weights']!r}"
         )
     twist = parsed.get("bench_twist", {})
-    if not isinstance(twist, dict) or not set(twist) <= {"lr", "updates_per_step"}:
+    if not isinstance(twist, dict) or not set(twist) <= {"lr", "updates_per_step", "minibatch_size"}:
         raise argparse.ArgumentTypeError(
-            f"{name}: bench_twist must be an object with lr and/or updates_per_step, got {twist!r}"
+            f"{name}: bench_twist takes lr, updates_per_step and minibatch_size only, got {twist!r}"
         )
     return name, parsed
 

@@ -108,3 +108,21 @@ def test_targets_and_priors_a_twist_cannot_represent_are_refused():
         TwistFitter(Target.pointwise(prior, [WordScorer(("b",))]), SamplingParams(LENGTH))
     with pytest.raises(ValueError, match="updates_per_step must be ≥ 1"):
         TwistFitSettings(updates_per_step=0)
+    with pytest.raises(ValueError, match="minibatch_size must be ≥ 1"):
+        TwistFitSettings(minibatch_size=0)
+    with pytest.raises(ValueError, match="unknown twist head 'linear'"):
+        TwistFitSettings(head="linear")
+
+
+def test_a_step_adds_a_batch_of_a_and_updates_on_minibatches_of_the_buffer(monkeypatch):
+    prior = toy_model(["a", "b", "c"], seed=3)
+    target = Target.pointwise(prior, [WordScorer(("b",))])
+    settings = TwistFitSettings(batch_size=32, minibatch_size=12, updates_per_step=3)
+    fitter = TwistFitter(target, SamplingParams(LENGTH), settings)
+    seen: list[torch.Tensor] = []
+    update = fitter.update
+    monkeypatch.setattr(fitter, "update", lambda index: seen.append(index) or update(index))
+    for _ in range(2):
+        fitter.step()
+    assert len(fitter.labels) == 64 and [len(i) for i in seen] == [12] * 6
+    assert max(i.max().item() for i in seen[:3]) < 32  # the first updates only know the first batch

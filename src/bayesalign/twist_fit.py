@@ -13,7 +13,8 @@ prefixes from π itself did worse, and the Monte-Carlo target b(x) at every toke
 several times slower: docs/results/disco_comparison.md, "A learned twist").
 
 Each `step` draws ``batch_size`` new samples of a and makes ``updates_per_step`` updates on
-minibatches drawn uniformly from all samples so far. What it cannot do (yet): targets whose
+minibatches (of ``minibatch_size`` rows, by default ``batch_size``) drawn uniformly from all
+samples so far. What it cannot do (yet): targets whose
 factors exceed 1 (reward tilts, distributional features), encoder-decoder priors, the CLI.
 """
 
@@ -33,15 +34,16 @@ from bayesalign.twisted import HEADS, TwistedModule
 @dataclass(frozen=True)
 class TwistFitSettings:
     lr: float = 1e-3
-    batch_size: int = 256  # new samples of a per step, and the size of each update's minibatch
+    batch_size: int = 256  # new samples of a per step
+    minibatch_size: int | None = None  # rows per update (None: batch_size)
     updates_per_step: int = 2
     seed: int = 0
     head: str = "vocabulary"  # or "embedding" (twisted.py: EmbeddingHead)
     lora: dict | None = None  # peft.LoraConfig arguments for the twist's copy of the prior
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "updates_per_step"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "updates_per_step", "minibatch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -86,7 +88,8 @@ class TwistFitter:
         labels = self.add(batch)
         losses = []
         for _ in range(self.settings.updates_per_step):
-            index = torch.randint(len(self.labels), (self.settings.batch_size,), generator=self.generator)
+            size = self.settings.minibatch_size or self.settings.batch_size
+            index = torch.randint(len(self.labels), (size,), generator=self.generator)
             losses.append(self.update(index))
         self.steps += 1
         return {"rate_a": labels.mean().item(), "loss": sum(losses) / len(losses)}
