@@ -31,7 +31,9 @@ def fitted(request):
     prior = toy_model(["a", "b", "c"], seed=3)  # stops early often: the sampling pass compacts
     target = Target.pointwise(prior, [WordScorer(("b",))])
     exact = ExactTarget.build(target, SequenceSpace(prior, LENGTH))
-    settings = TwistFitSettings(lr=1e-2, batch_size=64, **request.param)
+    settings = TwistFitSettings(
+        lr=1e-2, batch_size=64, minibatch_size=64, updates_per_step=2, **request.param
+    )
     fitter = TwistFitter(target, SamplingParams(LENGTH), settings)
     start = fitter.model.log_prob_frozen(exact.space.samples).double()
     for _ in range(50):
