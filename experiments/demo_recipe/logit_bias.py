@@ -21,17 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
+from demo_split import Clock, demo_split, fresh_metrics
 
 from bayesalign import estimators as est
-from bayesalign.builtin_models import cache_root
 from bayesalign.config import load_config
 from bayesalign.config.build import build_models, build_target
-from bayesalign.pools import PosteriorPool
-from bayesalign.prior_draws import PoolCache, PriorDraws, draw_prior
 from bayesalign.proposals import propose
 from bayesalign.samples import Samples
 
@@ -48,30 +45,19 @@ parser.add_argument("--against", default=None, help="probe.py's jsonl: paired di
 parser.add_argument("--out", default=None)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
-t0, c0 = time.perf_counter(), time.process_time()
-
-
-def clock() -> str:
-    return f"[{time.perf_counter() - t0:6.0f}s wall {time.process_time() - c0:6.0f}s cpu]"
+clock = Clock()
 
 
 config = load_config("src/bayesalign/configs/demo.yaml")
 policy, prior = build_models(config.model, config.prompt, args.seed)
 target = build_target(config.target, prior, config.sampling)
 params = config.sampling.params()
-draws, _ = draw_prior(
-    prior, args.pool, params, seed=0, batch_size=args.batch, cache=PoolCache(cache_root() / "pools")
-)
-n_val = int(len(draws) * args.val)
-order = torch.randperm(len(draws), generator=torch.Generator().manual_seed(args.seed))
-train_rows, val_rows = order[n_val:], order[:n_val]
-full = PosteriorPool(target, draws)
-val = PosteriorPool(target, PriorDraws(draws.samples.select(val_rows), draws.uniform[val_rows]))
-train_pool = PosteriorPool(target, PriorDraws(draws.samples.select(train_rows), draws.uniform[train_rows]))
+split = demo_split(target, params, pool=args.pool, val=args.val, seed=args.seed, batch=args.batch)
+full, val, train_pool = split.full, split.val, split.train_pool(target)
 train, held_out = train_pool.p_samples(), val.p_samples()
 print(
     clock(),
-    f"pool {len(draws)}: train p-samples {len(train)}, held-out p-samples {len(held_out)}",
+    f"pool {len(split.draws)}: train p-samples {len(train)}, held-out p-samples {len(held_out)}",
     flush=True,
 )
 
@@ -175,17 +161,8 @@ hook.remove()
 # π shares the prior's base weights (LoRA adapters, disabled for a): the hook was on a's pass too,
 # so log a is scored again without it
 log_a = prior.log_prob_frozen(d.samples, batch_size=32).double()
-sat = est.mean(d.evidence.satisfied)
-kl_pi_a = est.kl_on_samples(d.log_q, log_a)
-frontier = full.frontier()
-excess = frontier.excess(sat.value, kl_pi_a.value)
-print(
-    clock(),
-    f"satisfaction {sat:.3f}  KL(π‖a) {kl_pi_a:.3f}  frontier KL* {frontier.kl(sat.value):.3f}  "
-    f"excess {excess:.2f}  "
-    f"held-out KL(p‖π) {best[0]:.3f}",
-    flush=True,
-)
+fresh = fresh_metrics(d, log_a, full)
+print(clock(), f"{fresh.line()}  held-out KL(p‖π) {best[0]:.3f}", flush=True)
 top = torch.topk(theta, 15).indices.tolist()
 bottom = torch.topk(-theta, 15).indices.tolist()
 print("  most raised:", [prior.tokenizer.decode([i]) for i in top])
@@ -216,15 +193,11 @@ summary = {
     "val_kl": best[0],
     "paired_gain": paired.value,
     "paired_gain_se": paired.stderr,
-    "satisfaction": sat.value,
-    "satisfaction_se": sat.stderr,
-    "kl_pi_a": kl_pi_a.value,
-    "kl_pi_a_se": kl_pi_a.stderr,
-    "frontier_excess": excess,
+    **fresh.record(),
     "against": against,
     "val_log_pi": best_val_lp.tolist(),
-    "wall": time.perf_counter() - t0,
-    "cpu": time.process_time() - c0,
+    "wall": clock.wall(),
+    "cpu": clock.cpu(),
 }
 if args.out:
     with open(args.out, "a") as f:

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
+from demo_split import Clock, demo_split, fresh_metrics
 
 from bayesalign import estimators as est
-from bayesalign.builtin_models import cache_root
 from bayesalign.config import load_config
 from bayesalign.config.build import build_models, build_target
-from bayesalign.pools import PosteriorPool
-from bayesalign.prior_draws import PoolCache, PriorDraws, draw_prior
 from bayesalign.proposals import propose
 from bayesalign.twist_fit import TwistFitSettings, TwistFitter
 
@@ -42,11 +39,7 @@ parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--out", default=None)
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
-t0, c0 = time.perf_counter(), time.process_time()
-
-
-def clock() -> str:
-    return f"[{time.perf_counter() - t0:6.0f}s wall {time.process_time() - c0:6.0f}s cpu]"
+clock = Clock()
 
 
 config = load_config("src/bayesalign/configs/demo.yaml")
@@ -54,14 +47,8 @@ config = load_config("src/bayesalign/configs/demo.yaml")
 _, prior = build_models(config.model.model_copy(update={"lora": None}), config.prompt, args.seed)
 target = build_target(config.target, prior, config.sampling)
 params = config.sampling.params()
-draws, _ = draw_prior(
-    prior, args.pool, params, seed=0, batch_size=args.batch, cache=PoolCache(cache_root() / "pools")
-)
-n_val = int(len(draws) * args.val)
-order = torch.randperm(len(draws), generator=torch.Generator().manual_seed(args.seed))
-train_rows, val_rows = order[n_val:], order[:n_val]
-full = PosteriorPool(target, draws)
-val = PosteriorPool(target, PriorDraws(draws.samples.select(val_rows), draws.uniform[val_rows]))
+split = demo_split(target, params, pool=args.pool, val=args.val, seed=args.seed, batch=args.batch)
+draws, train_rows, full, val = split.draws, split.train_rows, split.full, split.val
 held_out = val.p_samples()
 lora = {
     "r": args.lora_r,
@@ -101,19 +88,17 @@ for epoch in range(args.epochs):
         val_lp = fitter.model.log_prob_frozen(held_out, batch_size=32).double()
         kl = val.kl_p_model(val_lp)
         print(clock(), f"after {updates} updates: held-out KL(p‖π) {kl:.4f}", flush=True)
-        rows.append(
-            {"updates": updates, "val_kl": kl.value, "val_kl_se": kl.stderr, "cpu": time.process_time() - c0}
-        )
+        rows.append({"updates": updates, "val_kl": kl.value, "val_kl_se": kl.stderr, "cpu": clock.cpu()})
         if kl.value < best[0]:
             best = (kl.value, updates, [p.detach().clone() for p in trainable], val_lp)
-best_kl, best_epoch, state, best_val_lp = best
+best_kl, best_updates, state, best_val_lp = best
 with torch.no_grad():
     for p, kept in zip(trainable, state, strict=True):
         p.copy_(kept)
 paired = est.mean(best_val_lp - log_a_val)  # KL(p‖a) − KL(p‖π), on the same held-out p-samples
 print(
     clock(),
-    f"best epoch {best_epoch}; paired gain over the prior {paired:.4f}; sampling {args.eval}",
+    f"best after {best_updates} updates; paired gain over the prior {paired:.4f}; sampling {args.eval}",
     flush=True,
 )
 d = propose(
@@ -125,14 +110,10 @@ d = propose(
     batch_size=args.batch,
 )
 log_a = prior.log_prob_frozen(d.samples, batch_size=32).double()
-sat = est.mean(d.evidence.satisfied)
-kl_pi_a = est.kl_on_samples(d.log_q, log_a)
-frontier = full.frontier()
-excess = frontier.excess(sat.value, kl_pi_a.value)
+fresh = fresh_metrics(d, log_a, full)
 print(
     clock(),
-    f"satisfaction {sat:.3f}  KL(π‖a) {kl_pi_a:.3f}  frontier KL* {frontier.kl(sat.value):.3f}  "
-    f"excess {excess:.2f}  held-out KL(p‖π) {best_kl:.3f}  (−log Z {-full.log_z().value:.3f})",
+    f"{fresh.line()}  held-out KL(p‖π) {best_kl:.3f}  (−log Z {-full.log_z().value:.3f})",
     flush=True,
 )
 for t in d.samples.texts[:5]:
@@ -142,17 +123,13 @@ summary = {
     "log_z": full.log_z().value,
     "prior_val_kl": prior_kl.value,
     "checks": rows,
-    "best_updates": best_epoch,
+    "best_updates": best_updates,
     "val_kl": best_kl,
     "paired_gain": paired.value,
     "paired_gain_se": paired.stderr,
-    "satisfaction": sat.value,
-    "satisfaction_se": sat.stderr,
-    "kl_pi_a": kl_pi_a.value,
-    "kl_pi_a_se": kl_pi_a.stderr,
-    "frontier_excess": excess,
-    "wall": time.perf_counter() - t0,
-    "cpu": time.process_time() - c0,
+    **fresh.record(),
+    "wall": clock.wall(),
+    "cpu": clock.cpu(),
 }
 if args.out:
     with open(args.out, "a") as f:

@@ -1,0 +1,95 @@
+"""The demo's pool and its train/held-out split, shared by the demo-recipe probes (logit_bias.py,
+twist.py): the same cached prior draws (seed 0) and the same permutation (``seed``) give every
+probe the same held-out p-samples, so their held-out KL(p‖π) can be paired."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from bayesalign import estimators as est
+from bayesalign.builtin_models import cache_root
+from bayesalign.pools import PosteriorPool
+from bayesalign.prior_draws import PoolCache, PriorDraws, draw_prior
+from bayesalign.proposals import Scored
+from bayesalign.targets import Target
+
+
+@dataclass
+class DemoSplit:
+    draws: PriorDraws
+    train_rows: torch.Tensor
+    val_rows: torch.Tensor
+    full: PosteriorPool  # the whole pool: log Z and the KL frontier
+    val: PosteriorPool  # the held-out rows: held-out KL(p‖π)
+
+    def train_pool(self, target: Target) -> PosteriorPool:
+        return PosteriorPool(target, self.rows(self.train_rows))
+
+    def rows(self, index: torch.Tensor) -> PriorDraws:
+        return PriorDraws(self.draws.samples.select(index), self.draws.uniform[index])
+
+
+def demo_split(target: Target, params, *, pool: int, val: float, seed: int, batch: int) -> DemoSplit:
+    """Draw (or load from the cache) ``pool`` samples of the demo's prior and hold out a ``val``
+    share of them, chosen by ``seed``."""
+    draws, _ = draw_prior(
+        target.base, pool, params, seed=0, batch_size=batch, cache=PoolCache(cache_root() / "pools")
+    )
+    n_val = int(len(draws) * val)
+    order = torch.randperm(len(draws), generator=torch.Generator().manual_seed(seed))
+    train_rows, val_rows = order[n_val:], order[:n_val]
+    held_out = PriorDraws(draws.samples.select(val_rows), draws.uniform[val_rows])
+    full, val_pool = PosteriorPool(target, draws), PosteriorPool(target, held_out)
+    return DemoSplit(draws, train_rows, val_rows, full, val_pool)
+
+
+class Clock:
+    """Wall and CPU seconds since it was made; calling it gives the prefix of a progress line."""
+
+    def __init__(self) -> None:
+        self.started_wall, self.started_cpu = time.perf_counter(), time.process_time()
+
+    def wall(self) -> float:
+        return time.perf_counter() - self.started_wall
+
+    def cpu(self) -> float:
+        return time.process_time() - self.started_cpu
+
+    def __call__(self) -> str:
+        return f"[{self.wall():6.0f}s wall {self.cpu():6.0f}s cpu]"
+
+
+@dataclass
+class FreshMetrics:
+    """Satisfaction, KL(π‖a) and the frontier excess on fresh samples of π."""
+
+    satisfaction: est.Estimate
+    kl_pi_a: est.Estimate
+    frontier_kl: float
+    excess: float
+
+    def record(self) -> dict[str, float]:
+        return {
+            "satisfaction": self.satisfaction.value,
+            "satisfaction_se": self.satisfaction.stderr,
+            "kl_pi_a": self.kl_pi_a.value,
+            "kl_pi_a_se": self.kl_pi_a.stderr,
+            "frontier_excess": self.excess,
+        }
+
+    def line(self) -> str:
+        return (
+            f"satisfaction {self.satisfaction:.3f}  KL(π‖a) {self.kl_pi_a:.3f}  "
+            f"frontier KL* {self.frontier_kl:.3f}  excess {self.excess:.2f}"
+        )
+
+
+def fresh_metrics(draw: Scored, log_a: torch.Tensor, full: PosteriorPool) -> FreshMetrics:
+    """``draw``: fresh samples of π (log q = log π); ``log_a``: the prior's log-probabilities of them."""
+    sat = est.mean(draw.evidence.satisfied)
+    kl_pi_a = est.kl_on_samples(draw.log_q, log_a)
+    frontier = full.frontier()
+    return FreshMetrics(sat, kl_pi_a, frontier.kl(sat.value), frontier.excess(sat.value, kl_pi_a.value))
