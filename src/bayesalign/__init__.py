@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from bayesalign.samples import Samples, SamplingParams
     from bayesalign.targets import Constraint, Feature, Target, Tilt
     from bayesalign.training import CheckpointArgs, SamplingArgs, TrainArgs, Trainer
+    from bayesalign.twist_fit import TwistFitSettings, TwistFitter
 
 _HOME = {
     "LanguageModel": "bayesalign.models",
@@ -38,6 +39,8 @@ _HOME = {
     "SamplingArgs": "bayesalign.training",
     "CheckpointArgs": "bayesalign.training",
     "Evaluator": "bayesalign.evaluator",
+    "TwistFitter": "bayesalign.twist_fit",
+    "TwistFitSettings": "bayesalign.twist_fit",
 }
 
 __all__ = [
@@ -61,6 +64,8 @@ __all__ = [
     "Tilt",
     "TrainArgs",
     "Trainer",
+    "TwistFitSettings",
+    "TwistFitter",
     "make_policy",
 ]
 

@@ -9,8 +9,8 @@ gradient through it), and to b(x) at the last token. The expectation over the ne
 exact (a sum over the vocabulary under a), so a target has no sampling noise except at the end;
 a sample with b = 0 teaches as much as one with b = 1; no importance weight enters. The fixed
 point is Q whatever distribution the prefixes come from; here they come from a (on the exact toy,
-prefixes from π itself did worse, and the Monte-Carlo target b(x) at every token converged
-several times slower: docs/results/disco_comparison.md, "A learned twist").
+prefixes from π itself did worse, and the Monte-Carlo target b(x) at every token ended 3–7×
+further from p: docs/results/disco_comparison.md, "A learned twist").
 
 Each `step` draws ``batch_size`` new samples of a and makes ``updates_per_step`` updates on
 minibatches (of ``minibatch_size`` rows, by default ``batch_size``) drawn uniformly from all
