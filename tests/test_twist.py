@@ -10,6 +10,7 @@ import torch
 
 from bayesalign.exact import ExactTarget, SequenceSpace, kl
 from bayesalign.models import LanguageModel, make_policy
+from bayesalign.runs.saved_policy import load_proposal
 from bayesalign.samples import SamplingParams
 from bayesalign.scorers import WordScorer
 from bayesalign.targets import Target
@@ -97,6 +98,11 @@ def test_a_saved_twisted_model_loads_back_as_the_same_distribution(fitted, tmp_p
     loaded = LanguageModel.from_pretrained(tmp_path / "pi")
     torch.testing.assert_close(
         loaded.log_prob_frozen(exact.space.samples), fitter.model.log_prob_frozen(exact.space.samples)
+    )
+    # what `bayesalign eval --policy` and `bayesalign sample --proposal` load
+    proposal = load_proposal(tmp_path / "pi", fitter.target.base)
+    torch.testing.assert_close(
+        proposal.log_prob_frozen(exact.space.samples), fitter.model.log_prob_frozen(exact.space.samples)
     )
 
 

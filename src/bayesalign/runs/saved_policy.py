@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bayesalign.models import LanguageModel
+from bayesalign.twisted import MARKER as TWISTED
 
 
 class SavedPolicyError(ValueError):
@@ -21,10 +22,10 @@ def proposal_folder(folder: str | Path) -> Path:
         path = path / "final"
     if not path.is_dir():
         raise SavedPolicyError(f"proposal folder {folder} does not exist (pass a run's final/ folder)")
-    if not ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
+    if not any((path / name).exists() for name in ("config.json", "adapter_config.json", TWISTED)):
         raise SavedPolicyError(
-            f"proposal folder {path} holds no model (no config.json or adapter_config.json); "
-            "pass a run's final/ folder"
+            f"proposal folder {path} holds no model (no config.json, adapter_config.json or "
+            f"{TWISTED}); pass a run's final/ folder"
         )
     return path
 
@@ -33,7 +34,8 @@ def load_proposal(folder: str | Path, prior: LanguageModel) -> LanguageModel:
     """A trained policy from a run's ``final/`` folder (or the run folder holding it), frozen, as a
     proposal for sampling from a target over ``prior``.
 
-    Merged weights (a plain HF folder) load directly; an adapter-only folder (LoRA saved with
+    Merged weights (a plain HF folder) and a learned twist (twisted.py) load directly; an
+    adapter-only folder (LoRA saved with
     ``checkpoint.merge_lora: false``) is applied to a copy of the prior's weights. The tokenizer
     must be the prior's: P/q compares probabilities of the same token sequences.
     """
