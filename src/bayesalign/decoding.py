@@ -14,6 +14,12 @@ from transformers import PreTrainedModel
 from bayesalign.samples import SamplingParams
 
 
+def cache_key(out) -> str:
+    """The name of a forward's KV cache in its output, which is also the keyword the next forward
+    takes it by: ``cache`` in transformers >= 5.x, ``past_key_values`` in older releases."""
+    return "cache" if "cache" in out else "past_key_values"
+
+
 def uniforms(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """n uniforms [n, 1] in float64 for `draw_tokens`, one per row of the whole batch at every
     step, also for rows that have stopped, so that the random stream (and so each row's draws)
@@ -107,8 +113,7 @@ def _decode(
                 logits_to_keep=1,
                 **cache,
             )
-        # transformers >= 5.x names the KV cache `cache`, older releases `past_key_values`
-        key = "cache" if "cache" in out else "past_key_values"
+        key = cache_key(out)
         cache = {key: out[key]}
         logits = warpers(inputs, out.logits[:, -1].float())
         log_probs = torch.log_softmax(logits, dim=-1)

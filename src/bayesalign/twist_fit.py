@@ -7,7 +7,7 @@ sequence. So σ(u_θ(x<t)[x_t]) is fitted by binary cross-entropy, at every gene
 that equation's right-hand side computed with the current twist (a bootstrap target, no
 gradient through it), and to b(x) at the last token. The expectation over the next token is
 exact (a sum over the vocabulary under a), so a target has no sampling noise except at the end;
-a sample with b = 0 teaches as much as one with b = 1; no importance weight enters. The fixed
+samples with b = 0 teach too (DPG gives them weight 0); no importance weight enters. The fixed
 point is Q whatever distribution the prefixes come from; here they come from a (on the exact toy,
 prefixes from π itself did worse, and the Monte-Carlo target b(x) at every token ended 3–7×
 further from p: docs/results/disco_comparison.md, "A learned twist").
@@ -15,7 +15,8 @@ further from p: docs/results/disco_comparison.md, "A learned twist").
 Each `step` draws ``batch_size`` new samples of a and makes ``updates_per_step`` updates on
 minibatches (of ``minibatch_size`` rows, by default ``batch_size``) drawn uniformly from all
 samples so far. What it cannot do (yet): targets whose
-factors exceed 1 (reward tilts, distributional features), encoder-decoder priors, the CLI.
+factors exceed 1 (reward tilts, distributional features), encoder-decoder priors, training from
+the CLI (a saved twist is evaluated and sampled by it: `bayesalign eval --policy`, `sample --proposal`).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class TwistFitter:
         if prior.is_seq2seq or prior.has_adapters:
             raise ValueError("a twist needs a plain decoder-only prior (no encoder-decoder, no LoRA)")
         self.target, self.params, self.settings = target, params, settings
-        module = TwistedModule.around(prior.module, base_rate=0.5, head=settings.head, lora=settings.lora)
+        module = TwistedModule.around(prior.module, head=settings.head, lora=settings.lora)
         self.model = LanguageModel(module, prior.tokenizer, prior.prompt, chat=prior.chat)
         trainable = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=settings.lr)
@@ -89,9 +90,9 @@ class TwistFitter:
         drawn uniformly from the buffer; returns the batch's rate of b under a and the mean loss."""
         batch = self.target.base.sample(self.settings.batch_size, self.params, generator=self.generator)
         labels = self.add(batch)
+        size = self.settings.minibatch_size or self.settings.batch_size
         losses = []
         for _ in range(self.settings.updates_per_step):
-            size = self.settings.minibatch_size or self.settings.batch_size
             index = torch.randint(len(self.labels), (size,), generator=self.generator)
             losses.append(self.update(index))
         self.steps += 1

@@ -4,25 +4,26 @@ twist σ(u_θ) ∈ (0, 1) per next token.
 Why this form: the posterior p(x) ∝ a(x)·b(x) of a target whose evidence b lies in [0, 1] factors
 token by token as p(v | x<t) = a(v | x<t) · Q(x<t v) / V(x<t), with Q(y) = E_a[b | prefix y] the
 probability, under a, that a sequence starting with y satisfies b, and V(x<t) = Σ_v a(v | x<t)
-Q(x<t v). So σ(u) = Q gives π = p exactly, and Q is a regression target that every sample of a
-labels without importance weights (twist_fit.py). The prior's part never moves, which a fine-tuned
+Q(x<t v). So σ(u) = Q gives π = p exactly, and Q can be fitted on samples of a without
+importance weights (twist_fit.py). The prior's part never moves, which a fine-tuned
 π has to learn to keep.
 
 `TwistedModule` is a `torch.nn.Module` with the interface of a decoder-only HF model that
 `LanguageModel` and the decoding loop use (forward with a KV cache, ``logits_to_keep``,
 ``save_pretrained``), so a `LanguageModel` around it samples, scores, saves and loads like any
 other. Its logits are log a + log σ(u) (normalised by the caller's log-softmax). The twist
-network u_θ is a trainable copy of a's trunk (``base_model``) with a new vocabulary head, initialised
-to a constant so that π = a at the start.
+network u_θ is a trainable copy of a's trunk (``base_model``, optionally with LoRA) with a new head
+(`VocabularyHead` or `EmbeddingHead`), initialised to a constant so that π = a at the start.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
 import json
-import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,19 +31,27 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from bayesalign.decoding import cache_key
+
 MARKER = "twisted.json"  # a folder with this file holds a TwistedModule
 
 
 def kv_cache(out) -> object:
-    """A forward's KV cache: transformers >= 5.x names it ``cache``, older releases ``past_key_values``."""
-    return out["cache"] if "cache" in out else out["past_key_values"]
+    """A forward's KV cache, under whichever name this transformers release gives it."""
+    return out[cache_key(out)]
+
+
+@functools.cache
+def _cache_keyword(forward: Callable) -> str:
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def cache_argument(module: torch.nn.Module, cache: object) -> dict:
-    """``cache`` as the keyword ``module.forward`` takes it by (see `kv_cache`); {} for None."""
+    """``cache`` as the keyword ``module.forward`` takes it by (see `cache_key`); {} for None.
+    Looked up once per model class: it is asked at every decoding step."""
     if cache is None:
         return {}
-    return {"cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values": cache}
+    return {_cache_keyword(type(module).forward): cache}
 
 
 class PairCache:
@@ -65,6 +74,7 @@ class VocabularyHead(torch.nn.Module):
         super().__init__()
         self.linear = torch.nn.Linear(hidden, embedding.shape[0]).to(embedding.dtype)
         torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
 
     @property
     def bias(self) -> torch.nn.Parameter:
@@ -130,20 +140,17 @@ class TwistedModule(torch.nn.Module):
 
     @classmethod
     def around(
-        cls, prior: PreTrainedModel, base_rate: float, *, head: str = "vocabulary", lora: dict | None = None
+        cls, prior: PreTrainedModel, *, head: str = "vocabulary", lora: dict | None = None
     ) -> TwistedModule:
-        """A twist that starts constant at ``base_rate`` (π = a): a copy of the prior (LoRA on it
-        with ``lora``, peft.LoraConfig arguments) and a zero head with bias logit(base_rate)."""
-        if not 0.0 < base_rate < 1.0:
-            raise ValueError(f"the twist's starting rate must lie in (0, 1), got {base_rate}")
+        """A twist that starts constant (a zero head, bias 0: π = a): a copy of the prior, with
+        LoRA on it given ``lora`` (peft.LoraConfig arguments). twist_fit.py moves the bias to the
+        first batch's rate."""
         twist = copy.deepcopy(prior).requires_grad_(lora is None)
         if lora is not None:
             from peft import LoraConfig, get_peft_model
 
             twist = get_peft_model(twist, LoraConfig(task_type="CAUSAL_LM", **lora))
-        made = make_head(head, prior)
-        torch.nn.init.constant_(made.bias, math.log(base_rate / (1.0 - base_rate)))
-        return cls(prior, twist, made)  # the prior's weights are shared, frozen
+        return cls(prior, twist, make_head(head, prior))  # the prior's weights are shared, frozen
 
     def trunk_states(
         self,
