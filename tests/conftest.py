@@ -36,7 +36,7 @@ def make_trainer(request: pytest.FixtureRequest) -> TrainerFactory:
         objective=None,
     ) -> Trainer:
         cfg = parse_config(apply_overrides(copy.deepcopy(base), overrides))
-        policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed)
+        policy, prior = build_models(cfg.model, cfg.prompt, cfg.training.seed, twist=cfg.training.twist)
         choose = target or default_target
         tgt = choose(prior) if choose is not None else build_target(cfg.target, prior, cfg.sampling)
         return build_trainer(cfg, policy, tgt, objective, run=run)

@@ -10,6 +10,7 @@ import torch
 
 from bayesalign.exact import ExactTarget, SequenceSpace, kl
 from bayesalign.models import LanguageModel, make_policy
+from bayesalign.objectives.twist import twist_terms
 from bayesalign.runs.saved_policy import load_proposal
 from bayesalign.samples import SamplingParams
 from bayesalign.scorers import WordScorer
@@ -63,10 +64,14 @@ def test_the_targets_are_b_at_the_end_and_the_next_tokens_expected_twist_before(
     fitter, _, _ = fitted
     draw = fitter.target.base.sample(40, SamplingParams(LENGTH), generator=torch.Generator().manual_seed(5))
     labels = fitter.target.evidence(draw).log_factor.exp().float()
-    u, targets = fitter.logits_and_targets(draw, labels)
+    terms = twist_terms(fitter.model.module, draw, labels)
+    u, targets = terms.logits, terms.targets
     with torch.no_grad():
         logits = fitter.model.generated_logits(draw)[0]  # position t predicts x_t
     lengths = draw.mask.sum(1)
+    # on the way, log π at each drawn token: the scored model's own
+    scored = torch.log_softmax(logits, -1).gather(-1, draw.ids[..., None]).squeeze(-1) * draw.mask
+    torch.testing.assert_close(terms.token_log_probs, scored, atol=1e-5, rtol=0)
     assert labels.min() == 0 and labels.max() == 1
     for row in range(len(draw)):
         end = lengths[row] - 1

@@ -4,7 +4,8 @@ Each (method, seed) is an ordinary training run (session.py) in its own folder
 ``OUT/<method>/seed<s>/``, from the same base config with only three changes: the method, the
 seed s = base seed + k for the k-th run of a method (the folder names the seed the run used),
 and ``training.proposal.update: on_policy``, so that every method draws ``training.batch_size``
-samples per step from its own policy and all runs see the same number of samples. Folders keep
+samples per step from its own policy and all runs see the same number of samples (the twist,
+which fits on samples of a, draws as many from a: ``fixed``). Folders keep
 the method's own name: its characters (``gdc++``, ``kl-reinforce``) are safe in file names.
 Options sections of other methods (``training.ppo`` in a config run with ``gdc++``) are dropped
 per run, so one config can hold every method's options.
@@ -31,7 +32,7 @@ from rich.table import Table
 
 from bayesalign.config import Config, ConfigError, apply_overrides, parse_config
 from bayesalign.config.loading import import_callables
-from bayesalign.config.methods import METHOD_OPTIONS, check_method
+from bayesalign.config.methods import METHOD_OPTIONS, METHODS, check_method
 from bayesalign.report import build_report
 from bayesalign.runs import RunFolder, metric_names
 from bayesalign.runs.metric_names import ENTROPY_PI, KL_P_PI, KL_PI_A, KL_PI_P, POOL_KL_P_PI, SATISFACTION_PI
@@ -76,14 +77,16 @@ def check_methods(methods: Sequence[str]) -> list[str]:
 
 
 def run_config(raw: dict, method: str, seed: int | None = None) -> Config:
-    """The base config with this run's method, seed (unless None) and an on-policy proposal,
+    """The base config with this run's method, seed (unless None) and an on-policy proposal (q = a
+    for a method that fits on samples of a),
     without the options sections of other methods."""
     raw = copy.deepcopy(raw)
     training = raw.setdefault("training", {})
     for key, owner in METHOD_OPTIONS.items():
         if owner != method:
             training.pop(key, None)
-    overrides = [f"training.method={method}", "training.proposal.update=on_policy"]
+    update = "fixed" if METHODS[method].prior_samples else "on_policy"  # the twist samples a
+    overrides = [f"training.method={method}", f"training.proposal.update={update}"]
     if seed is not None:
         overrides.append(f"training.seed={seed}")
     return parse_config(apply_overrides(raw, overrides))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from bayesalign.models import LanguageModel
-from bayesalign.objectives import Batch, Objective, policy_output
+from bayesalign.objectives import Batch, Objective
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def gradient_variance(
     n = len(batch)
     if n == 0:
         raise ValueError("cannot compute gradient statistics on an empty batch")
-    losses = objective.per_sample_loss(batch, policy_output(policy, batch.samples, hidden=hidden))
+    losses = objective.per_sample_loss(batch, objective.view_policy(policy, batch, hidden=hidden))
     if losses.shape != (n,):
         raise ValueError(f"{objective.name}: per_sample_loss returned shape {tuple(losses.shape)} for {n}")
     total = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)

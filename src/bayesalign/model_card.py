@@ -69,7 +69,19 @@ def model_card(
             rows.append(f"| {key} | {before[0] if before else '–'} | {after[0]} | {after[1]} |")
     auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
     path = str(Path(folder).resolve())
-    if merged:
+    if config.training.method == "twist":
+        # not a transformers folder: prior/ + twist/ + head (twisted.py); the library loads it
+        load = (
+            "from bayesalign import LanguageModel, SamplingParams\n\n"
+            f"model = LanguageModel.from_pretrained({path!r}, {config.prompt!r})\n"
+            + (
+                "model.chat = True  # trained on the chat template\n"
+                if config.model.prompt_format == "chat"
+                else ""
+            )
+            + f"print(model.sample(4, SamplingParams({config.sampling.max_new_tokens})).texts)"
+        )
+    elif merged:
         # trained on chat prompts: the pipeline applies the same template to a list of messages
         chat = config.model.prompt_format == "chat"
         prompt = f'[{{"role": "user", "content": {config.prompt!r}}}]' if chat else repr(config.prompt)

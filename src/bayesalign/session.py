@@ -171,7 +171,9 @@ def _train(
     with Heartbeat(console, config.training.steps) as heartbeat:
         heartbeat.update(phase="loading models")
         with console.status("loading models"):
-            policy, prior = build_models(config.model, config.prompt, config.training.seed)
+            policy, prior = build_models(
+                config.model, config.prompt, config.training.seed, twist=config.training.twist
+            )
         check_generation_fits(prior, config.sampling.max_new_tokens, _prompts(config, contexts))
         # the main process fits λ (if any) and writes target.json; the others read it back
         heartbeat.update(phase="building the target")

@@ -14,22 +14,21 @@ further from p: docs/results/disco_comparison.md, "A learned twist").
 
 Each `step` draws ``batch_size`` new samples of a and makes ``updates_per_step`` updates on
 minibatches (of ``minibatch_size`` rows, by default ``batch_size``) drawn uniformly from all
-samples so far. What it cannot do (yet): targets whose
-factors exceed 1 (reward tilts, distributional features), encoder-decoder priors, training from
-the CLI (a saved twist is evaluated and sampled by it: `bayesalign eval --policy`, `sample --proposal`).
+samples so far (the training loop's method ``twist``, objectives/twist.py, fits the same loss on
+each step's fresh samples instead). What it cannot do: targets whose factors exceed 1 (reward
+tilts, distributional features), encoder-decoder priors.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from bayesalign.models import LanguageModel
+from bayesalign.objectives.twist import evidence_in_unit_interval, start_at_rate, twist_terms, twisted_policy
 from bayesalign.samples import Samples, SamplingParams
-from bayesalign.targets import Constraint, Target
-from bayesalign.twisted import HEADS, TwistedModule
+from bayesalign.targets import Target
+from bayesalign.twisted import HEADS
 
 
 @dataclass(frozen=True)
@@ -55,16 +54,6 @@ class TwistFitSettings:
             raise ValueError(f"unknown twist head {self.head!r}; valid: {', '.join(HEADS)}")
 
 
-def evidence_in_unit_interval(target: Target) -> None:
-    """Refuse targets whose factor b can exceed 1: Q = E_a[b | prefix] is then no probability."""
-    others = sorted({type(t).__name__ for t in target.terms if not isinstance(t, Constraint)})
-    if others:
-        raise ValueError(
-            f"a twist needs a target of pointwise constraints only (b ∈ {{0, 1}}); this one also has "
-            f"{', '.join(others)} terms, whose factors can exceed 1"
-        )
-
-
 class TwistFitter:
     """Owns the twisted model π (``model``), the buffer of samples of a, and the optimizer."""
 
@@ -72,13 +61,9 @@ class TwistFitter:
         self, target: Target, params: SamplingParams, settings: TwistFitSettings = TwistFitSettings()
     ):
         evidence_in_unit_interval(target)
-        prior = target.base
-        if prior.is_seq2seq or prior.has_adapters:
-            raise ValueError("a twist needs a plain decoder-only prior (no encoder-decoder, no LoRA)")
         self.target, self.params, self.settings = target, params, settings
-        module = TwistedModule.around(prior.module, head=settings.head, lora=settings.lora)
-        self.model = LanguageModel(module, prior.tokenizer, prior.prompt, chat=prior.chat)
-        trainable = [p for p in module.parameters() if p.requires_grad]
+        self.model = twisted_policy(target.base, head=settings.head, lora=settings.lora)
+        trainable = [p for p in self.model.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=settings.lr)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.samples: Samples | None = None
@@ -103,9 +88,7 @@ class TwistFitter:
         The first batch sets the twist's constant start to its rate (π = a whatever it is)."""
         labels = self.target.evidence(samples).log_factor.exp().float()
         if self.samples is None:
-            n = len(labels)
-            rate = min(max(labels.mean().item(), 0.5 / n), 1 - 0.5 / n)
-            torch.nn.init.constant_(self.model.module.head.bias, math.log(rate / (1 - rate)))
+            start_at_rate(self.model.module, labels)
         self.samples = samples if self.samples is None else Samples.concat([self.samples, samples])
         self.labels = torch.cat([self.labels, labels])
         return labels
@@ -119,29 +102,10 @@ class TwistFitter:
         return loss.item()
 
     def loss(self, samples: Samples, labels: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy of σ(u_θ(x<t)[x_t]) against `targets`, averaged over real tokens."""
-        u, target = self.logits_and_targets(samples, labels)
-        mask = samples.mask.to(u.device)
-        per_token = torch.nn.functional.binary_cross_entropy_with_logits(u, target, reduction="none")
-        return (per_token * mask).sum() / mask.sum()
-
-    def logits_and_targets(self, samples: Samples, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """u_θ(x<t)[x_t] of shape [B, T] (with its graph) and its targets [B, T]: b(x) at the last token;
-        before it V(x≤t) = Σ_v a(v | x≤t)·σ(u_θ(x≤t)[v]), the current twist one token later
-        averaged exactly under a (no gradient through it). Both are junk at padding."""
-        module: TwistedModule = self.model.module
-        n_gen = samples.ids.shape[1]
-        inputs = samples.causal_inputs(self.model.device, through_last=True)
-        hidden = module.trunk_states(*inputs)[0]
-        u = module.head.at(hidden[:, -n_gen - 1 : -1], samples.ids.to(hidden.device)).float()
-        with torch.no_grad():
-            ids, attention, positions = inputs
-            after = module.prior(
-                input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=n_gen
-            ).logits.float()
-            twist_after = torch.nn.functional.logsigmoid(module.head(hidden[:, -n_gen:]).float())
-            value = (torch.log_softmax(after, -1) + twist_after).logsumexp(-1).exp().clamp(max=1.0)
-        last = torch.arange(n_gen, device=u.device)[None, :] == (
-            samples.mask.to(u.device).sum(1, keepdim=True) - 1
+        """Binary cross-entropy of σ(u_θ(x<t)[x_t]) against its Bellman targets
+        (objectives/twist.py), averaged over real tokens."""
+        terms = twist_terms(self.model.module, samples, labels)
+        per_token = torch.nn.functional.binary_cross_entropy_with_logits(
+            terms.logits, terms.targets, reduction="none"
         )
-        return u, torch.where(last, labels.to(u.device)[:, None], value)
+        return (per_token * terms.mask).sum() / terms.mask.sum()

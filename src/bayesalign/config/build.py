@@ -12,7 +12,7 @@ import torch
 from bayesalign.builtin_models import resolve_model_name
 from bayesalign.config.base import ConfigError
 from bayesalign.config.loading import callable_specs
-from bayesalign.config.methods import METHODS
+from bayesalign.config.methods import METHODS, TwistSection
 from bayesalign.config.sections import Config, ContextsSection, ModelSection, SamplingSection, TrainingSection
 from bayesalign.config.target import TargetSection
 from bayesalign.contexts import ContextError, load_contexts
@@ -21,6 +21,7 @@ from bayesalign.extra_metrics import Metric, Misalignment, Perplexity, Reference
 from bayesalign.models import DTYPES, LanguageModel, make_policy
 from bayesalign.moments import MomentFit, MomentFitError
 from bayesalign.objectives import Objective
+from bayesalign.objectives.twist import twisted_policy
 from bayesalign.preflight import PreflightError, check_model_name, hub_allowed
 from bayesalign.runs import RunFolder
 from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
@@ -28,8 +29,11 @@ from bayesalign.training import Trainer
 from bayesalign.training.distributed import Distributed
 
 
-def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[LanguageModel, LanguageModel]:
-    """The policy π (initialised at the prior) and the prior a."""
+def build_models(
+    section: ModelSection, prompt: str, seed: int, *, twist: TwistSection | None = None
+) -> tuple[LanguageModel, LanguageModel]:
+    """The policy π (initialised at the prior) and the prior a; with ``twist`` (method twist's
+    options) π is the prior twisted (objectives/twist.py), LoRA going on the twist's trunk."""
     torch.manual_seed(seed)  # LoRA initialisation is random
     if section.name == "toy":
         from bayesalign.toy import toy_model
@@ -78,6 +82,8 @@ def build_models(section: ModelSection, prompt: str, seed: int) -> tuple[Languag
         lora_args = dict(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
         )
+    if twist is not None:
+        return twisted_policy(prior, head=twist.head, lora=lora_args), prior
     return make_policy(prior, lora_args), prior
 
 

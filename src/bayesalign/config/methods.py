@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
@@ -24,6 +24,7 @@ from bayesalign.objectives import (
     Objective,
     Reinforce,
     TrajectoryBalance,
+    Twist,
 )
 from bayesalign.objectives.f_divergence import check_clip
 from bayesalign.objectives.reward_maximisation import Baseline, KLEstimator, Placement
@@ -159,8 +160,26 @@ class TBSection(Section):
         return TrajectoryBalance(self.min_log_b)
 
 
+class TwistSection(Section):
+    """Options of method 'twist' (objectives/twist.py): π ∝ a·σ(u_θ), the twist fitted on samples
+    of a (the proposal is a: training.proposal.update is fixed). model.lora, if set, puts LoRA on
+    the twist's copy of a's trunk."""
+
+    head: Literal["vocabulary", "embedding"] = Field(
+        "vocabulary",
+        description="the twist's output layer: one free row per token (vocabulary), or a projection "
+        "through the prior's frozen output embedding (embedding: tokens the prior embeds alike get "
+        "alike twists; far fewer weights for a large vocabulary)",
+    )
+
+    def build(self, target: Target) -> Objective:
+        return Twist()
+
+
 # The options sections; each builds its method's objective for a target.
-MethodOptions = FDPGSection | CDPGSection | ReinforceSection | KLReinforceSection | PPOSection | TBSection
+MethodOptions = (
+    FDPGSection | CDPGSection | ReinforceSection | KLReinforceSection | PPOSection | TBSection | TwistSection
+)
 
 
 @dataclass(frozen=True)
@@ -170,6 +189,7 @@ class Method:
     objective: Callable[[], Objective] | None = None  # a method without options: its objective
     options: str | None = None  # else the key of its options section in training (whose build makes it)
     one_reward: bool = False  # reward maximisation: the target must define one reward r(x)
+    prior_samples: bool = False  # it fits on samples of a: the proposal is fixed at a (the twist)
 
 
 # The registry of methods. A method's options section is filled with its defaults when omitted (so
@@ -185,6 +205,7 @@ METHODS: dict[str, Method] = {
     "kl-reinforce": Method(options="kl_reinforce", one_reward=True),
     "ppo": Method(options="ppo", one_reward=True),
     "tb": Method(options="tb"),
+    "twist": Method(options="twist", prior_samples=True),
 }
 # Options sections of training and the method that reads each.
 METHOD_OPTIONS: dict[str, str] = {m.options: name for name, m in METHODS.items() if m.options}

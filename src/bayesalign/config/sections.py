@@ -18,6 +18,7 @@ from bayesalign.config.methods import (
     PPOSection,
     ReinforceSection,
     TBSection,
+    TwistSection,
     check_kl_coefficient,
     check_method,
 )
@@ -85,6 +86,7 @@ class TrainingSection(TrainArgs):
     kl_reinforce: KLReinforceSection | None = Field(None, description="options of method 'kl-reinforce'")
     ppo: PPOSection | None = Field(None, description="options of method 'ppo'")
     tb: TBSection | None = Field(None, description="options of method 'tb'")
+    twist: TwistSection | None = Field(None, description="options of method 'twist'")
 
     _known_method = field_validator("method")(lambda cls, v: check_method(v))
 
@@ -95,6 +97,11 @@ class TrainingSection(TrainArgs):
             for key, method in METHOD_OPTIONS.items():
                 if data.get("method") == method and data.get(key) is None:
                     data = {**data, key: {}}
+            method = METHODS.get(data.get("method", ""))
+            if method is not None and method.prior_samples:  # it fits on samples of a: q = a unless set
+                proposal = data.get("proposal") or {}
+                if isinstance(proposal, dict) and "update" not in proposal:
+                    data = {**data, "proposal": {**proposal, "update": "fixed"}}
         return data
 
     @model_validator(mode="after")
@@ -326,4 +333,33 @@ class Config(Section):
                 "constraints with a reward or distributional constraints; keep constraints only "
                 "(r = b) or a reward only"
             )
+        if self.training.method == "twist":
+            self._twist_fits()
         return self
+
+    def _twist_fits(self) -> None:
+        """Method twist: pointwise constraints only (Q = E_a[b | prefix] is a probability), and
+        samples of a (objectives/twist.py), on one process, sampled by the hf backend."""
+        training = self.training
+        if self.target.reward is not None or self.target.distributional:
+            raise ValueError(
+                "method 'twist' needs a target of pointwise constraints only (b ∈ {0, 1}): "
+                "drop target.reward and target.distributional, or use gdc++"
+            )
+        if training.proposal.update != "fixed":
+            raise ValueError(
+                "method 'twist' fits on samples of the prior: set training.proposal.update: fixed "
+                f"(it is {training.proposal.update!r})"
+            )
+        if training.replay_pool and training.replay_from != "prior":
+            raise ValueError(
+                "method 'twist' fits on samples of the prior: with training.replay_pool set "
+                "training.replay_from: prior (posterior replays the accepted rows only)"
+            )
+        for key, value, refused in (
+            ("contexts", self.contexts, lambda v: v is not None),
+            ("training.gradient_checkpointing", training.gradient_checkpointing, bool),
+            ("sampling.backend", self.sampling.backend, lambda v: v != "hf"),
+        ):
+            if refused(value):
+                raise ValueError(f"method 'twist' does not support {key} (it is {value!r}) yet")

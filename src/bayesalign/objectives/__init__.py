@@ -7,6 +7,7 @@ from bayesalign.objectives.distribution_matching import DPG, GDCPlusPlus
 from bayesalign.objectives.f_divergence import DIVERGENCES, FDPG, Divergence, InfiniteDivergenceError
 from bayesalign.objectives.reward_maximisation import PPO, KLController, KLReinforce, Reinforce
 from bayesalign.objectives.trajectory_balance import TrajectoryBalance
+from bayesalign.objectives.twist import Twist
 
 __all__ = [
     "CDPG",
@@ -24,6 +25,7 @@ __all__ = [
     "PolicyOutput",
     "Reinforce",
     "TrajectoryBalance",
+    "Twist",
     "frozen_policy_output",
     "policy_output",
 ]

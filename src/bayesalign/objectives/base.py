@@ -132,6 +132,7 @@ def frozen_policy_output(
 HOOKS = (
     "check_target",
     "attach",
+    "view_policy",
     "prepare",
     "rows_with_loss",
     "step_metrics",
@@ -154,6 +155,9 @@ class Objective(ABC):
     #: the objective's math assumes q is the policy that drew the samples (PPO's ratio π/π_old);
     #: the loop refuses a fixed or adaptive proposal
     requires_on_policy: ClassVar[bool] = False
+    #: the objective's math assumes the samples come from the prior a (the twist's Bellman
+    #: targets): the loop refuses any proposal but the fixed one, q = a
+    requires_prior_proposal: ClassVar[bool] = False
     #: `PolicyOutput.hidden` is filled (costs memory), for a value head
     needs_hidden: ClassVar[bool] = False
     #: how much of the prior's forward pass training draws run (`PriorPass`): ``"all"`` (the
@@ -192,6 +196,18 @@ class Objective(ABC):
         """Called once before the optimizer is built; returns the objective's own trainable
         parameters (a value head), optimised with the policy's."""
         return []
+
+    def view_policy(self, policy: LanguageModel, batch: Batch, *, hidden: bool) -> PolicyOutput:
+        """What `per_sample_loss` reads of the policy on ``batch``, differentiable: by default
+        its per-token log π (`policy_output`). An objective whose loss reads something else (the
+        twist: its logits and their Bellman targets) computes it here; the loop then cannot route
+        the forward through a process wrapper and trains it on one process only."""
+        return policy_output(policy, batch.samples, hidden=hidden)
+
+    @property
+    def views_policy_itself(self) -> bool:
+        """Whether `view_policy` is overridden (see there)."""
+        return type(self).view_policy is not Objective.view_policy
 
     def prepare(self, batch: Batch, old: PolicyOutput) -> Batch:
         """Called once per step before the updates, with ``old``, the policy's detached

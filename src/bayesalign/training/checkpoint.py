@@ -78,11 +78,13 @@ def save_checkpoint(
     (tmp / "state.json").write_text(json.dumps(data.state, indent=1))
     if policy is not None:
         policy.save_pretrained(tmp, merge_lora=False)
-    files = sorted(tmp.iterdir())
-    (tmp / CHECKSUMS).write_text(json.dumps({p.name: _sha256(p) for p in files}, indent=1))
-    for path in tmp.iterdir():
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())  # a twisted policy's folder nests
+    sums = {p.relative_to(tmp).as_posix(): _sha256(p) for p in files}
+    (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+    for path in [*files, tmp / CHECKSUMS]:
         fsync_file(path)
-    fsync_dir(tmp)
+    for path in sorted({p.parent for p in files}, reverse=True):
+        fsync_dir(path)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     fsync_dir(folder.parent)

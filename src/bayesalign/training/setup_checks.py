@@ -29,7 +29,22 @@ def refuse_unworkable(
             f"{objective.name} trains on samples from the policy itself; set "
             f"training.proposal.update: on_policy (it is {args.proposal.update!r})"
         )
+    if objective.requires_prior_proposal and args.proposal.update != "fixed":
+        raise ValueError(
+            f"{objective.name} fits on samples of the prior a; set training.proposal.update: fixed "
+            f"(it is {args.proposal.update!r})"
+        )
+    if objective.requires_prior_proposal and args.replay_pool and args.replay_from != "prior":
+        raise ValueError(
+            f"{objective.name} fits on samples of the prior a, and replay_from: posterior replays "
+            "only the accepted ones; set training.replay_from: prior"
+        )
     dist.check_batches(args.minibatch, args.micro)
+    if dist.world > 1 and objective.views_policy_itself:
+        raise ValueError(
+            f"{objective.name} computes its own forward of the policy, which no process wrapper "
+            "(DDP, FSDP) sees; train it on one process"
+        )
     if dist.world > 1 and objective.keeps_running_statistics:
         raise ValueError(
             f"{objective.name} updates running statistics from the samples each process trains "

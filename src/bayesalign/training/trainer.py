@@ -21,7 +21,7 @@ from bayesalign.estimators import ZeroPartitionError
 from bayesalign.evaluator import Evaluator, unsatisfied_message
 from bayesalign.exact import ExactTarget
 from bayesalign.models import LanguageModel
-from bayesalign.objectives import Batch, Objective, frozen_policy_output, policy_output
+from bayesalign.objectives import Batch, Objective, frozen_policy_output
 from bayesalign.proposals import PriorPass, Scored
 from bayesalign.runs import RunFolder
 from bayesalign.sampling_backends import VLLMSampler
@@ -228,7 +228,7 @@ class Trainer(Resumable):
                         clock("forward_backward"),
                         self.dist.training_forward(self.policy, self.wrapper, sync=sync),
                     ):
-                        out = policy_output(self.policy, part.samples, hidden=self.needs_hidden)
+                        out = self.objective.view_policy(self.policy, part, hidden=self.needs_hidden)
                         loss = self.objective.per_sample_loss(part, out).sum() / len(mine)
                         if not torch.isfinite(loss):
                             step = self.state.step + 1

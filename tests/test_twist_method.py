@@ -1,0 +1,121 @@
+"""Method ``twist`` in the training loop (objectives/twist.py): built from a config like every
+method, checked exactly on an enumerated toy space; its run folder (checkpoints that nest the
+twisted model's folders, resume, final/) and what the config and the loop refuse."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from bayesalign.config import ConfigError, apply_overrides, parse_config
+from bayesalign.models import LanguageModel
+from bayesalign.objectives import GDCPlusPlus, Twist
+from bayesalign.objectives.twist import twisted_policy
+from bayesalign.runs import RunFolder
+from bayesalign.scorers import WordScorer
+from bayesalign.session import train
+from bayesalign.targets import Target
+from bayesalign.toy import toy_model
+from bayesalign.training import Trainer
+from bayesalign.training.args import ProposalArgs, TrainArgs
+from bayesalign.training.checkpoint import CheckpointError, read_checkpoint
+
+# configs/methods/twist.yaml, shortened
+BASE = {
+    "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
+    "sampling": {"max_new_tokens": 4},
+    "target": {"constraints": [{"type": "word", "words": ["b"], "name": "has_b"}]},
+    "training": {"method": "twist", "steps": 40, "batch_size": 128, "lr": 1e-2, "threads": 1},
+    "eval": {"every": 40, "samples": 64, "exact": True, "save_samples": 0},
+    "checkpoint": {"every": 40},
+}
+
+
+@pytest.mark.parametrize("head", ["vocabulary", "embedding"])
+def test_the_twist_method_brings_pi_to_p_exactly(make_trainer, head):
+    trainer = make_trainer(f"training.twist.head={head}")
+    assert trainer.args.proposal.update == "fixed"  # the config's default for this method
+    records = trainer.fit()
+    first, last = records[0], records[-1]
+    assert first["exact_kl_p_pi"] == pytest.approx(first["exact_kl_p_a"], abs=1e-5)  # π = a at the start
+    assert first["exact_kl_p_a"] > 0.8
+    # measured 0.017 (vocabulary head, 60 steps); GDC++ on this target ends at 0.09–0.17 (docs)
+    assert last["exact_kl_p_pi"] < 0.1 * first["exact_kl_p_a"], last["exact_kl_p_pi"]
+    assert last["exact_satisfaction_pi"] > 0.9
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.policy.module.named_parameters() if v.requires_grad}
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights_and_metrics(make_trainer, tmp_path):
+    schedule = ("training.steps=6", "checkpoint.every=3", "eval.every=3")
+    whole = make_trainer(*schedule, run=RunFolder(tmp_path / "whole").create())
+    whole.fit()
+    run = RunFolder(tmp_path / "parts").create()
+    make_trainer("training.steps=3", *schedule[1:], run=run).fit()
+    resumed = make_trainer(*schedule, run=run)
+    assert resumed.resume() and resumed.objective.started  # the head's start is not set again
+    resumed.fit()
+    for name, value in _weights(whole).items():
+        torch.testing.assert_close(_weights(resumed)[name], value, rtol=0, atol=1e-6, msg=name)
+    kls = [[r["exact_kl_p_pi"] for r in RunFolder(p).read_metrics()] for p in (tmp_path / "whole", run.path)]
+    assert kls[0] == pytest.approx(kls[1], rel=1e-6)
+    # the nested folders of the twisted model are checksummed like the flat files
+    checkpoint = run.path / "checkpoints" / "step_000006"
+    weights = checkpoint / "twist" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="twist/model.safetensors does not match its checksum"):
+        read_checkpoint(checkpoint)
+
+
+def test_a_cli_run_saves_a_final_folder_that_loads_as_the_trained_policy(tmp_path):
+    config = parse_config({**BASE, "training": {**BASE["training"], "steps": 10}})
+    trainer = train(config, tmp_path / "run", table=False)
+    final = LanguageModel.from_pretrained(tmp_path / "run" / "final", "")
+    space = trainer.exact[0].space.samples
+    expected = trainer.policy.log_prob_frozen(space)
+    torch.testing.assert_close(final.log_prob_frozen(space), expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(expected, trainer.base.log_prob_frozen(space), atol=1e-2)  # it moved
+    card = (tmp_path / "run" / "final" / "README.md").read_text()
+    assert "LanguageModel.from_pretrained" in card and "pipeline(" not in card
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("training.proposal.update=on_policy",), "fits on samples of the prior: set training.proposal"),
+        (
+            ("target.reward={scorer: {type: word, words: [b]}, beta: 1}", "target.constraints=[]"),
+            "pointwise constraints only",
+        ),
+        (("training.replay_pool=true", "eval.pool={samples: 256, holdout: 0.3}"), "replay_from: prior"),
+        (("training.gradient_checkpointing=true",), "does not support training.gradient_checkpointing"),
+        (("training.method=gdc++",), "twist is set but method is 'gdc\\+\\+'"),
+    ],
+)
+def test_the_config_refuses_what_the_twist_cannot_train_before_models_load(overrides, message):
+    raw = copy.deepcopy(BASE)
+    raw["training"]["twist"] = {"head": "vocabulary"}
+    raw = apply_overrides(raw, overrides)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_the_loop_refuses_a_twist_it_cannot_train():
+    prior = toy_model(["a", "b", "c"], seed=1)
+    target = Target.pointwise(prior, [WordScorer(("b",))])
+    on_policy = TrainArgs(steps=1, batch_size=8, proposal=ProposalArgs(update="on_policy"))
+    with pytest.raises(ValueError, match="twist fits on samples of the prior a; set training.proposal"):
+        Trainer(twisted_policy(prior), target, Twist(), on_policy)
+    fixed = TrainArgs(steps=1, batch_size=8, proposal=ProposalArgs(update="fixed"))
+    with pytest.raises(TypeError, match="trains a twisted prior"):
+        Trainer(prior.trainable_copy(), target, Twist(), fixed)
+    with pytest.raises(TypeError, match="reads Twist.view_policy's output"):
+        trainer = Trainer(twisted_policy(prior), target, GDCPlusPlus(), fixed)
+        batch = trainer._batch(trainer.draw(trainer.proposal, 8, trainer.generator))
+        Twist().per_sample_loss(batch, GDCPlusPlus().view_policy(trainer.policy, batch, hidden=False))
