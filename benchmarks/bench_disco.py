@@ -29,7 +29,9 @@ average of the weights with this decay), ``bench_weights`` (how GDC++ forms its 
 ``mean_baseline``, the batch mean of the weights subtracted instead of π/q), ``bench_twist``
 (not GDC++: a learned twist π ∝ a·σ(u_θ) fitted on 256 new samples of a per step,
 twist_fit.py, with these TwistFitSettings, e.g. ``twist={"bench_twist": {"lr": 1e-3,
-"updates_per_step": 2}}``; the workload's proposal does not apply)); ``--disco-lr``
+"updates_per_step": 2}}``; the workload's proposal does not apply)); the loop's own method
+``twist`` runs as a variant too, with q = a whatever the workload's proposal
+(``loop={"method": "twist", "proposal": {"update": "fixed"}, "minibatch_size": 128}``); ``--disco-lr``
 runs disco at each of several lrs (one worker process each, all in the same lock-step), so that
 ours is compared with disco at its best lr.
 
@@ -143,6 +145,7 @@ def ours_worker() -> None:
     from bayesalign.config import parse_config
     from bayesalign.config.build import build_target, build_trainer
     from bayesalign.models import LanguageModel, make_policy
+    from bayesalign.objectives.twist import twisted_policy
     from bayesalign.samples import SamplingParams
     from bayesalign.training.trainer import Trainer
     from bayesalign.twist_fit import TwistFitSettings, TwistFitter
@@ -186,7 +189,9 @@ def ours_worker() -> None:
                 )
                 emit("ready")
                 continue
-            policy = make_policy(prior)
+            twist = config.training.twist  # method twist through the loop (objectives/twist.py)
+            twisted = twist and twisted_policy(prior, head=twist.head, trunk=twist.trunk)
+            policy = twisted or make_policy(prior)
             trainer = build_trainer(config, policy, target)
             optimizer, args = trainer.scheduler.optimizer, config.training
             if bench.get("bench_decay"):  # lr decays linearly to 0 over the run's updates

@@ -26,8 +26,13 @@ LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["c_attn"], "fan_in_fan_out":
 
 @pytest.fixture(
     scope="module",
-    params=[{"head": "vocabulary"}, {"head": "embedding"}, {"head": "embedding", "lora": LORA}],
-    ids=["vocabulary", "embedding", "embedding-lora"],
+    params=[
+        {"head": "vocabulary"},
+        {"head": "embedding"},
+        {"head": "embedding", "lora": LORA},
+        {"head": "embedding", "trunk": "prior"},
+    ],
+    ids=["vocabulary", "embedding", "embedding-lora", "embedding-prior-trunk"],
 )
 def fitted(request):
     prior = toy_model(["a", "b", "c"], seed=3)  # stops early often: the sampling pass compacts
@@ -54,7 +59,9 @@ def test_the_fit_brings_pi_close_to_the_posterior(fitted):
     assert torch.logsumexp(log_pi, 0).item() == pytest.approx(0.0, abs=1e-5)  # π is normalised
     before, after = kl(exact.log_p, exact.log_a), kl(exact.log_p, log_pi)
     assert before > 2.5  # b is rare under a: −log Z ≈ 3.0
-    assert after < 0.1 * before  # 3.01 → 0.015–0.10 after 50 steps of 64 samples
+    # 3.01 → 0.015–0.10 after 50 steps of 64 samples; a head on the random toy's own states
+    # cannot represent Q as well (measured 0.41: the toy's states are not a pretrained model's)
+    assert after < (0.2 if fitter.settings.trunk == "prior" else 0.1) * before, after
     assert fitter.steps == 50 and len(fitter.labels) == 50 * 64
 
 

@@ -33,6 +33,9 @@ parser.add_argument("--minibatch", type=int, default=32)
 parser.add_argument("--check", type=int, default=27, help="updates between held-out checks")
 parser.add_argument("--head", default="embedding")
 parser.add_argument("--lora-r", type=int, default=16)
+parser.add_argument(
+    "--trunk", default="copy", help="copy (LoRA on a copy of a's trunk) or prior (the head on a's own states)"
+)
 parser.add_argument("--eval", type=int, default=128, help="fresh samples of the best π")
 parser.add_argument("--batch", type=int, default=64, help="sampling batch size")
 parser.add_argument("--threads", type=int, default=1)
@@ -55,7 +58,10 @@ lora = {
     "lora_alpha": 2 * args.lora_r,
     "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
 }
-settings = TwistFitSettings(lr=args.lr, batch_size=args.minibatch, seed=args.seed, head=args.head, lora=lora)
+lora = lora if args.trunk == "copy" else None  # on a's own trunk only the head trains
+settings = TwistFitSettings(
+    lr=args.lr, batch_size=args.minibatch, seed=args.seed, head=args.head, lora=lora, trunk=args.trunk
+)
 fitter = TwistFitter(target, params, settings)
 fitter.add(draws.samples.select(train_rows))
 print(

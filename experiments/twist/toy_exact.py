@@ -25,6 +25,7 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--lr", type=float, default=1e-2)
 parser.add_argument("--updates", type=int, default=1, help="updates per step")
 parser.add_argument("--head", default="vocabulary")
+parser.add_argument("--trunk", default="copy", help="copy (a trainable copy of a's trunk) or prior")
 parser.add_argument("--seeds", default="0,1,2")
 args = parser.parse_args()
 torch.set_num_threads(1)
@@ -35,7 +36,7 @@ satisfied = exact.evidence.satisfied.double()
 rows = []
 for seed in [int(s) for s in args.seeds.split(",")]:
     settings = TwistFitSettings(
-        lr=args.lr, batch_size=128, updates_per_step=args.updates, seed=seed, head=args.head
+        lr=args.lr, batch_size=128, updates_per_step=args.updates, seed=seed, head=args.head, trunk=args.trunk
     )
     fitter = TwistFitter(target, SamplingParams(4), settings)
     for _ in range(60):

@@ -28,7 +28,7 @@ import torch
 from bayesalign.objectives.twist import evidence_in_unit_interval, start_at_rate, twist_terms, twisted_policy
 from bayesalign.samples import Samples, SamplingParams
 from bayesalign.targets import Target
-from bayesalign.twisted import HEADS
+from bayesalign.twisted import HEADS, TRUNKS
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class TwistFitSettings:
     updates_per_step: int = 1
     seed: int = 0
     head: str = "vocabulary"  # or "embedding" (twisted.py: EmbeddingHead)
+    trunk: str = "copy"  # or "prior": the head on a's own frozen hidden states (twisted.py)
     lora: dict | None = None  # peft.LoraConfig arguments for the twist's copy of the prior
 
     def __post_init__(self) -> None:
@@ -52,6 +53,8 @@ class TwistFitSettings:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.head not in HEADS:
             raise ValueError(f"unknown twist head {self.head!r}; valid: {', '.join(HEADS)}")
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"unknown twist trunk {self.trunk!r}; valid: {', '.join(TRUNKS)}")
 
 
 class TwistFitter:
@@ -62,7 +65,7 @@ class TwistFitter:
     ):
         evidence_in_unit_interval(target)
         self.target, self.params, self.settings = target, params, settings
-        self.model = twisted_policy(target.base, head=settings.head, lora=settings.lora)
+        self.model = twisted_policy(target.base, head=settings.head, lora=settings.lora, trunk=settings.trunk)
         trainable = [p for p in self.model.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=settings.lr)
         self.generator = torch.Generator().manual_seed(settings.seed)

@@ -125,11 +125,16 @@ def trunk_of(model: torch.nn.Module) -> torch.nn.Module:
     return base.base_model
 
 
+TRUNKS = ("copy", "prior")  # the twist's own trainable copy of a's trunk, or a's frozen trunk itself
+
+
 class TwistedModule(torch.nn.Module):
-    """log a + log σ(u_θ) as next-token logits; a frozen, u_θ = head(twist trunk)."""
+    """log a + log σ(u_θ) as next-token logits; a frozen, u_θ = head(twist trunk). With ``twist``
+    None the head reads the prior's own last hidden states (trunk ``prior``): u_θ is then a
+    probe of a's representation, only the head trains, and π costs one forward of a plus the head."""
 
     def __init__(
-        self, prior: PreTrainedModel, twist: torch.nn.Module, head: VocabularyHead | EmbeddingHead
+        self, prior: PreTrainedModel, twist: torch.nn.Module | None, head: VocabularyHead | EmbeddingHead
     ) -> None:
         super().__init__()
         if getattr(prior.config, "is_encoder_decoder", False):
@@ -138,13 +143,28 @@ class TwistedModule(torch.nn.Module):
         self.prior.requires_grad_(False)
         self.config = prior.config
 
+    @property
+    def trunk(self) -> str:
+        return "prior" if self.twist is None else "copy"
+
     @classmethod
     def around(
-        cls, prior: PreTrainedModel, *, head: str = "vocabulary", lora: dict | None = None
+        cls,
+        prior: PreTrainedModel,
+        *,
+        head: str = "vocabulary",
+        lora: dict | None = None,
+        trunk: str = "copy",
     ) -> TwistedModule:
-        """A twist that starts constant (a zero head, bias 0: π = a): a copy of the prior, with
-        LoRA on it given ``lora`` (peft.LoraConfig arguments). twist_fit.py moves the bias to the
-        first batch's rate."""
+        """A twist that starts constant (a zero head, bias 0: π = a) on ``trunk``: ``copy``, a
+        trainable copy of the prior (LoRA on it given ``lora``, peft.LoraConfig arguments), or
+        ``prior``, the prior's own frozen trunk. twist_fit.py moves the bias to the first batch's rate."""
+        if trunk not in TRUNKS:
+            raise ValueError(f"unknown twist trunk {trunk!r}; valid: {', '.join(TRUNKS)}")
+        if trunk == "prior":
+            if lora is not None:
+                raise ValueError("a twist on the prior's own trunk trains its head only: no LoRA")
+            return cls(prior, None, make_head(head, prior))
         twist = copy.deepcopy(prior).requires_grad_(lora is None)
         if lora is not None:
             from peft import LoraConfig, get_peft_model
@@ -161,7 +181,10 @@ class TwistedModule(torch.nn.Module):
         past_key_values=None,
         use_cache: bool = False,
     ) -> tuple[torch.Tensor, object]:
-        """The twist trunk's last hidden states [B, L, H] and its KV cache."""
+        """The twist trunk's last hidden states [B, L, H] and its KV cache (a twist on the prior's
+        own trunk has no trunk of its own: see `forward`)."""
+        if self.twist is None:
+            raise ValueError("this twist reads the prior's hidden states: it has no trunk of its own")
         trunk = trunk_of(self.twist)
         out = trunk(
             input_ids=input_ids,
@@ -186,37 +209,65 @@ class TwistedModule(torch.nn.Module):
         """The HF decoder forward the library calls (models.py, decoding.py); the KV cache comes
         back under the name this transformers release uses (see `kv_cache`) and is taken by either."""
         pair = cache if cache is not None else past_key_values
+        shared = self.twist is None  # the head reads the prior's hidden states; one cache
         common = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         with torch.no_grad():
+            prior_cache = pair if shared else (pair.prior if pair is not None else None)
             prior = self.prior(
                 **common,
                 use_cache=use_cache,
                 logits_to_keep=logits_to_keep,
-                **cache_argument(self.prior, pair.prior if pair is not None else None),
+                output_hidden_states=shared,
+                **cache_argument(self.prior, prior_cache),
             )
-        hidden, twist_cache = self.trunk_states(
-            **common, past_key_values=pair.twist if pair is not None else None, use_cache=use_cache
-        )
+        if shared:
+            hidden, twist_cache = prior.hidden_states[-1], None
+        else:
+            hidden, twist_cache = self.trunk_states(
+                **common, past_key_values=pair.twist if pair is not None else None, use_cache=use_cache
+            )
         u = self.head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         logits = torch.log_softmax(prior.logits.float(), -1) + torch.nn.functional.logsigmoid(u.float())
         out = CausalLMOutputWithPast(logits=logits, hidden_states=(hidden,) if output_hidden_states else None)
         if use_cache:
             names = {f.name for f in dataclasses.fields(CausalLMOutputWithPast)}
-            out["cache" if "cache" in names else "past_key_values"] = PairCache(kv_cache(prior), twist_cache)
+            cache_out = kv_cache(prior) if shared else PairCache(kv_cache(prior), twist_cache)
+            out["cache" if "cache" in names else "past_key_values"] = cache_out
         return out
+
+    def prior_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prior's next-token logits at the last ``keep`` positions and the twist's input
+        states [B, L, H] there and before (the prior's own, detached, for trunk ``prior``; the
+        twist trunk's, with their graph, for ``copy``)."""
+        shared = self.twist is None
+        with torch.no_grad():
+            out = self.prior(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                logits_to_keep=keep,
+                output_hidden_states=shared,
+            )
+        if shared:
+            return out.logits, out.hidden_states[-1]
+        return out.logits, self.trunk_states(input_ids, attention_mask, position_ids)[0]
 
     def save_pretrained(self, folder: str | Path, **kwargs: object) -> None:
         """prior/ and twist/ as HF model folders (safetensors; LoRA merged), head.safetensors,
         twisted.json (the head's kind)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        twist = self.twist
-        if hasattr(twist, "merge_and_unload"):
-            twist = copy.deepcopy(twist).merge_and_unload()
         self.prior.save_pretrained(folder / "prior", safe_serialization=True)
-        twist.save_pretrained(folder / "twist", safe_serialization=True)
+        if self.twist is not None:
+            twist = self.twist
+            if hasattr(twist, "merge_and_unload"):
+                twist = copy.deepcopy(twist).merge_and_unload()
+            twist.save_pretrained(folder / "twist", safe_serialization=True)
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, folder / "head.safetensors")
-        (folder / MARKER).write_text(json.dumps({"format": 1, "head": self.head.kind}) + "\n")
+        marker = {"format": 1, "head": self.head.kind, "trunk": self.trunk}
+        (folder / MARKER).write_text(json.dumps(marker) + "\n")
 
     @classmethod
     def from_folder(
@@ -224,13 +275,17 @@ class TwistedModule(torch.nn.Module):
     ) -> TwistedModule:
         """Load what `save_pretrained` wrote; ``kwargs`` go to each part's ``from_pretrained``."""
         folder = Path(folder)
-        prior, twist = (
-            AutoModelForCausalLM.from_pretrained(folder / name, dtype=dtype, use_safetensors=True, **kwargs)
-            for name in ("prior", "twist")
-        )
-        head = make_head(json.loads((folder / MARKER).read_text())["head"], prior)
+        marker = json.loads((folder / MARKER).read_text())
+
+        def load(name: str) -> PreTrainedModel:
+            path = folder / name
+            return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, **kwargs)
+
+        prior = load("prior")
+        twist = None if marker.get("trunk", "copy") == "prior" else load("twist").requires_grad_(False)
+        head = make_head(marker["head"], prior)
         head.load_state_dict(load_file(folder / "head.safetensors"))
-        return cls(prior, twist.requires_grad_(False), head)
+        return cls(prior, twist, head)
 
 
 def is_twisted_folder(name_or_path: str | Path) -> bool:

@@ -83,7 +83,7 @@ def build_models(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules
         )
     if twist is not None:
-        return twisted_policy(prior, head=twist.head, lora=lora_args), prior
+        return twisted_policy(prior, head=twist.head, lora=lora_args, trunk=twist.trunk), prior
     return make_policy(prior, lora_args), prior
 
 

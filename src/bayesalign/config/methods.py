@@ -172,6 +172,13 @@ class TwistSection(Section):
         "alike twists; far fewer weights for a large vocabulary)",
     )
 
+    trunk: Literal["copy", "prior"] = Field(
+        "copy",
+        description="what the head reads: copy (a trainable copy of a's trunk, LoRA on it with "
+        "model.lora) or prior (a's own frozen hidden states: only the head trains, and π costs one "
+        "forward of a)",
+    )
+
     def build(self, target: Target) -> Objective:
         return Twist()
 

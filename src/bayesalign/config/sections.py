@@ -356,6 +356,10 @@ class Config(Section):
                 "method 'twist' fits on samples of the prior: with training.replay_pool set "
                 "training.replay_from: prior (posterior replays the accepted rows only)"
             )
+        if training.twist is not None and training.twist.trunk == "prior" and self.model.lora is not None:
+            raise ValueError(
+                "training.twist.trunk: prior trains the twist's head on a's frozen states: drop model.lora"
+            )
         for key, value, refused in (
             ("contexts", self.contexts, lambda v: v is not None),
             ("training.gradient_checkpointing", training.gradient_checkpointing, bool),

@@ -42,8 +42,8 @@ def evidence_in_unit_interval(target: Target) -> None:
 
 @dataclass
 class TwistTerms(PolicyOutput):
-    """The twisted policy on a batch as the twist's loss reads it: u_θ(x<t)[x_t] [B, T] (with its
-    graph) and its Bellman targets [B, T] (detached); ``token_log_probs`` is log π, detached (for
+    """The twisted policy on a batch as the twist's loss reads it: u_θ(x<t)[x_t] of shape (B, T) (with its
+    graph) and its Bellman targets, shape (B, T) (detached); ``token_log_probs`` is log π, detached (for
     messages). All are junk at padding (``mask``)."""
 
     logits: torch.Tensor | None = None
@@ -51,20 +51,15 @@ class TwistTerms(PolicyOutput):
 
 
 def twist_terms(module: TwistedModule, samples: Samples, labels: torch.Tensor) -> TwistTerms:
-    """u_θ(x<t)[x_t] and its targets on ``samples`` with labels b(x) [B] (see the module's
+    """u_θ(x<t)[x_t] and its targets on ``samples`` with labels b(x), shape (B,) (see the module's
     docstring), with log π(x_t | x<t) = log softmax(log a + log σ(u))[x_t] computed on the way."""
     n_gen = samples.ids.shape[1]
     device = next(module.head.parameters()).device
-    inputs = samples.causal_inputs(device, through_last=True)
-    hidden = module.trunk_states(*inputs)[0]
+    prior, hidden = module.prior_states(*samples.causal_inputs(device, through_last=True), keep=n_gen + 1)
     tokens = samples.ids.to(device)
     u = module.head.at(hidden[:, -n_gen - 1 : -1], tokens).float()
     with torch.no_grad():
-        ids, attention, positions = inputs
-        prior = module.prior(
-            input_ids=ids, attention_mask=attention, position_ids=positions, logits_to_keep=n_gen + 1
-        ).logits.float()
-        log_pi = torch.log_softmax(prior, -1) + torch.nn.functional.logsigmoid(
+        log_pi = torch.log_softmax(prior.float(), -1) + torch.nn.functional.logsigmoid(
             module.head(hidden[:, -n_gen - 1 :]).float()
         )
         value = log_pi[:, 1:].logsumexp(-1).exp().clamp(max=1.0)  # Σ_v a(v|x≤t)·σ(u(x≤t)[v])
@@ -76,13 +71,14 @@ def twist_terms(module: TwistedModule, samples: Samples, labels: torch.Tensor) -
 
 
 def twisted_policy(
-    prior: LanguageModel, *, head: str = "vocabulary", lora: dict | None = None
+    prior: LanguageModel, *, head: str = "vocabulary", lora: dict | None = None, trunk: str = "copy"
 ) -> LanguageModel:
-    """The policy the twist trains: π = a at the start, a's weights shared and frozen, the twist a
-    trainable copy of a's trunk (with LoRA on it given ``lora``, peft.LoraConfig arguments)."""
+    """The policy the twist trains: π = a at the start, a's weights shared and frozen, the twist's
+    head on ``trunk``: a trainable copy of a's trunk (with LoRA on it given ``lora``,
+    peft.LoraConfig arguments), or ``prior``, a's own frozen trunk (the head alone trains)."""
     if prior.is_seq2seq or prior.has_adapters:
         raise ValueError("a twist needs a plain decoder-only prior (no encoder-decoder, no LoRA)")
-    module = TwistedModule.around(prior.module, head=head, lora=lora)
+    module = TwistedModule.around(prior.module, head=head, lora=lora, trunk=trunk)
     return LanguageModel(module, prior.tokenizer, prior.prompt, chat=prior.chat)
 
 
