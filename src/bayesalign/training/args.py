@@ -72,6 +72,17 @@ class TrainArgs(Args):
         "of the split, q = a (GDC++'s π/a term then holds π down to p on the pool's samples, "
         "rejected ones included)",
     )
+    sample_buffer: bool = Field(
+        False,
+        description="keep every sample drawn (with its own log q) and make each step's updates on "
+        "minibatches drawn from all of them, not only the step's new ones (training/buffer.py)",
+    )
+    updates_per_step: int | None = Field(
+        None,
+        gt=0,
+        description="with sample_buffer: optimizer updates per step, each on minibatch_size rows "
+        "drawn from the buffer (default 1)",
+    )
     average_weights: float | None = Field(
         None,
         gt=0,
@@ -91,7 +102,24 @@ class TrainArgs(Args):
             raise ValueError(f"minibatch_size {self.minibatch} must divide batch_size {self.batch_size}")
         if self.micro > self.minibatch or self.minibatch % self.micro:
             raise ValueError(f"micro_batch_size {self.micro} must divide minibatch_size {self.minibatch}")
+        if self.updates_per_step is not None and not self.sample_buffer:
+            raise ValueError(
+                "updates_per_step counts the updates on minibatches of the sample buffer: set "
+                "sample_buffer: true (without it a step makes epochs × batch_size / minibatch_size updates)"
+            )
+        if self.sample_buffer and (self.epochs != 1 or self.replay_pool):
+            raise ValueError(
+                "sample_buffer draws each update's rows from every sample so far: epochs must be 1 "
+                "(set updates_per_step instead), and it does not combine with replay_pool"
+            )
         return self
+
+    @property
+    def updates(self) -> int:
+        """Optimizer updates per step."""
+        if self.sample_buffer:
+            return self.updates_per_step or 1
+        return self.epochs * (self.batch_size // self.minibatch)
 
     @property
     def minibatch(self) -> int:

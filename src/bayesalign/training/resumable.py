@@ -16,6 +16,7 @@ from bayesalign.objectives import Objective
 from bayesalign.runs import RunFolder
 from bayesalign.training.args import CheckpointArgs
 from bayesalign.training.averaging import WeightAverage
+from bayesalign.training.buffer import SampleBuffer
 from bayesalign.training.checkpoint import CheckpointData, newest_checkpoint, save_checkpoint
 from bayesalign.training.distributed import Distributed
 from bayesalign.training.state import (
@@ -44,6 +45,7 @@ class Resumable:
     checkpoints: CheckpointArgs
     dist: Distributed
     average: WeightAverage | None
+    buffer: SampleBuffer | None
 
     def resume(self) -> bool:
         """Continue from the run folder's newest usable checkpoint (a damaged newer one is
@@ -72,6 +74,8 @@ class Resumable:
             extra["objective"] = objective_state
         if self.average is not None:
             extra["average"] = self.average.state_dict()
+        if self.buffer is not None:
+            extra["buffer"] = self.buffer.state_dict()
         proposal = trainable_weights(self.proposal, self.policy) if self.state.proposal_is_copy else None
         return CheckpointData(
             trainable_weights(self.policy, self.policy), proposal, asdict(self.state), extra
@@ -98,6 +102,13 @@ class Resumable:
         self.eval_generator.set_state(data.extra["eval_generator"])
         if objective_state:
             self.objective.load_state_dict(objective_state)
+        if (self.buffer is None) != ("buffer" not in data.extra):
+            raise ValueError(
+                f"checkpoint {folder} and training.sample_buffer disagree on whether samples are kept; "
+                "resume with the setting the run started with"
+            )
+        if self.buffer is not None:
+            self.buffer.load_state_dict(data.extra["buffer"])
         if (self.average is None) != ("average" not in data.extra):
             raise ValueError(
                 f"checkpoint {folder} and training.average_weights disagree on whether π's weights "

@@ -9,7 +9,8 @@ to float rounding (tests/test_sampling_pass.py). It holds when:
 - the samples come from π itself, ancestrally (log q = log π: no temperature, top-k, top-p),
   through the Hugging Face loop on one process (vLLM's pass has no graph; under DDP/FSDP the
   gradient must flow through the wrapper's own forward);
-- the step makes exactly one update on its draw (one epoch, one minibatch, no micro-batches):
+- the step makes exactly one update on its draw (one epoch, one minibatch, no micro-batches, no
+  sample buffer):
   after an update the graph describes weights that no longer exist, and micro-batches mean the
   user wants the activations of part of the batch in memory at a time;
 - the objective reads log π only (no value head's hidden states) and trains on every row: an
@@ -47,6 +48,7 @@ def reuses_sampling_pass(
         args.reuse_sampling_pass
         and args.proposal.update == "on_policy"
         and not args.replay_pool
+        and not args.sample_buffer
         and one_update
         and processes == 1
         and sampling.backend == "hf"

@@ -39,6 +39,13 @@ def refuse_unworkable(
             f"{objective.name} fits on samples of the prior a, and replay_from: posterior replays "
             "only the accepted ones; set training.replay_from: prior"
         )
+    if args.sample_buffer and (objective.prepares_batches or objective.requires_on_policy):
+        raise ValueError(
+            f"{objective.name} prepares each step's batch with the policy of that step (advantages, "
+            "values) or needs on-policy samples; training.sample_buffer replays older samples: drop it"
+        )
+    if args.sample_buffer and dist.world > 1:
+        raise ValueError("training.sample_buffer keeps one process's samples: train on one process")
     dist.check_batches(args.minibatch, args.micro)
     if dist.world > 1 and objective.views_policy_itself:
         raise ValueError(

@@ -34,6 +34,7 @@ from bayesalign.training.adaptive import (
 )
 from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
 from bayesalign.training.averaging import weight_average
+from bayesalign.training.buffer import SampleBuffer
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.draws import Draws, replay_batch
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
@@ -95,6 +96,7 @@ class Trainer(Resumable):
         self.status: Callable[[str], None] = lambda phase: None  # what the loop is doing now
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
+        self.buffer = SampleBuffer() if args.sample_buffer else None
         best = None if run is None else run.path / "best.safetensors"
         self.best = BestPolicy(best) if args.keep_best else None
         self.clock = PhaseClock()  # where the time goes: time_<phase>_wall/_cpu in each record
@@ -207,11 +209,19 @@ class Trainer(Resumable):
         if draw.scored_prior:
             self._accumulate_z(draw)
         with clock("prepare"):
-            batch = self._batch(draw)
+            if self.buffer is not None:  # the updates' rows, from every sample so far (training/buffer.py)
+                self.buffer.add(draw)
+                batch = self._batch(self.buffer.minibatches(cfg.updates, cfg.minibatch, self.generator))
+            else:
+                batch = self._batch(draw)
         losses, norms = [], []
-        updates = cfg.epochs * (len(batch) // cfg.minibatch)
-        for _ in range(cfg.epochs):
-            order = torch.randperm(len(batch), generator=self.generator)
+        passes = 1 if self.buffer is not None else cfg.epochs
+        updates = passes * (len(batch) // cfg.minibatch)
+        for _ in range(passes):  # (the buffer's minibatches come drawn at random already)
+            if self.buffer is None:
+                order = torch.randperm(len(batch), generator=self.generator)
+            else:
+                order = torch.arange(len(batch))
             for minibatch in order.split(cfg.minibatch):
                 self.status(f"update {len(losses) + 1}/{updates}")
                 self.optimizer.zero_grad(set_to_none=True)
@@ -251,7 +261,7 @@ class Trainer(Resumable):
         if self.average is not None:
             self.average.update()
         self.state.step += 1
-        self.state.samples_seen += len(batch)
+        self.state.samples_seen += len(draw)
         clock.steps += 1
         metrics = self.dist.mean({"loss": sum(losses) / len(losses)})  # each process: its share's mean
         metrics |= {"grad_norm": sum(norms) / len(norms), "lr": self.scheduler.get_last_lr()[0]}

@@ -1,0 +1,117 @@
+"""``training.sample_buffer`` (training/buffer.py): every sample drawn is kept with its own log q
+and each update trains on rows drawn from all of them; exact on the toy space, resumable, and
+refused where an objective needs each step's own batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bayesalign.config import ConfigError
+from bayesalign.runs import RunFolder
+from bayesalign.training.buffer import SampleBuffer
+
+# the twist's toy config (configs/methods/twist.yaml) with the buffer: 1 update of 64 rows per step
+BASE = {
+    "model": {"name": "toy", "toy": {"words": ["a", "b", "c"], "seed": 1}},
+    "sampling": {"max_new_tokens": 4},
+    "target": {"constraints": [{"type": "word", "words": ["b"], "name": "has_b"}]},
+    "training": {
+        "method": "twist",
+        "steps": 40,
+        "batch_size": 128,
+        "minibatch_size": 64,
+        "sample_buffer": True,
+        "updates_per_step": 1,
+        "lr": 1e-2,
+        "threads": 1,
+    },
+    "eval": {"every": 40, "samples": 64, "exact": True, "save_samples": 0},
+    "checkpoint": {"every": 40},
+}
+
+
+def test_the_buffer_keeps_every_draw_and_draws_minibatches_from_all_of_it(make_trainer):
+    trainer = make_trainer("training.steps=1")
+    draws = [trainer.draw(trainer.base, n, torch.Generator().manual_seed(n)) for n in (5, 7)]
+    buffer = SampleBuffer()
+    for draw in draws:
+        buffer.add(draw)
+    assert len(buffer) == 12
+    rows = buffer.minibatches(3, 4, torch.Generator().manual_seed(0))
+    assert len(rows) == 12
+    for part in rows.samples.texts[0:4], rows.samples.texts[4:8], rows.samples.texts[8:12]:
+        assert len(part) == 4
+    # each row keeps the log q it was drawn with, whatever minibatch it lands in
+    texts = [t for d in draws for t in d.samples.texts]
+    log_q = torch.cat([d.log_q for d in draws])
+    for text, value in zip(rows.samples.texts, rows.log_q, strict=True):
+        assert value.item() in [log_q[i].item() for i, t in enumerate(texts) if t == text]
+    # a checkpoint's copy is the same buffer
+    copy = SampleBuffer()
+    copy.load_state_dict(buffer.state_dict())
+    again = copy.minibatches(3, 4, torch.Generator().manual_seed(0))
+    assert again.samples.texts == rows.samples.texts
+    torch.testing.assert_close(again.log_q, rows.log_q)
+    torch.testing.assert_close(again.samples.ids, rows.samples.ids)
+
+
+def test_the_twist_with_a_buffer_fits_p_exactly_with_one_small_update_per_step(make_trainer):
+    trainer = make_trainer()
+    assert not trainer.reuse_sampling_pass
+    records = trainer.fit()
+    first, last = records[0], records[-1]
+    assert len(trainer.buffer) == 40 * 128 and last["samples_seen"] == 40 * 128
+    # measured 0.12 after these 40 steps (0.87 at the start)
+    assert last["exact_kl_p_pi"] < 0.2 * first["exact_kl_p_a"], last["exact_kl_p_pi"]
+
+
+def test_gdcpp_with_a_buffer_moves_towards_p(make_trainer):
+    """Importance weights with each row's own log q: GDC++ on a growing buffer of samples of a
+    (measured 0.87 → 0.15; 0.18 without the buffer, 2 updates of 64 fresh rows per step)."""
+    records = make_trainer(
+        "training.method=gdc++", "training.twist=null", "training.proposal.update=fixed", "training.lr=3e-2"
+    ).fit()
+    assert records[-1]["exact_kl_p_pi"] < 0.5 * records[0]["exact_kl_p_pi"], records[-1]["exact_kl_p_pi"]
+
+
+def test_a_resumed_run_draws_the_same_minibatches(make_trainer, tmp_path):
+    schedule = ("training.steps=6", "checkpoint.every=3", "eval.every=3")
+    whole = make_trainer(*schedule, run=RunFolder(tmp_path / "whole").create())
+    whole.fit()
+    run = RunFolder(tmp_path / "parts").create()
+    make_trainer("training.steps=3", *schedule[1:], run=run).fit()
+    resumed = make_trainer(*schedule, run=run)
+    assert resumed.resume() and len(resumed.buffer) == 3 * 128
+    resumed.fit()
+    for (name, a), b in zip(
+        whole.policy.module.named_parameters(), resumed.policy.module.parameters(), strict=True
+    ):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
+    without = make_trainer(
+        *schedule, "training.sample_buffer=false", "training.updates_per_step=null", run=run
+    )
+    with pytest.raises(ValueError, match="sample_buffer disagree"):
+        without.resume()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("training.sample_buffer=false",), "updates_per_step counts the updates"),
+        (("training.epochs=2",), "epochs must be 1"),
+    ],
+)
+def test_settings_that_do_not_fit_the_buffer_are_refused(make_trainer, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_trainer(*overrides)
+
+
+def test_objectives_that_prepare_each_steps_batch_are_refused(make_trainer):
+    with pytest.raises(ValueError, match="sample_buffer replays older samples"):
+        make_trainer(
+            "training.method=ppo",
+            "training.twist=null",
+            "training.proposal.update=on_policy",
+            "training.ppo={beta: 0.1}",
+        )
