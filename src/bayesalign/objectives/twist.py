@@ -126,7 +126,9 @@ class Twist(Objective):
             raise TypeError("the twist's loss reads Twist.view_policy's output, not log π")
         bce = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, out.targets, reduction="none")
         mask = out.mask.float()
-        return (bce * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        # every token's Bellman equation weighs the same (the loop averages over rows: each row
+        # carries its share of the minibatch's tokens)
+        return (bce * mask).sum(-1) * len(mask) / mask.sum().clamp(min=1)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"started": torch.tensor(self.started)}
