@@ -193,21 +193,26 @@ def methods(args: argparse.Namespace) -> None:
         "kl-reinforce": {"proposal": {"update": "on_policy"}},
         "ppo": {"proposal": {"update": "on_policy"}, "epochs": 2},
         "cdpg": {"proposal": {"update": "fixed"}},
+        "twist": {"proposal": {"update": "fixed"}},
+        "twist-buffer": {"proposal": {"update": "fixed"}, "sample_buffer": True, "updates_per_step": 1},
     }
     failed, kls = [], {}
     for method, extra in runs.items():
+        name, method = method, method.removesuffix("-buffer")
         training = {**TOY["training"], "method": method, "steps": 2, **extra}
         raw = {**TOY, "target": reward, "training": training}
         raw["eval"] = {**TOY["eval"], "every": 2}
+        if method == "twist":  # pointwise constraints only
+            raw["target"] = TOY["target"]
         if method == "cdpg":
             raw["contexts"] = {"train": ["a", "b c", "c c a", "d"], "per_step": 4}
             raw["target"] = TOY["target"]
         try:
-            train(parse_config(raw), Path(args.out) / method)
-            kls[method] = exact_kl(Path(args.out) / method)
+            train(parse_config(raw), Path(args.out) / name)
+            kls[name] = exact_kl(Path(args.out) / name)
         except Exception as err:  # every method is tried; the failures are listed together
-            failed.append(method)
-            print(f"{method}: {type(err).__name__}: {err}", flush=True)
+            failed.append(name)
+            print(f"{name}: {type(err).__name__}: {err}", flush=True)
     result(not failed, failed=failed, exact_kl_p_pi=kls)
 
 
