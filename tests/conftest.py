@@ -42,3 +42,23 @@ def make_trainer(request: pytest.FixtureRequest) -> TrainerFactory:
         return build_trainer(cfg, policy, tgt, objective, run=run)
 
     return make
+
+
+def stopped_and_resumed(make_trainer: TrainerFactory, tmp_path) -> tuple[Trainer, Trainer, RunFolder]:
+    """A 6-step run whole, and the same run stopped after 3 steps (checkpoints every 3) with a
+    new trainer resumed from its checkpoint, not yet fitted: (whole, resumed, the resumed run)."""
+    schedule = ("training.steps=6", "checkpoint.every=3", "eval.every=3")
+    whole = make_trainer(*schedule, run=RunFolder(tmp_path / "whole").create())
+    whole.fit()
+    run = RunFolder(tmp_path / "parts").create()
+    make_trainer("training.steps=3", *schedule[1:], run=run).fit()
+    resumed = make_trainer(*schedule, run=run)
+    assert resumed.resume()
+    return whole, resumed, run
+
+
+def assert_same_trainable_weights(a: Trainer, b: Trainer, atol: float = 1e-6) -> None:
+    weights = {k: v for k, v in b.policy.module.named_parameters() if v.requires_grad}
+    for name, value in a.policy.module.named_parameters():
+        if value.requires_grad:
+            torch.testing.assert_close(weights[name], value, rtol=0, atol=atol, msg=name)

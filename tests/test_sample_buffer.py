@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_same_trainable_weights, stopped_and_resumed
 
 from bayesalign.config import ConfigError
-from bayesalign.runs import RunFolder
 from bayesalign.training.buffer import SampleBuffer
 
 # the twist's toy config (configs/methods/twist.yaml) with the buffer: 1 update of 64 rows per step
@@ -76,20 +76,12 @@ def test_gdcpp_with_a_buffer_moves_towards_p(make_trainer):
 
 
 def test_a_resumed_run_draws_the_same_minibatches(make_trainer, tmp_path):
-    schedule = ("training.steps=6", "checkpoint.every=3", "eval.every=3")
-    whole = make_trainer(*schedule, run=RunFolder(tmp_path / "whole").create())
-    whole.fit()
-    run = RunFolder(tmp_path / "parts").create()
-    make_trainer("training.steps=3", *schedule[1:], run=run).fit()
-    resumed = make_trainer(*schedule, run=run)
-    assert resumed.resume() and len(resumed.buffer) == 3 * 128
+    whole, resumed, run = stopped_and_resumed(make_trainer, tmp_path)
+    assert len(resumed.buffer) == 3 * 128  # the checkpoint's buffer is back
     resumed.fit()
-    for (name, a), b in zip(
-        whole.policy.module.named_parameters(), resumed.policy.module.parameters(), strict=True
-    ):
-        torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
+    assert_same_trainable_weights(whole, resumed)
     without = make_trainer(
-        *schedule, "training.sample_buffer=false", "training.updates_per_step=null", run=run
+        "training.steps=6", "training.sample_buffer=false", "training.updates_per_step=null", run=run
     )
     with pytest.raises(ValueError, match="sample_buffer disagree"):
         without.resume()

@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from conftest import assert_same_trainable_weights, stopped_and_resumed
 
 from bayesalign.config import ConfigError, apply_overrides, parse_config
 from bayesalign.models import LanguageModel
@@ -51,21 +52,11 @@ def test_the_twist_method_brings_pi_to_p_exactly(make_trainer, head, trunk, boun
     assert last["exact_satisfaction_pi"] > 0.75
 
 
-def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in trainer.policy.module.named_parameters() if v.requires_grad}
-
-
 def test_an_interrupted_run_resumes_to_the_same_weights_and_metrics(make_trainer, tmp_path):
-    schedule = ("training.steps=6", "checkpoint.every=3", "eval.every=3")
-    whole = make_trainer(*schedule, run=RunFolder(tmp_path / "whole").create())
-    whole.fit()
-    run = RunFolder(tmp_path / "parts").create()
-    make_trainer("training.steps=3", *schedule[1:], run=run).fit()
-    resumed = make_trainer(*schedule, run=run)
-    assert resumed.resume() and resumed.objective.started  # the head's start is not set again
+    whole, resumed, run = stopped_and_resumed(make_trainer, tmp_path)
+    assert resumed.objective.started  # the head's start is not set again
     resumed.fit()
-    for name, value in _weights(whole).items():
-        torch.testing.assert_close(_weights(resumed)[name], value, rtol=0, atol=1e-6, msg=name)
+    assert_same_trainable_weights(whole, resumed)
     kls = [[r["exact_kl_p_pi"] for r in RunFolder(p).read_metrics()] for p in (tmp_path / "whole", run.path)]
     assert kls[0] == pytest.approx(kls[1], rel=1e-6)
     # the nested folders of the twisted model are checksummed like the flat files

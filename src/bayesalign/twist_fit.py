@@ -1,22 +1,19 @@
-"""Fitting a twisted prior (twisted.py) to a target P(x) = a(x)·b(x) with b ∈ [0, 1], on samples
-of a.
+"""Fitting a twisted prior (twisted.py) to a target P(x) = a(x)·b(x) with b ∈ [0, 1] on samples
+of a, outside the training loop: `TwistFitter` keeps a buffer of every sample drawn and makes each
+update on rows drawn from all of them.
 
-The twist that makes π equal to p is Q(x≤t) = E_a[b | x≤t], which satisfies Bellman's equation
-under a: Q(x≤t) = Σ_v a(v | x≤t)·Q(x≤t v) before the last token, and Q(x) = b(x) at the end of a
-sequence. So σ(u_θ(x<t)[x_t]) is fitted by binary cross-entropy, at every generated token, to
-that equation's right-hand side computed with the current twist (a bootstrap target, no
-gradient through it), and to b(x) at the last token. The expectation over the next token is
-exact (a sum over the vocabulary under a), so a target has no sampling noise except at the end;
-samples with b = 0 teach too (DPG gives them weight 0); no importance weight enters. The fixed
-point is Q whatever distribution the prefixes come from; here they come from a (on the exact toy,
-prefixes from π itself did worse, and the Monte-Carlo target b(x) at every token ended 3–7×
-further from p: docs/results/disco_comparison.md, "A learned twist").
+The loss is objectives/twist.py's (binary cross-entropy of σ(u_θ(x<t)[x_t]) against Bellman's
+targets under a: b(x) at the last token, the current twist one token later averaged exactly over
+the vocabulary before it; why, and what it cannot represent, is written there). The training loop
+runs the same loss as ``training.method: twist``, with ``training.sample_buffer`` for this
+fitter's buffer; the fitter is the setting measured against disco in
+docs/results/disco_comparison.md ("A learned twist"). The Monte-Carlo target b(x) at every token
+ended 3–7× further from p on the exact toy, and prefixes from π itself did worse than prefixes
+from a.
 
 Each `step` draws ``batch_size`` new samples of a and makes ``updates_per_step`` updates on
 minibatches (of ``minibatch_size`` rows, by default ``batch_size``) drawn uniformly from all
-samples so far (the training loop's method ``twist``, objectives/twist.py, fits the same loss on
-each step's fresh samples instead). What it cannot do: targets whose factors exceed 1 (reward
-tilts, distributional features), encoder-decoder priors.
+samples so far.
 """
 
 from __future__ import annotations

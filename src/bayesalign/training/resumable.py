@@ -102,20 +102,18 @@ class Resumable:
         self.eval_generator.set_state(data.extra["eval_generator"])
         if objective_state:
             self.objective.load_state_dict(objective_state)
-        if (self.buffer is None) != ("buffer" not in data.extra):
-            raise ValueError(
-                f"checkpoint {folder} and training.sample_buffer disagree on whether samples are kept; "
-                "resume with the setting the run started with"
-            )
-        if self.buffer is not None:
-            self.buffer.load_state_dict(data.extra["buffer"])
-        if (self.average is None) != ("average" not in data.extra):
-            raise ValueError(
-                f"checkpoint {folder} and training.average_weights disagree on whether π's weights "
-                "are averaged; resume with the setting the run started with"
-            )
-        if self.average is not None:
-            self.average.load_state_dict(data.extra["average"])
+        optional = (
+            ("buffer", self.buffer, "training.sample_buffer", "samples are kept"),
+            ("average", self.average, "training.average_weights", "π's weights are averaged"),
+        )
+        for key, part, setting, what in optional:  # a part the run's settings switch on or off
+            if (part is None) != (key not in data.extra):
+                raise ValueError(
+                    f"checkpoint {folder} and {setting} disagree on whether {what}; resume with "
+                    "the setting the run started with"
+                )
+            if part is not None:
+                part.load_state_dict(data.extra[key])
 
     def _save_checkpoint(self, folder: Path) -> None:
         """Write a checkpoint (on the main process; under FSDP every process calls this, since
