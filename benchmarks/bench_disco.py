@@ -190,8 +190,10 @@ def ours_worker() -> None:
                 emit("ready")
                 continue
             twist = config.training.twist  # method twist through the loop (objectives/twist.py)
-            twisted = twist and twisted_policy(prior, head=twist.head, trunk=twist.trunk)
-            policy = twisted or make_policy(prior)
+            if twist is None:
+                policy = make_policy(prior)
+            else:
+                policy = twisted_policy(prior, head=twist.head, trunk=twist.trunk)
             trainer = build_trainer(config, policy, target)
             optimizer, args = trainer.scheduler.optimizer, config.training
             if bench.get("bench_decay"):  # lr decays linearly to 0 over the run's updates

@@ -4,6 +4,8 @@ refused where an objective needs each step's own batch."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import assert_same_trainable_weights, stopped_and_resumed
@@ -34,19 +36,24 @@ BASE = {
 def test_the_buffer_keeps_every_draw_and_draws_minibatches_from_all_of_it(make_trainer):
     trainer = make_trainer("training.steps=1")
     draws = [trainer.draw(trainer.base, n, torch.Generator().manual_seed(n)) for n in (5, 7)]
+    # tag every row by its log q (0 … 11), so that a row can be told from its copies
+    draws[0] = dataclasses.replace(draws[0], log_q=torch.arange(5, dtype=torch.float64))
+    draws[1] = dataclasses.replace(draws[1], log_q=torch.arange(5, 12, dtype=torch.float64))
     buffer = SampleBuffer()
     for draw in draws:
         buffer.add(draw)
     assert len(buffer) == 12
     rows = buffer.minibatches(3, 4, torch.Generator().manual_seed(0))
-    assert len(rows) == 12
-    for part in rows.samples.texts[0:4], rows.samples.texts[4:8], rows.samples.texts[8:12]:
-        assert len(part) == 4
-    # each row keeps the log q it was drawn with, whatever minibatch it lands in
+    tags = rows.log_q.long().tolist()
+    assert len(tags) == 12
+    for part in tags[0:4], tags[4:8], tags[8:12]:
+        assert len(set(part)) == 4  # no row twice within a minibatch
+    assert set(tags) & set(range(5)) and set(tags) & set(range(5, 12))  # rows of both draws
+    # each row keeps its own sample and evidence with its tag
     texts = [t for d in draws for t in d.samples.texts]
-    log_q = torch.cat([d.log_q for d in draws])
-    for text, value in zip(rows.samples.texts, rows.log_q, strict=True):
-        assert value.item() in [log_q[i].item() for i, t in enumerate(texts) if t == text]
+    factors = torch.cat([d.evidence.log_factor for d in draws])
+    assert rows.samples.texts == [texts[i] for i in tags]
+    torch.testing.assert_close(rows.evidence.log_factor, factors[tags])
     # a checkpoint's copy is the same buffer
     copy = SampleBuffer()
     copy.load_state_dict(buffer.state_dict())

@@ -158,7 +158,8 @@ class TwistedModule(torch.nn.Module):
     ) -> TwistedModule:
         """A twist that starts constant (a zero head, bias 0: π = a) on ``trunk``: ``copy``, a
         trainable copy of the prior (LoRA on it given ``lora``, peft.LoraConfig arguments), or
-        ``prior``, the prior's own frozen trunk. twist_fit.py moves the bias to the first batch's rate."""
+        ``prior``, the prior's own frozen trunk. objectives/twist.py (`start_at_rate`) moves the bias to
+        the first batch's rate."""
         if trunk not in TRUNKS:
             raise ValueError(f"unknown twist trunk {trunk!r}; valid: {', '.join(TRUNKS)}")
         if trunk == "prior":

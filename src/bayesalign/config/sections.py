@@ -333,30 +333,37 @@ class Config(Section):
                 "constraints with a reward or distributional constraints; keep constraints only "
                 "(r = b) or a reward only"
             )
-        if self.training.method == "twist":
+        if method.prior_samples:
+            self._fits_on_prior_samples()
+        if self.training.twist is not None:
             self._twist_fits()
         return self
 
+    def _fits_on_prior_samples(self) -> None:
+        """A method that fits on samples of a (the twist) needs q = a, and replayed pool rows of
+        a, not only the accepted ones."""
+        training = self.training
+        if training.proposal.update != "fixed":
+            raise ValueError(
+                f"method {training.method!r} fits on samples of the prior: set "
+                f"training.proposal.update: fixed (it is {training.proposal.update!r})"
+            )
+        if training.replay_pool and training.replay_from != "prior":
+            raise ValueError(
+                f"method {training.method!r} fits on samples of the prior: with training.replay_pool set "
+                "training.replay_from: prior (posterior replays the accepted rows only)"
+            )
+
     def _twist_fits(self) -> None:
-        """Method twist: pointwise constraints only (Q = E_a[b | prefix] is a probability), and
-        samples of a (objectives/twist.py), on one process, sampled by the hf backend."""
+        """Method twist: pointwise constraints only (Q = E_a[b | prefix] is a probability), on one
+        process, sampled by the hf backend; a head on a's own states has no trunk for LoRA."""
         training = self.training
         if self.target.reward is not None or self.target.distributional:
             raise ValueError(
                 "method 'twist' needs a target of pointwise constraints only (b ∈ {0, 1}): "
                 "drop target.reward and target.distributional, or use gdc++"
             )
-        if training.proposal.update != "fixed":
-            raise ValueError(
-                "method 'twist' fits on samples of the prior: set training.proposal.update: fixed "
-                f"(it is {training.proposal.update!r})"
-            )
-        if training.replay_pool and training.replay_from != "prior":
-            raise ValueError(
-                "method 'twist' fits on samples of the prior: with training.replay_pool set "
-                "training.replay_from: prior (posterior replays the accepted rows only)"
-            )
-        if training.twist is not None and training.twist.trunk == "prior" and self.model.lora is not None:
+        if training.twist.trunk == "prior" and self.model.lora is not None:
             raise ValueError(
                 "training.twist.trunk: prior trains the twist's head on a's frozen states: drop model.lora"
             )

@@ -52,18 +52,20 @@ class TwistTerms(PolicyOutput):
 
 def twist_terms(module: TwistedModule, samples: Samples, labels: torch.Tensor) -> TwistTerms:
     """u_θ(x<t)[x_t] and its targets on ``samples`` with labels b(x), shape (B,) (see the module's
-    docstring), with log π(x_t | x<t) = log softmax(log a + log σ(u))[x_t] computed on the way."""
+    docstring), with log π(x_t | x<t) computed on the way from the same normalisers V."""
     n_gen = samples.ids.shape[1]
     device = next(module.head.parameters()).device
     prior, hidden = module.prior_states(*samples.causal_inputs(device, through_last=True), keep=n_gen + 1)
     tokens = samples.ids.to(device)
     u = module.head.at(hidden[:, -n_gen - 1 : -1], tokens).float()
     with torch.no_grad():
-        log_pi = torch.log_softmax(prior.float(), -1) + torch.nn.functional.logsigmoid(
-            module.head(hidden[:, -n_gen - 1 :]).float()
-        )
-        value = log_pi[:, 1:].logsumexp(-1).exp().clamp(max=1.0)  # Σ_v a(v|x≤t)·σ(u(x≤t)[v])
-        token_log_pi = torch.log_softmax(log_pi[:, :-1], -1).gather(-1, tokens[..., None]).squeeze(-1)
+        log_a = torch.log_softmax(prior.float(), -1)
+        twisted = log_a + torch.nn.functional.logsigmoid(module.head(hidden[:, -n_gen - 1 :]).float())
+        log_v = twisted.logsumexp(-1)  # log V(x≤t) = log Σ_v a(v|x≤t)·σ(u(x≤t)[v]), t = 0 … T
+        value = log_v[:, 1:].exp().clamp(max=1.0)
+        # log π(x_t | x<t) = log a(x_t | x<t) + log σ(u(x<t)[x_t]) − log V(x<t): no second softmax
+        log_a_tokens = log_a[:, :-1].gather(-1, tokens[..., None]).squeeze(-1)
+        token_log_pi = log_a_tokens + torch.nn.functional.logsigmoid(u.detach()) - log_v[:, :-1]
     mask = samples.mask.to(device)
     last = torch.arange(n_gen, device=device)[None, :] == (mask.sum(1, keepdim=True) - 1)
     targets = torch.where(last, labels.to(device, torch.float32)[:, None], value)
@@ -91,14 +93,15 @@ def start_at_rate(module: TwistedModule, labels: torch.Tensor) -> None:
 
 
 class Twist(Objective):
-    """Per sample: the mean over its generated tokens of BCE(σ(u_θ(x<t)[x_t]), Bellman target)."""
+    """Per sample: the sum over its generated tokens of BCE(σ(u_θ(x<t)[x_t]), Bellman target), scaled
+    so that the loop's mean over rows is the mean over the minibatch's tokens."""
 
     name = "twist"
     requires_prior_proposal: ClassVar[bool] = True
     prior_pass = "none"
 
     def __init__(self) -> None:
-        self.started = False  # the head's constant has been set to the first batch's rate
+        self.started = False  # the head's constant has been set to the first micro-batch's rate
 
     def __repr__(self) -> str:
         return "Twist()"

@@ -17,14 +17,14 @@ import dataclasses
 import torch
 
 from bayesalign.proposals import Scored
-from bayesalign.samples import Samples, pad
+from bayesalign.samples import Samples
 from bayesalign.targets import Evidence
 
 _TENSORS = ("prompt_ids", "prompt_mask", "ids", "mask", "token_log_q")
 
 
 class SampleBuffer:
-    """The concatenation of a run's draws; ``rows(n, generator)`` picks n distinct rows uniformly."""
+    """The concatenation of a run's draws; `minibatches` draws the updates' rows from all of it."""
 
     def __init__(self) -> None:
         self.draw: Scored | None = None
@@ -33,8 +33,10 @@ class SampleBuffer:
         return 0 if self.draw is None else len(self.draw)
 
     def add(self, draw: Scored) -> None:
-        draw = _detached(draw)
-        self.draw = draw if self.draw is None else _concat(self.draw, draw)
+        """Keep ``draw`` without the sampling pass's graph (it describes weights an update changes)."""
+        samples = dataclasses.replace(draw.samples, graph_token_log_probs=None)
+        draw = dataclasses.replace(draw, samples=samples)
+        self.draw = draw if self.draw is None else Scored.concat([self.draw, draw])
 
     def minibatches(self, count: int, size: int, generator: torch.Generator) -> Scored:
         """``count`` minibatches of ``size`` rows one after the other, each drawn uniformly
@@ -42,7 +44,7 @@ class SampleBuffer:
         if self.draw is None:
             raise ValueError("the sample buffer is empty: add a draw first")
         index = torch.cat([torch.randperm(len(self), generator=generator)[:size] for _ in range(count)])
-        return _select(self.draw, index)
+        return self.draw.select(index)
 
     def state_dict(self) -> dict:
         if self.draw is None:
@@ -67,36 +69,3 @@ class SampleBuffer:
         samples = Samples(**state["samples"], texts=state["texts"], contexts=state["contexts"])
         evidence = Evidence(state["scores"], state["log_factor"], state["satisfied"])
         self.draw = Scored(samples, state["log_q"], state["token_log_a"], evidence, state["log_target"])
-
-
-def _detached(draw: Scored) -> Scored:
-    """The draw without the sampling pass's graph (it describes weights an update changes)."""
-    if draw.samples.graph_token_log_probs is None:
-        return draw
-    return _select(draw, torch.arange(len(draw)))
-
-
-def _select(draw: Scored, index: torch.Tensor) -> Scored:
-    return Scored(
-        dataclasses.replace(draw.samples, graph_token_log_probs=None).select(index),
-        draw.log_q[index],
-        None if draw.token_log_a is None else draw.token_log_a[index],
-        draw.evidence.select(index),
-        None if draw.log_target is None else draw.log_target[index],
-    )
-
-
-def _concat(a: Scored, b: Scored) -> Scored:
-    """Two draws as one (padded to the longer one's length: Samples.concat)."""
-    samples = Samples.concat([a.samples, b.samples])
-    width = samples.ids.shape[1]
-
-    token_log_a = None
-    if a.token_log_a is not None and b.token_log_a is not None:
-        parts = (a.token_log_a, b.token_log_a)
-        token_log_a = torch.cat([pad(t, width, left=False, value=0.0) for t in parts])
-    log_target = None
-    if a.log_target is not None and b.log_target is not None:
-        log_target = torch.cat([a.log_target, b.log_target])
-    evidence = Evidence.concat([a.evidence, b.evidence])
-    return Scored(samples, torch.cat([a.log_q, b.log_q]), token_log_a, evidence, log_target)

@@ -215,15 +215,13 @@ class Trainer(Resumable):
             else:
                 batch = self._batch(draw)
         losses, norms = [], []
-        passes = 1 if self.buffer is not None else cfg.epochs
-        updates = passes * (len(batch) // cfg.minibatch)
-        for _ in range(passes):  # (the buffer's minibatches come drawn at random already)
-            if self.buffer is None:
-                order = torch.randperm(len(batch), generator=self.generator)
-            else:
-                order = torch.arange(len(batch))
+        shuffle = self.buffer is None  # the buffer's minibatches come drawn at random already
+        for _ in range(cfg.epochs if shuffle else 1):
+            order = (
+                torch.randperm(len(batch), generator=self.generator) if shuffle else torch.arange(len(batch))
+            )
             for minibatch in order.split(cfg.minibatch):
-                self.status(f"update {len(losses) + 1}/{updates}")
+                self.status(f"update {len(losses) + 1}/{cfg.updates}")
                 self.optimizer.zero_grad(set_to_none=True)
                 mine = self.dist.my_rows(minibatch)  # this process's share; gradients are averaged
                 micros = mine.split(cfg.micro)
