@@ -22,7 +22,13 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesalign.objectives.twist import evidence_in_unit_interval, start_at_rate, twist_terms, twisted_policy
+from bayesalign.objectives.twist import (
+    evidence_in_unit_interval,
+    start_at_rate,
+    twist_loss,
+    twist_terms,
+    twisted_policy,
+)
 from bayesalign.samples import Samples, SamplingParams
 from bayesalign.targets import Target
 from bayesalign.twisted import HEADS, TRUNKS
@@ -104,8 +110,4 @@ class TwistFitter:
     def loss(self, samples: Samples, labels: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy of σ(u_θ(x<t)[x_t]) against its Bellman targets
         (objectives/twist.py), averaged over real tokens."""
-        terms = twist_terms(self.model.module, samples, labels)
-        per_token = torch.nn.functional.binary_cross_entropy_with_logits(
-            terms.logits, terms.targets, reduction="none"
-        )
-        return (per_token * terms.mask).sum() / terms.mask.sum()
+        return twist_loss(twist_terms(self.model.module, samples, labels)).mean()

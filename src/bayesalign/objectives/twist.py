@@ -72,6 +72,15 @@ def twist_terms(module: TwistedModule, samples: Samples, labels: torch.Tensor) -
     return TwistTerms(token_log_pi * mask, mask, logits=u, targets=targets)
 
 
+def twist_loss(terms: TwistTerms) -> torch.Tensor:
+    """Per row: the sum of BCE(σ(u_θ(x<t)[x_t]), Bellman target) over its generated tokens, scaled
+    so that the mean over rows is the mean over the batch's tokens: every token's Bellman
+    equation weighs the same, however long its row."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(terms.logits, terms.targets, reduction="none")
+    mask = terms.mask.float()
+    return (bce * mask).sum(-1) * len(mask) / mask.sum().clamp(min=1)
+
+
 def twisted_policy(
     prior: LanguageModel, *, head: str = "vocabulary", lora: dict | None = None, trunk: str = "copy"
 ) -> LanguageModel:
@@ -93,8 +102,7 @@ def start_at_rate(module: TwistedModule, labels: torch.Tensor) -> None:
 
 
 class Twist(Objective):
-    """Per sample: the sum over its generated tokens of BCE(σ(u_θ(x<t)[x_t]), Bellman target), scaled
-    so that the loop's mean over rows is the mean over the minibatch's tokens."""
+    """The loss of `twist_loss` on the loop's batches (q = a), the head's start set on the first."""
 
     name = "twist"
     requires_prior_proposal: ClassVar[bool] = True
@@ -127,11 +135,7 @@ class Twist(Objective):
     def per_sample_loss(self, batch: Batch, out: PolicyOutput) -> torch.Tensor:
         if not isinstance(out, TwistTerms):
             raise TypeError("the twist's loss reads Twist.view_policy's output, not log π")
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, out.targets, reduction="none")
-        mask = out.mask.float()
-        # every token's Bellman equation weighs the same (the loop averages over rows: each row
-        # carries its share of the minibatch's tokens)
-        return (bce * mask).sum(-1) * len(mask) / mask.sum().clamp(min=1)
+        return twist_loss(out)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"started": torch.tensor(self.started)}
