@@ -73,6 +73,23 @@ def test_the_twist_with_a_buffer_fits_p_exactly_with_one_small_update_per_step(m
     assert last["exact_kl_p_pi"] < 0.2 * first["exact_kl_p_a"], last["exact_kl_p_pi"]
 
 
+def test_a_buffers_minibatch_need_not_divide_the_draw(make_trainer):
+    """Rows come from every sample so far, so updates of 48 rows after draws of 128 are fine;
+    without the buffer the minibatches are cut from the draw and must divide it."""
+    trainer = make_trainer("training.minibatch_size=48", "training.updates_per_step=3", "training.steps=2")
+    sizes = []
+    trainer.objective.per_sample_loss = lambda batch, out, f=trainer.objective.per_sample_loss: (
+        sizes.append(len(batch.samples.ids)) or f(batch, out)
+    )
+    trainer.train_step()
+    trainer.train_step()
+    assert sizes == [48] * 6 and len(trainer.buffer) == 256
+    with pytest.raises(ConfigError, match="minibatch_size 48 must divide batch_size 128"):
+        make_trainer(
+            "training.minibatch_size=48", "training.sample_buffer=false", "training.updates_per_step=null"
+        )
+
+
 def test_gdcpp_with_a_buffer_moves_towards_p(make_trainer):
     """Importance weights with each row's own log q: GDC++ on a growing buffer of samples of a
     (measured 0.87 → 0.15; 0.18 without the buffer, 2 updates of 64 fresh rows per step)."""

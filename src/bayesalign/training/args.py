@@ -28,7 +28,12 @@ class ProposalArgs(Args):
 class TrainArgs(Args):
     steps: int = Field(100, ge=0)
     batch_size: int = Field(256, gt=0, description="samples drawn from q per step")
-    minibatch_size: int | None = Field(None, gt=0, description="samples per optimizer update")
+    minibatch_size: int | None = Field(
+        None,
+        gt=0,
+        description="samples per optimizer update; divides batch_size, except with sample_buffer "
+        "(its minibatches are drawn from every sample so far)",
+    )
     micro_batch_size: int | None = Field(None, gt=0, description="samples per forward/backward")
     epochs: int = Field(1, gt=0, description="passes over each step's samples")
     optimizer: Literal["adam", "adamw"] = "adamw"
@@ -98,7 +103,8 @@ class TrainArgs(Args):
 
     @model_validator(mode="after")
     def _batch_sizes(self) -> TrainArgs:
-        if self.minibatch > self.batch_size or self.batch_size % self.minibatch:
+        # a buffer's minibatches are drawn from every sample so far, not cut from the step's draw
+        if not self.sample_buffer and (self.minibatch > self.batch_size or self.batch_size % self.minibatch):
             raise ValueError(f"minibatch_size {self.minibatch} must divide batch_size {self.batch_size}")
         if self.micro > self.minibatch or self.minibatch % self.micro:
             raise ValueError(f"micro_batch_size {self.micro} must divide minibatch_size {self.minibatch}")
