@@ -77,10 +77,13 @@ def test_a_buffers_minibatch_need_not_divide_the_draw(make_trainer):
     """Rows come from every sample so far, so updates of 48 rows after draws of 128 are fine;
     without the buffer the minibatches are cut from the draw and must divide it."""
     trainer = make_trainer("training.minibatch_size=48", "training.updates_per_step=3", "training.steps=2")
-    sizes = []
-    trainer.objective.per_sample_loss = lambda batch, out, f=trainer.objective.per_sample_loss: (
-        sizes.append(len(batch.samples.ids)) or f(batch, out)
-    )
+    sizes, loss = [], trainer.objective.per_sample_loss
+
+    def counted(batch, out):
+        sizes.append(len(batch.samples.ids))
+        return loss(batch, out)
+
+    trainer.objective.per_sample_loss = counted
     trainer.train_step()
     trainer.train_step()
     assert sizes == [48] * 6 and len(trainer.buffer) == 256
