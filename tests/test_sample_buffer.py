@@ -43,7 +43,8 @@ def test_the_buffer_keeps_every_draw_and_draws_minibatches_from_all_of_it(make_t
     for draw in draws:
         buffer.add(draw)
     assert len(buffer) == 12
-    rows = buffer.minibatches(3, 4, torch.Generator().manual_seed(0))
+    rows, weight = buffer.minibatches(3, 4, torch.Generator().manual_seed(0))
+    assert weight.tolist() == [1.0] * 12  # uniform draws: no correction
     tags = rows.log_q.long().tolist()
     assert len(tags) == 12
     for part in tags[0:4], tags[4:8], tags[8:12]:
@@ -57,7 +58,7 @@ def test_the_buffer_keeps_every_draw_and_draws_minibatches_from_all_of_it(make_t
     # a checkpoint's copy is the same buffer
     copy = SampleBuffer()
     copy.load_state_dict(buffer.state_dict())
-    again = copy.minibatches(3, 4, torch.Generator().manual_seed(0))
+    again, _ = copy.minibatches(3, 4, torch.Generator().manual_seed(0))
     assert again.samples.texts == rows.samples.texts
     torch.testing.assert_close(again.log_q, rows.log_q)
     torch.testing.assert_close(again.samples.ids, rows.samples.ids)

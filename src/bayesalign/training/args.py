@@ -88,6 +88,14 @@ class TrainArgs(Args):
         description="with sample_buffer: optimizer updates per step, each on minibatch_size rows "
         "drawn from the buffer (default 1)",
     )
+    buffer_satisfied_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="with sample_buffer: draw this share of each minibatch from the satisfied "
+        "samples, the rest from the others, each row weighted so the loss stays unbiased (for rare "
+        "constraints; training/buffer.py)",
+    )
     average_weights: float | None = Field(
         None,
         gt=0,
@@ -113,6 +121,8 @@ class TrainArgs(Args):
                 "updates_per_step counts the updates on minibatches of the sample buffer: set "
                 "sample_buffer: true (without it a step makes epochs × batch_size / minibatch_size updates)"
             )
+        if self.buffer_satisfied_share is not None and not self.sample_buffer:
+            raise ValueError("buffer_satisfied_share stratifies the buffer's rows: set sample_buffer: true")
         if self.sample_buffer and (self.epochs != 1 or self.replay_pool):
             raise ValueError(
                 "sample_buffer draws each update's rows from every sample so far: epochs must be 1 "

@@ -7,6 +7,13 @@ weight at all. Why: an update's cost grows with its rows while drawing new sampl
 (the twist samples a), so fewer rows per update, drawn from a large buffer, buy the same quality
 for less compute (docs/results/disco_comparison.md, "A learned twist").
 
+With ``training.buffer_satisfied_share`` each minibatch is stratified: that share of its rows is
+drawn from the satisfied samples (while there are enough), the rest from the others, and every
+row carries the weight (stratum's share of the buffer) / (stratum's share of the minibatch), so
+that the weighted mean loss is still an unbiased estimate of the mean over all samples. Why: with
+a rare constraint a uniform minibatch of 64 holds one or two satisfied rows, often none, and the
+updates that happen to hold several jolt the model (docs/results/disco_comparison.md).
+
 The buffer is part of a checkpoint, so that a resumed run draws the very same minibatches.
 """
 
@@ -16,6 +23,7 @@ import dataclasses
 
 import torch
 
+from bayesalign.objectives.base import Batch
 from bayesalign.proposals import Scored
 from bayesalign.samples import Samples
 from bayesalign.targets import Evidence
@@ -26,8 +34,9 @@ _TENSORS = ("prompt_ids", "prompt_mask", "ids", "mask", "token_log_q")
 class SampleBuffer:
     """The concatenation of a run's draws; `minibatches` draws the updates' rows from all of it."""
 
-    def __init__(self) -> None:
+    def __init__(self, satisfied_share: float | None = None) -> None:
         self.draw: Scored | None = None
+        self.satisfied_share = satisfied_share
 
     def __len__(self) -> int:
         return 0 if self.draw is None else len(self.draw)
@@ -38,13 +47,34 @@ class SampleBuffer:
         draw = dataclasses.replace(draw, samples=samples)
         self.draw = draw if self.draw is None else Scored.concat([self.draw, draw])
 
-    def minibatches(self, count: int, size: int, generator: torch.Generator) -> Scored:
-        """``count`` minibatches of ``size`` rows one after the other, each drawn uniformly
-        without replacement from all rows (all of them, shuffled, while there are fewer)."""
+    def minibatches(self, count: int, size: int, generator: torch.Generator) -> tuple[Scored, torch.Tensor]:
+        """``count`` minibatches of ``size`` rows one after the other, each drawn without
+        replacement from all rows (all of them, shuffled, while there are fewer), with each row's
+        weight in the loss: 1 for uniform draws, the stratum's correction when stratified."""
         if self.draw is None:
             raise ValueError("the sample buffer is empty: add a draw first")
-        index = torch.cat([torch.randperm(len(self), generator=generator)[:size] for _ in range(count)])
-        return self.draw.select(index)
+        parts = [self._minibatch(size, generator) for _ in range(count)]
+        index = torch.cat([i for i, _ in parts])
+        return self.draw.select(index), torch.cat([w for _, w in parts])
+
+    def _minibatch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self)
+        satisfied = self.draw.evidence.satisfied
+        if self.satisfied_share is None or satisfied is None or n <= size:
+            index = torch.randperm(n, generator=generator)[:size]
+            return index, torch.ones(len(index), dtype=torch.float64)
+        strata = [satisfied.nonzero().squeeze(1), (~satisfied).nonzero().squeeze(1)]
+        wanted = max(1, round(self.satisfied_share * size))
+        takes = [min(wanted, len(strata[0]))]
+        takes.append(min(size - takes[0], len(strata[1])))
+        takes[0] = size - takes[1]  # too few of the others: the satisfied fill the minibatch
+        index, weight = [], []
+        for stratum, take in zip(strata, takes, strict=True):
+            if take == 0:
+                continue
+            index.append(stratum[torch.randperm(len(stratum), generator=generator)[:take]])
+            weight.append(torch.full((take,), (len(stratum) / n) / (take / size), dtype=torch.float64))
+        return torch.cat(index), torch.cat(weight)
 
     def state_dict(self) -> dict:
         if self.draw is None:
@@ -69,3 +99,9 @@ class SampleBuffer:
         samples = Samples(**state["samples"], texts=state["texts"], contexts=state["contexts"])
         evidence = Evidence(state["scores"], state["log_factor"], state["satisfied"])
         self.draw = Scored(samples, state["log_q"], state["token_log_a"], evidence, state["log_target"])
+
+
+def weighted_rows(loss: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Per-sample ``loss`` times each row's weight from `SampleBuffer.minibatches` (1 without it)."""
+    weight = batch.extras.get("row_weight")
+    return loss if weight is None else loss * weight.to(loss)

@@ -44,6 +44,8 @@ def refuse_unworkable(
             f"{objective.name} prepares each step's batch with the policy of that step (advantages, "
             "values) or needs on-policy samples; training.sample_buffer replays older samples: drop it"
         )
+    if args.buffer_satisfied_share is not None and not target.constraints:
+        raise ValueError("training.buffer_satisfied_share stratifies by constraints: this target has none")
     if args.sample_buffer and dist.world > 1:
         raise ValueError("training.sample_buffer keeps one process's samples: train on one process")
     dist.check_batches(args.minibatch, args.micro)

@@ -34,7 +34,7 @@ from bayesalign.training.adaptive import (
 )
 from bayesalign.training.args import CheckpointArgs, SamplingArgs, TrainArgs
 from bayesalign.training.averaging import weight_average
-from bayesalign.training.buffer import SampleBuffer
+from bayesalign.training.buffer import SampleBuffer, weighted_rows
 from bayesalign.training.distributed import Distributed, enable_gradient_checkpointing
 from bayesalign.training.draws import Draws, replay_batch
 from bayesalign.training.interrupt import TrainingInterrupted, stop_at_step_boundary
@@ -96,7 +96,7 @@ class Trainer(Resumable):
         self.status: Callable[[str], None] = lambda phase: None  # what the loop is doing now
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
-        self.buffer = SampleBuffer() if args.sample_buffer else None
+        self.buffer = SampleBuffer(args.buffer_satisfied_share) if args.sample_buffer else None
         best = None if run is None else run.path / "best.safetensors"
         self.best = BestPolicy(best) if args.keep_best else None
         self.clock = PhaseClock()  # where the time goes: time_<phase>_wall/_cpu in each record
@@ -211,7 +211,8 @@ class Trainer(Resumable):
         with clock("prepare"):
             if self.buffer is not None:  # the updates' rows, from every sample so far (training/buffer.py)
                 self.buffer.add(draw)
-                batch = self._batch(self.buffer.minibatches(cfg.updates, cfg.minibatch, self.generator))
+                rows, weight = self.buffer.minibatches(cfg.updates, cfg.minibatch, self.generator)
+                batch = self._batch(rows).with_extras(row_weight=weight)
             else:
                 batch = self._batch(draw)
         losses, norms = [], []
@@ -237,7 +238,8 @@ class Trainer(Resumable):
                         self.dist.training_forward(self.policy, self.wrapper, sync=sync),
                     ):
                         out = self.objective.view_policy(self.policy, part, hidden=self.needs_hidden)
-                        loss = self.objective.per_sample_loss(part, out).sum() / len(mine)
+                        per_row = weighted_rows(self.objective.per_sample_loss(part, out), part)
+                        loss = per_row.sum() / len(mine)
                         if not torch.isfinite(loss):
                             step = self.state.step + 1
                             name = self.objective.name
