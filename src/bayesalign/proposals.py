@@ -66,6 +66,15 @@ class Scored:
         self._require_prior()
         return self.log_target - self.log_q
 
+    def text_rows(self, n: int, log_q_name: str = "log_q") -> list[dict]:
+        """The first ``n`` samples as JSON-ready rows: the text, log q (under ``log_q_name``),
+        and every scorer's score (a run folder's samples/ files)."""
+        rows = []
+        for i in range(min(n, len(self))):
+            row = {"text": self.samples.texts[i], log_q_name: self.log_q[i].item()}
+            rows.append(row | {name: s[i].item() for name, s in self.evidence.scores.items()})
+        return rows
+
     def select(self, index: torch.Tensor | Sequence[int]) -> Scored:
         idx = torch.as_tensor(index, dtype=torch.long)
         return Scored(

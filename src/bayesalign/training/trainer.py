@@ -322,16 +322,8 @@ class Trainer(Resumable):
         """The evaluator's metrics of π and q now (evaluator.py); π's texts go to the run folder."""
         metrics, pi_draw = self.evaluator.measure(self.policy, self.proposal)
         if self.run is not None and self.save_samples:
-            self.run.write_samples(self.state.step, self._sample_rows(pi_draw))
+            self.run.write_samples(self.state.step, pi_draw.text_rows(self.save_samples, "log_pi"))
         return metrics
-
-    def _sample_rows(self, draw: Scored) -> list[dict]:
-        rows = []
-        for i in range(min(self.save_samples, len(draw.samples))):
-            row = {"text": draw.samples.texts[i], "log_pi": draw.log_q[i].item()}
-            row |= {name: s[i].item() for name, s in draw.evidence.scores.items()}
-            rows.append(row)
-        return rows
 
     # -- the loop ------------------------------------------------------------------------------
     def restore_best(self) -> dict | None:
