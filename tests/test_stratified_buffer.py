@@ -5,6 +5,7 @@ estimate of the mean over the buffer; exact on the toy space; refused where it c
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -65,6 +66,19 @@ def test_a_minibatch_is_always_full_and_its_weights_average_to_one(make_trainer,
         # Σ over strata of (stratum's share of the buffer): the weights of a minibatch average to 1
         torch.testing.assert_close(w.mean(), torch.tensor(1.0, dtype=torch.float64))
     assert len(set(rows.log_q.view(5, 16)[0].tolist())) == 16  # no row twice within a minibatch
+
+
+def test_the_twists_start_is_the_buffers_rate_not_the_minibatchs(make_trainer):
+    """A stratified minibatch over-represents the satisfied rows; the head's constant start must
+    be the rate of b over the buffer, which the rows' weights give back."""
+    trainer = make_trainer("training.buffer_satisfied_share=0.9", "training.lr=1e-12")
+    trainer.train_step()
+    labels = trainer.buffer.draw.evidence.log_factor.exp()
+    rate = labels.double().mean().item()
+    bias = trainer.policy.module.head.bias
+    torch.testing.assert_close(bias, torch.full_like(bias, math.log(rate / (1 - rate))), atol=1e-5, rtol=0)
+    # the minibatch's own rate is far from it: 0.9 of its rows are satisfied (when the buffer has them)
+    assert abs(rate - 0.9) > 0.2, rate
 
 
 def test_the_twist_with_stratified_minibatches_fits_p_exactly(make_trainer):

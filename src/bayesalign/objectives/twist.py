@@ -93,11 +93,17 @@ def twisted_policy(
     return LanguageModel(module, prior.tokenizer, prior.prompt, chat=prior.chat)
 
 
-def start_at_rate(module: TwistedModule, labels: torch.Tensor) -> None:
+def start_at_rate(module: TwistedModule, labels: torch.Tensor, weight: torch.Tensor | None = None) -> None:
     """Set the twist's constant start to the rate of b in ``labels`` (π stays a: a constant twist
-    is normalised away), clipped by half a sample from 0 and 1."""
+    is normalised away), clipped by half a sample from 0 and 1. ``weight``: the rows' weights
+    (a stratified buffer's, training/buffer.py), so that the rate is the buffer's, not the
+    minibatch's inflated one."""
     n = len(labels)
-    rate = min(max(labels.float().mean().item(), 0.5 / n), 1 - 0.5 / n)
+    if weight is None:
+        rate = labels.float().mean().item()
+    else:
+        rate = ((weight.double() * labels.double()).sum() / weight.double().sum()).item()
+    rate = min(max(rate, 0.5 / n), 1 - 0.5 / n)
     torch.nn.init.constant_(module.head.bias, math.log(rate / (1 - rate)))
 
 
@@ -128,7 +134,7 @@ class Twist(Objective):
     def view_policy(self, policy: LanguageModel, batch: Batch, *, hidden: bool) -> TwistTerms:
         labels = batch.evidence.log_factor.exp()
         if not self.started:
-            start_at_rate(policy.module, labels)
+            start_at_rate(policy.module, labels, batch.extras.get("row_weight"))
             self.started = True
         return twist_terms(policy.module, batch.samples, labels)
 
