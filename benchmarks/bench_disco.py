@@ -12,7 +12,7 @@ in our venv and written with ``save_pretrained``; both libraries load that folde
 start from EOS (disco: context "<eos>"; ours: the empty prompt) and have at most 20 tokens.
 
 A workload is a word constraint b(x) = 1 iff x contains the word, the word chosen so that its
-base rate under a (on a 4,096-sample pilot pool) is nearest 0.3, 0.1 or 0.03, and a proposal:
+base rate under a (on a 4,096-sample pilot pool) is nearest 0.3, 0.1, 0.03 or 0.01, and a proposal:
 ``on`` = on-policy (q = π; disco's "online" mode) or ``fixed`` = offline with q = a (disco: a
 proposal distribution that is never replaced, its divergence check interval set past the last
 step). Both libraries train by GDC++ (DPG with the baseline π/q; disco's DPGTuner default,
@@ -80,6 +80,7 @@ WORKLOADS = {  # name: (target base rate of the constraint word, proposal)
     "on-0.3": (0.3, "on"),
     "on-0.1": (0.1, "on"),
     "on-0.03": (0.03, "on"),
+    "on-0.01": (0.01, "on"),  # the rarest: about 300 exact p-samples in a 30,000-sample pool
     "fixed-0.3": (0.3, "fixed"),
     "fixed-0.1": (0.1, "fixed"),
     "fixed-0.03": (0.03, "fixed"),

@@ -79,6 +79,37 @@ def test_exact_evaluation_of_a_too_large_space_is_refused(tmp_path, capsys):
     assert "exact evaluation would enumerate" in err and "max_new_tokens 30" in err
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            (
+                "training.method=ppo",
+                "training.ppo={beta: 0.1}",
+                "training.proposal.update=on_policy",
+                "training.sample_buffer=true",
+            ),
+            "training.sample_buffer replays older samples: drop it",
+        ),
+        (
+            (
+                "target={reward: {scorer: {type: word, words: [b], name: has_b}, beta: 1.0}}",
+                "training.proposal.update=fixed",
+                "training.sample_buffer=true",
+                "training.buffer_satisfied_share=0.25",
+            ),
+            "buffer_satisfied_share stratifies by constraints: this target has none",
+        ),
+    ],
+)
+def test_settings_the_loop_cannot_combine_are_one_error_line(tmp_path, capsys, overrides, message):
+    """Refused when the trainer is built (before any sample): one `error:` line, exit 2."""
+    args = [a for o in overrides for a in ("--set", o)]
+    assert train(tmp_path / "run", 2, *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and message in " ".join(err.split())
+
+
 def test_reverse_kl_on_a_pointwise_target_is_refused(tmp_path, capsys):
     args = ("--set", "training.method=f-dpg", "--set", "training.f_dpg={divergence: reverse_kl}")
     assert train(tmp_path / "run", 2, *args) == 2

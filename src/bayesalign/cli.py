@@ -134,12 +134,13 @@ def user_errors() -> tuple[type[Exception], ...]:
     from bayesalign.runs.saved_policy import SavedPolicyError
     from bayesalign.sampling import SamplingError
     from bayesalign.scorers import ScorerError
-    from bayesalign.training import NonFiniteLossError
+    from bayesalign.training import NonFiniteLossError, UnworkableRunError
 
     return (
         ConfigError,
         ZeroPartitionError,
         NonFiniteLossError,
+        UnworkableRunError,
         NonFiniteLogProbError,
         SpaceTooLargeError,
         SamplingError,

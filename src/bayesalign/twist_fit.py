@@ -36,9 +36,10 @@ from bayesalign.twisted import HEADS, TRUNKS
 
 @dataclass(frozen=True)
 class TwistFitSettings:
-    # Defaults: the setting that met both of issue 20's targets against disco on its workloads
-    # (docs/results/disco_comparison.md, "A learned twist"): a 0.41M GPT-2; a large model wants
-    # a lower lr (the demo's SmolLM2 probes used 1e-4, docs/demo-recipe.md).
+    # Defaults: the setting first measured against disco (docs/results/disco_comparison.md, "A
+    # learned twist"; 3 seeds, a 0.41M GPT-2). The loop's stratified buffer (training.
+    # buffer_satisfied_share) did better since ("Stratified minibatches"). A large model wants a
+    # lower lr (the demo's SmolLM2 probes used 1e-4, docs/demo-recipe.md).
     lr: float = 2e-3
     batch_size: int = 256  # new samples of a per step
     minibatch_size: int | None = 128  # rows per update (None: batch_size)

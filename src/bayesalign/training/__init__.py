@@ -4,6 +4,7 @@ takes objects (`Trainer`, `TrainArgs`)."""
 
 from bayesalign.training.adaptive import NonFiniteLossError, proposal_should_update
 from bayesalign.training.args import CheckpointArgs, ProposalArgs, SamplingArgs, TrainArgs
+from bayesalign.training.setup_checks import UnworkableRunError
 from bayesalign.training.trainer import Trainer
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "SamplingArgs",
     "TrainArgs",
     "Trainer",
+    "UnworkableRunError",
     "proposal_should_update",
 ]

@@ -12,6 +12,10 @@ from bayesalign.training.args import SamplingArgs, TrainArgs
 from bayesalign.training.distributed import Distributed
 
 
+class UnworkableRunError(ValueError):
+    """A run whose settings cannot work together (the CLI prints it as one ``error:`` line)."""
+
+
 def refuse_unworkable(
     policy: LanguageModel,
     target: Target,
@@ -20,9 +24,26 @@ def refuse_unworkable(
     sampling: SamplingArgs,
     dist: Distributed,
 ) -> None:
-    """Raise (TypeError or ValueError, one line naming the setting) if this run cannot work."""
+    """Raise TypeError for what is not an Objective, and `UnworkableRunError` (one line naming the
+    setting) if this run cannot work; both before any sample is drawn."""
     if not isinstance(objective, Objective):
         raise TypeError(f"{objective!r} is not an Objective (bayesalign.objectives.Objective)")
+    try:
+        _refuse(policy, target, objective, args, sampling, dist)
+    except UnworkableRunError:
+        raise
+    except ValueError as err:  # the objective's, the process layout's: the user's to fix too
+        raise UnworkableRunError(str(err)) from err
+
+
+def _refuse(
+    policy: LanguageModel,
+    target: Target,
+    objective: Objective,
+    args: TrainArgs,
+    sampling: SamplingArgs,
+    dist: Distributed,
+) -> None:
     objective.check_target(target)  # an objective that cannot work with this target says so now
     if objective.requires_on_policy and args.proposal.update != "on_policy":
         raise ValueError(
