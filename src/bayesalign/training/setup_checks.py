@@ -30,9 +30,9 @@ def refuse_unworkable(
         raise TypeError(f"{objective!r} is not an Objective (bayesalign.objectives.Objective)")
     try:
         _refuse(policy, target, objective, args, sampling, dist)
-    except UnworkableRunError:
-        raise
     except ValueError as err:  # the objective's, the process layout's: the user's to fix too
+        if type(err) is not ValueError:  # already a named error (InfiniteDivergenceError, ...)
+            raise
         raise UnworkableRunError(str(err)) from err
 
 
