@@ -98,6 +98,8 @@ def test_the_twist_with_stratified_minibatches_fits_p_exactly(make_trainer):
 
 
 def test_a_share_without_the_buffer_or_the_constraints_is_refused(make_trainer):
+    with pytest.raises(ConfigError, match="leave training.micro_batch_size at minibatch_size"):
+        make_trainer("training.buffer_satisfied_share=0.5", "training.micro_batch_size=16")
     with pytest.raises(ConfigError, match="stratifies the buffer's rows: set sample_buffer: true"):
         make_trainer(
             "training.buffer_satisfied_share=0.5",

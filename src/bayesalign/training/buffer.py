@@ -10,9 +10,11 @@ for less compute (docs/results/disco_comparison.md, "A learned twist").
 With ``training.buffer_satisfied_share`` each minibatch is stratified: that share of its rows is
 drawn from the satisfied samples (while there are enough), the rest from the others, and every
 row carries the weight (stratum's share of the buffer) / (stratum's share of the minibatch), so
-that the weighted mean loss is still an unbiased estimate of the mean over all samples. Why: with
-a rare constraint a uniform minibatch of 64 holds one or two satisfied rows, often none, and the
-updates that happen to hold several jolt the model (docs/results/disco_comparison.md).
+that the weighted mean loss is still an unbiased estimate of the mean over all samples (a
+minibatch's satisfied rows come first). Why: with a rare constraint a uniform minibatch of 64
+holds one or two satisfied rows, often none; on the rarest of disco's workloads uniform
+minibatches left π worse than disco on some seeds, stratified ones on none
+(docs/results/disco_comparison.md, "Stratified minibatches from the buffer").
 
 The buffer is part of a checkpoint, so that a resumed run draws the very same minibatches.
 """
