@@ -5,6 +5,10 @@ over the processes, and a policy with nothing to train."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from bayesalign.models import LanguageModel
 from bayesalign.objectives import Objective
 from bayesalign.targets import Target
@@ -16,6 +20,23 @@ class UnworkableRunError(ValueError):
     """A run whose settings cannot work together (the CLI prints it as one ``error:`` line)."""
 
 
+def _named(check: Callable[..., None]) -> Callable[..., None]:
+    """Plain ValueErrors of ``check`` (its own, the objective's, the process layout's: all the
+    user's to fix) become `UnworkableRunError`; named errors (InfiniteDivergenceError, ...) pass."""
+
+    @functools.wraps(check)
+    def checked(*args: Any, **kwargs: Any) -> None:
+        try:
+            check(*args, **kwargs)
+        except ValueError as err:
+            if type(err) is not ValueError:
+                raise
+            raise UnworkableRunError(str(err)) from err
+
+    return checked
+
+
+@_named
 def refuse_unworkable(
     policy: LanguageModel,
     target: Target,
@@ -28,22 +49,6 @@ def refuse_unworkable(
     setting) if this run cannot work; both before any sample is drawn."""
     if not isinstance(objective, Objective):
         raise TypeError(f"{objective!r} is not an Objective (bayesalign.objectives.Objective)")
-    try:
-        _refuse(policy, target, objective, args, sampling, dist)
-    except ValueError as err:  # the objective's, the process layout's: the user's to fix too
-        if type(err) is not ValueError:  # already a named error (InfiniteDivergenceError, ...)
-            raise
-        raise UnworkableRunError(str(err)) from err
-
-
-def _refuse(
-    policy: LanguageModel,
-    target: Target,
-    objective: Objective,
-    args: TrainArgs,
-    sampling: SamplingArgs,
-    dist: Distributed,
-) -> None:
     objective.check_target(target)  # an objective that cannot work with this target says so now
     if objective.requires_on_policy and args.proposal.update != "on_policy":
         raise ValueError(
