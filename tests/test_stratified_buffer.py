@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_same_trainable_weights, stopped_and_resumed
 from test_sample_buffer import BASE  # noqa: F401  (make_trainer reads the module's BASE)
 
 from bayesalign.config import ConfigError
@@ -95,6 +96,18 @@ def test_the_twist_with_stratified_minibatches_fits_p_exactly(make_trainer):
     # measured 0.063 and 0.046 for seeds 0 and 1 (0.052 and 0.055 with uniform minibatches)
     assert last["exact_kl_p_pi"] < 0.2 * first["exact_kl_p_a"], last["exact_kl_p_pi"]
     assert all(len(w.unique()) == 2 for w in weights[1:])  # the loop's rows carry their two strata's weights
+
+
+def test_a_resumed_stratified_run_ends_with_the_same_weights(make_trainer, tmp_path):
+    """The checkpoint's buffer and generator give the resumed run the same stratified minibatches."""
+
+    def stratified(*overrides, **kwargs):
+        return make_trainer("training.buffer_satisfied_share=0.5", *overrides, **kwargs)
+
+    whole, resumed, _ = stopped_and_resumed(stratified, tmp_path)
+    assert resumed.buffer.satisfied_share == 0.5 and len(resumed.buffer) == 3 * 128
+    resumed.fit()
+    assert_same_trainable_weights(whole, resumed)
 
 
 def test_a_share_without_the_buffer_or_the_constraints_is_refused(make_trainer):
