@@ -80,7 +80,7 @@ WORKLOADS = {  # name: (target base rate of the constraint word, proposal)
     "on-0.3": (0.3, "on"),
     "on-0.1": (0.1, "on"),
     "on-0.03": (0.03, "on"),
-    "on-0.01": (0.01, "on"),  # the rarest: about 300 exact p-samples in a 30,000-sample pool
+    "on-0.01": (0.01, "on"),  # the rarest: this prior has no word below ≈ 0.02 (631 of 30,000)
     "fixed-0.3": (0.3, "fixed"),
     "fixed-0.1": (0.1, "fixed"),
     "fixed-0.03": (0.03, "fixed"),

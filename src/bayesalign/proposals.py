@@ -66,9 +66,9 @@ class Scored:
         self._require_prior()
         return self.log_target - self.log_q
 
-    def text_rows(self, n: int, log_q_name: str = "log_q") -> list[dict]:
-        """The first ``n`` samples as JSON-ready rows: the text, log q (under ``log_q_name``),
-        and every scorer's score (a run folder's samples/ files)."""
+    def text_rows(self, n: int, log_q_name: str) -> list[dict]:
+        """The first ``n`` samples as JSON-ready rows: the text, log q (named ``log_q_name``: the
+        run folder's samples/ files call π's own draws' log q "log_pi"), every scorer's score."""
         rows = []
         for i in range(min(n, len(self))):
             row = {"text": self.samples.texts[i], log_q_name: self.log_q[i].item()}

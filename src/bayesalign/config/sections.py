@@ -363,12 +363,6 @@ class Config(Section):
                 "method 'twist' needs a target of pointwise constraints only (b ∈ {0, 1}): "
                 "drop target.reward and target.distributional, or use gdc++"
             )
-        if training.buffer_satisfied_share is not None and training.micro < training.minibatch:
-            raise ValueError(
-                "method 'twist' sets its start from the first micro-batch, and a stratified minibatch "
-                "puts its satisfied rows first: with training.buffer_satisfied_share leave "
-                "training.micro_batch_size at minibatch_size"
-            )
         if training.twist.trunk == "prior" and self.model.lora is not None:
             raise ValueError(
                 "training.twist.trunk: prior trains the twist's head on a's frozen states: drop model.lora"
