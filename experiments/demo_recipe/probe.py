@@ -64,6 +64,15 @@ parser.add_argument(
     "GDC++ (advantage p/π − 1, Z from the training split), keeping the π with the lowest held-out KL",
 )
 parser.add_argument("--online-batch", type=int, default=32)
+parser.add_argument(
+    "--online-objective",
+    default="gdc",
+    choices=["gdc", "kl"],
+    help="gdc: GDC++ (advantage p/π − 1); kl: KL-regularised REINFORCE with reward λ·b − log π/a "
+    "(k1 in the reward, leave-one-out baseline), whose optimum is the tilt a·e^{λb}: on the KL "
+    "frontier, with KL(p‖tilt) = −log s. No importance weights, so no ESS to lose.",
+)
+parser.add_argument("--online-lambda", type=float, default=3.0, help="kl: the reward's scale λ (β = 1/λ)")
 parser.add_argument("--online-lr", type=float, default=None, help="default: --lr")
 parser.add_argument("--online-eval", type=int, default=4, help="on-policy steps between held-out evaluations")
 parser.add_argument(
@@ -259,6 +268,7 @@ with torch.no_grad():
     for n, v in best[2].items():
         named[n].copy_(v)
 online = []
+pool_best_epoch = best[1]  # the pool phase's best, before any on-policy step
 if args.online:
     for group in opt.param_groups:
         group["lr"] = args.online_lr or args.lr
@@ -270,19 +280,32 @@ if args.online:
         )
         w = torch.exp(log_w)
         ess = float(w.sum() ** 2 / (w**2).sum()) if w.sum() > 0 else 0.0
+        reward = args.online_lambda * d.evidence.satisfied.double() - (d.log_q - d.log_a).double()
+        n_online = len(reward)
+        kl_advantage = reward - (reward.sum() - reward) / (n_online - 1)  # leave-one-out baseline
         policy.module.train()
         for mb_rows in torch.randperm(len(d.samples), generator=g).split(args.minibatch):
             mb = d.samples.select(mb_rows)
             out = policy_output(policy, mb)
             log_pi = (out.token_log_probs * out.mask).sum(-1)
-            ratio = torch.exp(log_pi.detach().double() - d.log_q[mb_rows])  # π/q: 1 before the first update
-            loss = -((w[mb_rows] - ratio).float() * log_pi).sum() / len(mb_rows)
+            if args.online_objective == "kl":
+                adv = kl_advantage[mb_rows]
+            else:
+                ratio = torch.exp(log_pi.detach().double() - d.log_q[mb_rows])  # π/q: 1 before an update
+                adv = w[mb_rows] - ratio
+            loss = -(adv.float() * log_pi).sum() / len(mb_rows)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params_trainable, 1.0)
             opt.step()
         policy.module.eval()
-        row = {"step": k, "satisfied": float(d.evidence.satisfied.double().mean()), "ess": ess}
+        row = {
+            "step": k,
+            "satisfied": float(d.evidence.satisfied.double().mean()),
+            "ess": ess,
+            "kl_pi_a": float((d.log_q - d.log_a).double().mean()),
+            "cpu": time.process_time() - c0,
+        }
         if k % args.online_eval == 0 or k == args.online:
             kl = val_kl(200 + k)
             row |= {"val_kl": kl.value, "val_kl_se": kl.stderr}
@@ -339,7 +362,11 @@ summary = {
     "history": history,
     "extrapolation": extrapolation,
     "online": online,
-    "val_log_pi": {"0.0": val_log_pi[0.0], "best": val_log_pi[round(best[1], 2)]},
+    "val_log_pi": {
+        "0.0": val_log_pi[0.0],
+        "best": val_log_pi[round(best[1], 2)],
+        "pool_best": val_log_pi[round(pool_best_epoch, 2)],
+    },
     "wall": time.perf_counter() - t0,
     "cpu": time.process_time() - c0,
 }

@@ -39,7 +39,12 @@ def variant(args: dict) -> str:
     if args["seed"]:
         parts.insert(0, f"**seed {args['seed']}** (its own split)")
     if args.get("online"):
-        parts.append(f"then {args['online']} on-policy GDC++ steps × {args['online_batch']}")
+        lr = args.get("online_lr") or args["lr"]
+        if args.get("online_objective") == "kl":
+            method = f"KL-REINFORCE (λ = {args['online_lambda']:g}, lr {lr:g})"
+        else:
+            method = f"GDC++ (lr {lr:g})"
+        parts.append(f"then {args['online']} on-policy {method} steps × {args['online_batch']}")
     if args.get("prior_ce"):
         parts.append(f"prior-CE {args['prior_ce']:g}")
     if args.get("average"):
