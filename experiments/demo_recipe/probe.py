@@ -35,11 +35,24 @@ parser.add_argument("--lr", type=float, default=3e-4)
 parser.add_argument("--epochs", type=float, default=3)
 parser.add_argument("--minibatch", type=int, default=16)
 parser.add_argument("--r", type=int, default=16)
+parser.add_argument(
+    "--dropout",
+    type=float,
+    default=0.0,
+    help="LoRA dropout on the adapters' inputs while training (a regulariser against memorising the "
+    "training p-samples' late tokens, where --positions shows the over-fitting)",
+)
 parser.add_argument("--modules", default="q_proj,k_proj,v_proj,o_proj")
 parser.add_argument("--layers", type=int, default=0, help="LoRA only on the last this many layers (0: all)")
 parser.add_argument("--eval", type=int, default=256)
 parser.add_argument("--batch", type=int, default=64, help="sampling batch size")
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument(
+    "--positions",
+    action="store_true",
+    help="at the end, the kept π's gain E[log π(x_t|x<t) − log a(x_t|x<t)] per token position t, "
+    "on the training and the held-out p-samples (where in the sequence π learned or over-fitted)",
+)
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--out", default=None)
 parser.add_argument(
@@ -81,11 +94,18 @@ parser.add_argument(
 parser.add_argument(
     "--objective",
     default="mle",
-    choices=["mle", "gdc", "gdc-post", "value"],
+    choices=["mle", "gdc", "gdc-post", "value", "cv"],
     help="mle: DPG with q = p on the accepted samples; gdc: GDC++ with q = a on every training row; "
     "gdc-post: GDC++ with q = p on the accepted samples (advantage 1 − π/p: a sample that π already "
     "gives more than p(x) is pushed down); value: every training row, the prior's probability of b "
-    "after each prefix, V(x≤t) = Z·π(x≤t)/a(x≤t), fitted to b(x) by cross-entropy (see value_loss)",
+    "after each prefix, V(x≤t) = Z·π(x≤t)/a(x≤t), fitted to b(x) by cross-entropy (see value_loss); "
+    "cv: maximum likelihood's gradient with a per-token control variate, on every training row (see cv_loss)",
+)
+parser.add_argument(
+    "--cv-baseline",
+    default="prefix",
+    choices=["prefix", "one"],
+    help="cv: the baseline c_t; prefix: π(x<t)/a(x<t) (detached, at most 1/Z: V(x<t)/Z when π = p); one: 1",
 )
 parser.add_argument(
     "--value-prefixes",
@@ -105,7 +125,7 @@ def clock() -> str:
 
 
 config = load_config("src/bayesalign/configs/demo.yaml")
-lora = {"r": args.r, "alpha": 2 * args.r, "target_modules": args.modules.split(",")}
+lora = {"r": args.r, "alpha": 2 * args.r, "target_modules": args.modules.split(","), "dropout": args.dropout}
 model = config.model.model_copy(update={"lora": config.model.lora.model_copy(update=lora)})
 if args.layers:
     n_layers = 30
@@ -170,6 +190,29 @@ def value_loss(token_log_pi, token_log_a, mask, b, log_z, terminal_only):
     return (loss * mask).sum(-1) / mask.shape[-1]
 
 
+def cv_loss(logits_pi, logits_a, ids, mask, token_log_a, b, log_z, prefix_baseline):
+    """Per row: Σ_t c_t·CE(a_t, π_t) − (b/Z − c_t)·log π(x_t|x<t), on prior rows (accepted or not).
+
+    Why: its expected gradient is maximum likelihood's on the p-samples (E_a[(b/Z)∇log π(x_t|x<t)]);
+    the c_t terms add c_t·(∇log π(x_t|x<t) − E_{v~a(·|x<t)}∇log π(v|x<t)), which has mean 0 under a
+    for any c_t that depends on the prefix only. It is a control variate for the one-hot targets'
+    noise, which --positions shows π memorising at late positions. With c_t = V(x<t)/Z the weight
+    b/Z − c_t vanishes where the prefix already decides b; π(x<t)/a(x<t) is that when π = p.
+    """
+    log_pi_full = torch.log_softmax(logits_pi.float(), dim=-1)
+    log_a_full = torch.log_softmax(logits_a.float(), dim=-1)
+    ce_a = -(log_a_full.exp() * log_pi_full).sum(-1)
+    token_lp = log_pi_full.gather(-1, ids[..., None]).squeeze(-1)
+    if prefix_baseline:
+        step_ratio = ((token_lp.detach().double() - token_log_a.double()) * mask).cumsum(-1)
+        prefix = torch.cat([torch.zeros_like(step_ratio[:, :1]), step_ratio[:, :-1]], dim=-1)
+        c = torch.exp(torch.clamp(prefix, max=-log_z)).float()
+    else:
+        c = torch.ones_like(token_lp)
+    weight = (b[:, None] * math.exp(-log_z)).float() - c
+    return ((c * ce_a - weight * token_lp) * mask).sum(-1)
+
+
 train = train_pool.p_samples() if on_accepted else train_pool.draws.samples
 train_b = torch.ones(len(train)) if on_accepted else train_pool.evidence.satisfied.double()
 train_log_a = train.token_log_q.sum(-1).double()
@@ -216,7 +259,21 @@ for step in range(1, total + 1):
     idx = perm[pos : pos + args.minibatch]
     mb = train.select(idx)
     pos += args.minibatch
-    if args.prior_ce > 0:
+    if args.objective == "cv":
+        with torch.no_grad():
+            logits_a = prior.generated_logits(mb)[0]
+        per_row = cv_loss(
+            policy.generated_logits(mb)[0],
+            logits_a,
+            mb.ids,
+            mb.mask,
+            mb.token_log_q,
+            train_b[idx],
+            z_train,
+            args.cv_baseline == "prefix",
+        )
+        log_pi, reg = None, per_row.sum() / args.minibatch
+    elif args.prior_ce > 0:
         lsm = torch.log_softmax(policy.generated_logits(mb)[0].float(), dim=-1)
         with torch.no_grad():
             log_a_full = torch.log_softmax(prior.generated_logits(mb)[0].float(), dim=-1)
@@ -228,7 +285,9 @@ for step in range(1, total + 1):
         out = policy_output(policy, mb)
         log_pi = (out.token_log_probs * out.mask).sum(-1)
         reg = 0.0
-    if args.objective == "mle":
+    if args.objective == "cv":
+        loss = 0.0
+    elif args.objective == "mle":
         loss = -log_pi.sum() / args.minibatch
     elif args.objective == "gdc-post":  # q = p = a/Z on accepted samples: advantage 1 − π·Z/a
         ratio = torch.exp(log_pi.detach().double() - train_log_a[idx] + z_train)
@@ -348,8 +407,28 @@ kl_pi_a = est.kl_on_samples(d.log_q, d.log_a)
 frontier = full.frontier()
 excess = frontier.excess(sat.value, kl_pi_a.value)
 full_kl = full.kl_p_model(policy.log_prob_frozen(full.p_samples(), batch_size=32).double())
+
+
+def position_gains(samples) -> list[float]:
+    """Mean over the samples of log π(x_t|x<t) − log a(x_t|x<t) at each position t."""
+    total, count = 0.0, 0.0
+    with torch.no_grad():
+        for rows in torch.arange(len(samples)).split(32):
+            mb = samples.select(rows)
+            out = policy_output(policy, mb)
+            total = total + ((out.token_log_probs.double() - mb.token_log_q.double()) * mb.mask).sum(0)
+            count = count + mb.mask.double().sum(0)
+    return (total / count.clamp(min=1)).tolist()
+
+
+positions = {}
+if args.positions:
+    positions = {"train": position_gains(train_pool.p_samples()), "val": position_gains(val_samples)}
+    for split, gains in positions.items():
+        print(clock(), f"gain per position, {split}:", " ".join(f"{x:+.3f}" for x in gains), flush=True)
 summary = {
     "args": vars(args),
+    "positions": positions,
     "log_z": full.log_z().value,
     "satisfaction": sat.value,
     "satisfaction_se": sat.stderr,

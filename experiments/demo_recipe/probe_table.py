@@ -35,6 +35,8 @@ def variant(args: dict) -> str:
     objective = args["objective"]
     if objective == "value":  # which prefixes the cross-entropy fits
         objective += " (all prefixes)" if args["value_prefixes"] == "all" else " (terminal)"
+    if objective == "cv":  # which baseline c_t the control variate uses
+        objective += " (c = π(x<t)/a(x<t))" if args["cv_baseline"] == "prefix" else " (c = 1)"
     parts = [objective, f"lr {args['lr']:g}", f"mb {args['minibatch']}"]
     if args["seed"]:
         parts.insert(0, f"**seed {args['seed']}** (its own split)")
@@ -49,6 +51,8 @@ def variant(args: dict) -> str:
         parts.append(f"prior-CE {args['prior_ce']:g}")
     if args.get("average"):
         parts.append(f"avg {args['average']:g}")
+    if args.get("dropout"):
+        parts.append(f"LoRA dropout {args['dropout']:g}")
     if args["r"] != 16 or args["modules"] != "q_proj,k_proj,v_proj,o_proj" or args["layers"]:
         parts.append(f"LoRA r{args['r']} {args['modules']} layers {args['layers'] or 'all'}")
     return ", ".join(parts)
