@@ -89,6 +89,11 @@ parser.add_argument("--online-lambda", type=float, default=3.0, help="kl: the re
 parser.add_argument("--online-lr", type=float, default=None, help="default: --lr")
 parser.add_argument("--online-eval", type=int, default=4, help="on-policy steps between held-out evaluations")
 parser.add_argument(
+    "--decay",
+    action="store_true",
+    help="the pool phase's lr falls linearly to 0 over its --epochs (SGD's noise floor shrinks with the lr)",
+)
+parser.add_argument(
     "--average", type=float, default=0.0, help="weight average θ̄ ← d·θ̄ + (1 − d)·θ after every step (0: off)"
 )
 parser.add_argument(
@@ -250,6 +255,7 @@ half = max(steps_per_epoch // 2, 1)
 perm = torch.randperm(len(train), generator=g)
 pos = 0
 average = WeightAverage(params_trainable, args.average) if args.average else None
+schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / total) if args.decay else None
 
 
 policy.module.train()
@@ -306,6 +312,8 @@ for step in range(1, total + 1):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params_trainable, 1.0)
     opt.step()
+    if schedule is not None:
+        schedule.step()
     if average is not None:
         average.update()
     if step % half == 0 or step == total:

@@ -49,6 +49,8 @@ def variant(args: dict) -> str:
         parts.append(f"then {args['online']} on-policy {method} steps × {args['online_batch']}")
     if args.get("prior_ce"):
         parts.append(f"prior-CE {args['prior_ce']:g}")
+    if args.get("decay"):
+        parts.append("lr decayed linearly to 0")
     if args.get("average"):
         parts.append(f"avg {args['average']:g}")
     if args.get("dropout"):
