@@ -1,9 +1,10 @@
 """The demo's pool and its train/held-out split, shared by the demo-recipe probes (logit_bias.py,
-twist.py): the same cached prior draws (seed 0) and the same permutation (``seed``) give every
-probe the same held-out p-samples, so their held-out KL(p‖π) can be paired."""
+twist.py, steering.py): the same cached prior draws (seed 0) and the same permutation (``seed``)
+give every probe the same held-out p-samples, so their held-out KL(p‖π) can be paired."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass
 
@@ -11,10 +12,14 @@ import torch
 
 from bayesalign import estimators as est
 from bayesalign.builtin_models import cache_root
+from bayesalign.config import load_config
+from bayesalign.config.build import build_models, build_target
+from bayesalign.models import LanguageModel
 from bayesalign.pools import PosteriorPool
 from bayesalign.prior_draws import PoolCache, PriorDraws, draw_prior
 from bayesalign.proposals import Scored
 from bayesalign.targets import Target
+from bayesalign.training.args import SamplingParams
 
 
 @dataclass
@@ -44,6 +49,43 @@ def demo_split(target: Target, params, *, pool: int, val: float, seed: int, batc
     held_out = PriorDraws(draws.samples.select(val_rows), draws.uniform[val_rows])
     full, val_pool = PosteriorPool(target, draws), PosteriorPool(target, held_out)
     return DemoSplit(draws, train_rows, val_rows, full, val_pool)
+
+
+def split_arguments(parser: argparse.ArgumentParser, *, eval_samples: int) -> None:
+    """The options every probe shares: the pool and its split, the fresh samples of the kept π,
+    threads and the output file."""
+    parser.add_argument("--pool", type=int, default=2560)
+    parser.add_argument("--val", type=float, default=0.33, help="share of the pool's rows held out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval", type=int, default=eval_samples, help="fresh samples of the kept π")
+    parser.add_argument("--batch", type=int, default=64, help="sampling batch size")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None)
+
+
+@dataclass
+class Demo:
+    """The demo's models, target and sampling parameters, and the split of its pool."""
+
+    policy: LanguageModel
+    prior: LanguageModel
+    target: Target
+    params: SamplingParams
+    split: DemoSplit
+
+
+def load_demo(args: argparse.Namespace, *, lora: bool = True) -> Demo:
+    """The demo's config (src/bayesalign/configs/demo.yaml) built with ``args.seed``, and its pool
+    split by the options of :func:`split_arguments`; ``lora=False`` builds the models without the
+    config's LoRA (the twist probe puts its own on the twist's copy)."""
+    torch.set_num_threads(args.threads)
+    config = load_config("src/bayesalign/configs/demo.yaml")
+    model = config.model if lora else config.model.model_copy(update={"lora": None})
+    policy, prior = build_models(model, config.prompt, args.seed)
+    target = build_target(config.target, prior, config.sampling)
+    params = config.sampling.params()
+    split = demo_split(target, params, pool=args.pool, val=args.val, seed=args.seed, batch=args.batch)
+    return Demo(policy, prior, target, params, split)
 
 
 class Clock:

@@ -24,35 +24,21 @@ import json
 from pathlib import Path
 
 import torch
-from demo_split import Clock, demo_split, fresh_metrics
+from demo_split import Clock, fresh_metrics, load_demo, split_arguments
 
 from bayesalign import estimators as est
-from bayesalign.config import load_config
-from bayesalign.config.build import build_models, build_target
 from bayesalign.proposals import propose
 from bayesalign.samples import Samples
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--pool", type=int, default=2560)
-parser.add_argument("--val", type=float, default=0.33, help="share of the pool's rows held out")
-parser.add_argument("--seed", type=int, default=0)
+split_arguments(parser, eval_samples=256)
 parser.add_argument("--l2", default="0,1e-4,1e-3,1e-2", help="L2 penalties λ·‖θ‖² to try")
 parser.add_argument("--iters", type=int, default=60, help="L-BFGS iterations per penalty")
-parser.add_argument("--eval", type=int, default=256, help="fresh samples of the best π_θ")
-parser.add_argument("--batch", type=int, default=64, help="sampling batch size")
-parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--against", default=None, help="probe.py's jsonl: paired differences")
-parser.add_argument("--out", default=None)
 args = parser.parse_args()
-torch.set_num_threads(args.threads)
 clock = Clock()
-
-
-config = load_config("src/bayesalign/configs/demo.yaml")
-policy, prior = build_models(config.model, config.prompt, args.seed)
-target = build_target(config.target, prior, config.sampling)
-params = config.sampling.params()
-split = demo_split(target, params, pool=args.pool, val=args.val, seed=args.seed, batch=args.batch)
+demo = load_demo(args)
+policy, prior, target, params, split = demo.policy, demo.prior, demo.target, demo.params, demo.split
 full, val, train_pool = split.full, split.val, split.train_pool(target)
 train, held_out = train_pool.p_samples(), val.p_samples()
 print(

@@ -21,18 +21,14 @@ import argparse
 import json
 
 import torch
-from demo_split import Clock, demo_split, fresh_metrics
+from demo_split import Clock, fresh_metrics, load_demo, split_arguments
 
 from bayesalign import estimators as est
-from bayesalign.config import load_config
-from bayesalign.config.build import build_models, build_target
 from bayesalign.proposals import propose
 from bayesalign.samples import Samples
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--pool", type=int, default=2560)
-parser.add_argument("--val", type=float, default=0.33, help="share of the pool's rows held out")
-parser.add_argument("--seed", type=int, default=0)
+split_arguments(parser, eval_samples=256)
 parser.add_argument("--layers", default="8,15,22", help="decoder layers to try (SmolLM2 has 30)")
 parser.add_argument("--alphas", default="1,2,4,8", help="scales of the contrastive vector to try")
 parser.add_argument("--rows", type=int, default=768, help="training rows for the contrastive means")
@@ -40,19 +36,10 @@ parser.add_argument("--fit-steps", type=int, default=0, help="maximum-likelihood
 parser.add_argument("--lr", type=float, default=1e-2)
 parser.add_argument("--minibatch", type=int, default=16)
 parser.add_argument("--check", type=int, default=16, help="fit steps between held-out evaluations")
-parser.add_argument("--eval", type=int, default=256, help="fresh samples of the best π_v")
-parser.add_argument("--batch", type=int, default=64, help="sampling batch size")
-parser.add_argument("--threads", type=int, default=1)
-parser.add_argument("--out", default=None)
 args = parser.parse_args()
-torch.set_num_threads(args.threads)
 clock = Clock()
-
-config = load_config("src/bayesalign/configs/demo.yaml")
-policy, prior = build_models(config.model, config.prompt, args.seed)
-target = build_target(config.target, prior, config.sampling)
-params = config.sampling.params()
-split = demo_split(target, params, pool=args.pool, val=args.val, seed=args.seed, batch=args.batch)
+demo = load_demo(args)
+policy, prior, target, params, split = demo.policy, demo.prior, demo.target, demo.params, demo.split
 full, val, train_pool = split.full, split.val, split.train_pool(target)
 held_out, train = val.p_samples(), train_pool.p_samples()
 print(clock(), f"train p-samples {len(train)}, held-out p-samples {len(held_out)}", flush=True)

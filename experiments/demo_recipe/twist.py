@@ -15,18 +15,14 @@ import argparse
 import json
 
 import torch
-from demo_split import Clock, demo_split, fresh_metrics
+from demo_split import Clock, fresh_metrics, load_demo, split_arguments
 
 from bayesalign import estimators as est
-from bayesalign.config import load_config
-from bayesalign.config.build import build_models, build_target
 from bayesalign.proposals import propose
 from bayesalign.twist_fit import TwistFitSettings, TwistFitter
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--pool", type=int, default=2560)
-parser.add_argument("--val", type=float, default=0.33, help="share of the pool's rows held out")
-parser.add_argument("--seed", type=int, default=0)
+split_arguments(parser, eval_samples=128)
 parser.add_argument("--epochs", type=int, default=3)
 parser.add_argument("--lr", type=float, default=1e-3)
 parser.add_argument("--minibatch", type=int, default=32)
@@ -36,21 +32,10 @@ parser.add_argument("--lora-r", type=int, default=16)
 parser.add_argument(
     "--trunk", default="copy", help="copy (LoRA on a copy of a's trunk) or prior (the head on a's own states)"
 )
-parser.add_argument("--eval", type=int, default=128, help="fresh samples of the best π")
-parser.add_argument("--batch", type=int, default=64, help="sampling batch size")
-parser.add_argument("--threads", type=int, default=1)
-parser.add_argument("--out", default=None)
 args = parser.parse_args()
-torch.set_num_threads(args.threads)
 clock = Clock()
-
-
-config = load_config("src/bayesalign/configs/demo.yaml")
-# the prior stays plain (no LoRA); LoRA goes on the twist's copy
-_, prior = build_models(config.model.model_copy(update={"lora": None}), config.prompt, args.seed)
-target = build_target(config.target, prior, config.sampling)
-params = config.sampling.params()
-split = demo_split(target, params, pool=args.pool, val=args.val, seed=args.seed, batch=args.batch)
+demo = load_demo(args, lora=False)  # the prior stays plain; LoRA goes on the twist's copy
+prior, target, params, split = demo.prior, demo.target, demo.params, demo.split
 draws, train_rows, full, val = split.draws, split.train_rows, split.full, split.val
 held_out = val.p_samples()
 lora = {
