@@ -10,12 +10,12 @@ frontier excess. Run: nice .venv/bin/python experiments/demo_recipe/probe.py --p
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import time
 
+import probe_args
 import torch
 from probe_objectives import cv_loss, value_loss
 
@@ -29,99 +29,7 @@ from bayesalign.prior_draws import PoolCache, draw_prior
 from bayesalign.proposals import propose
 from bayesalign.training.averaging import WeightAverage
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--pool", type=int, default=1536)
-parser.add_argument("--val", type=float, default=0.33, help="share of the pool's rows held out")
-parser.add_argument("--lr", type=float, default=3e-4)
-parser.add_argument("--epochs", type=float, default=3)
-parser.add_argument("--minibatch", type=int, default=16)
-parser.add_argument("--r", type=int, default=16)
-parser.add_argument(
-    "--dropout",
-    type=float,
-    default=0.0,
-    help="LoRA dropout on the adapters' inputs while training (a regulariser against memorising the "
-    "training p-samples' late tokens, where --positions shows the over-fitting)",
-)
-parser.add_argument("--modules", default="q_proj,k_proj,v_proj,o_proj")
-parser.add_argument("--layers", type=int, default=0, help="LoRA only on the last this many layers (0: all)")
-parser.add_argument("--eval", type=int, default=256)
-parser.add_argument("--batch", type=int, default=64, help="sampling batch size")
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument(
-    "--positions",
-    action="store_true",
-    help="at the end, the kept π's gain E[log π(x_t|x<t) − log a(x_t|x<t)] per token position t, "
-    "on the training and the held-out p-samples (where in the sequence π learned or over-fitted)",
-)
-parser.add_argument("--threads", type=int, default=2)
-parser.add_argument("--out", default=None)
-parser.add_argument(
-    "--prior-ce",
-    type=float,
-    default=0.0,
-    help="λ: add λ·Σ_t KL(a(·|x<t) ‖ π(·|x<t)) over the full vocabulary at every position of the "
-    "training samples (distillation towards the prior: the per-token target becomes "
-    "(one-hot + λ·a)/(1 + λ)), to hold π to a wherever the samples carry no signal",
-)
-parser.add_argument(
-    "--extrapolate",
-    default="",
-    help="comma-separated α (e.g. 1.5,2,3): after training, scale the best adapter's update by α "
-    "(lora_B ← α·lora_B, i.e. θ = θ_a + α·Δθ) and keep the α with the lowest held-out KL(p‖π)",
-)
-parser.add_argument(
-    "--online",
-    type=int,
-    default=0,
-    help="after the pool phase (from its best π): this many on-policy steps on fresh samples of π, "
-    "GDC++ (advantage p/π − 1, Z from the training split), keeping the π with the lowest held-out KL",
-)
-parser.add_argument("--online-batch", type=int, default=32)
-parser.add_argument(
-    "--online-objective",
-    default="gdc",
-    choices=["gdc", "kl"],
-    help="gdc: GDC++ (advantage p/π − 1); kl: KL-regularised REINFORCE with reward λ·b − log π/a "
-    "(k1 in the reward, leave-one-out baseline), whose optimum is the tilt a·e^{λb}: on the KL "
-    "frontier, with KL(p‖tilt) = −log s. No importance weights, so no ESS to lose.",
-)
-parser.add_argument("--online-lambda", type=float, default=3.0, help="kl: the reward's scale λ (β = 1/λ)")
-parser.add_argument("--online-lr", type=float, default=None, help="default: --lr")
-parser.add_argument("--online-eval", type=int, default=4, help="on-policy steps between held-out evaluations")
-parser.add_argument(
-    "--decay",
-    action="store_true",
-    help="the pool phase's lr falls linearly to 0 over its --epochs (SGD's noise floor shrinks with the lr)",
-)
-parser.add_argument(
-    "--average", type=float, default=0.0, help="weight average θ̄ ← d·θ̄ + (1 − d)·θ after every step (0: off)"
-)
-parser.add_argument(
-    "--objective",
-    default="mle",
-    choices=["mle", "gdc", "gdc-post", "value", "cv"],
-    help="mle: DPG with q = p on the accepted samples; gdc: GDC++ with q = a on every training row; "
-    "gdc-post: GDC++ with q = p on the accepted samples (advantage 1 − π/p: a sample that π already "
-    "gives more than p(x) is pushed down); value: every training row, the prior's probability of b "
-    "after each prefix, V(x≤t) = Z·π(x≤t)/a(x≤t), fitted to b(x) by cross-entropy (see value_loss); "
-    "cv: maximum likelihood's gradient with a per-token control variate, on every training row (see cv_loss)",
-)
-parser.add_argument(
-    "--cv-baseline",
-    default="prefix",
-    choices=["prefix", "one"],
-    help="cv: the baseline c_t; prefix: π(x<t)/a(x<t) (detached, at most 1/Z: V(x<t)/Z when π = p); one: 1",
-)
-parser.add_argument(
-    "--value-prefixes",
-    default="all",
-    choices=["all", "terminal"],
-    help="value: cross-entropy at every prefix (all) or at the whole sequence only (terminal)",
-)
-args = parser.parse_args()
-if args.objective == "value" and args.prior_ce:
-    parser.error("--objective value reads π's sampled tokens only; it does not take --prior-ce")
+args = probe_args.parse()
 torch.set_num_threads(args.threads)
 t0, c0 = time.perf_counter(), time.process_time()
 
@@ -132,7 +40,9 @@ def clock() -> str:
 
 config = load_config("src/bayesalign/configs/demo.yaml")
 lora = {"r": args.r, "alpha": 2 * args.r, "target_modules": args.modules.split(","), "dropout": args.dropout}
-model = config.model.model_copy(update={"lora": config.model.lora.model_copy(update=lora)})
+model = config.model.model_copy(
+    update={"lora": config.model.lora.model_copy(update=lora) if args.r else None}
+)
 if args.layers:
     n_layers = 30
     keep = range(n_layers - args.layers, n_layers)
@@ -194,7 +104,11 @@ def val_kl(epoch: float = 0.0):
 
 
 params_trainable = [p for p in policy.module.parameters() if p.requires_grad]
-opt = torch.optim.AdamW(params_trainable, lr=args.lr, weight_decay=0.0)
+if args.optimizer == "sgd":
+    opt = torch.optim.SGD(params_trainable, lr=args.lr, momentum=args.momentum)
+else:
+    opt = torch.optim.AdamW(params_trainable, lr=args.lr, weight_decay=0.0)
+grad_norms: list[float] = []
 best = (
     val_kl().value,
     0.0,
@@ -263,7 +177,7 @@ for step in range(1, total + 1):
     loss = loss + reg
     opt.zero_grad()
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(params_trainable, 1.0)
+    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params_trainable, 1.0)))
     opt.step()
     if schedule is not None:
         schedule.step()
@@ -279,7 +193,8 @@ for step in range(1, total + 1):
         history.append(
             {"epoch": ep, "val_kl": kl.value, "val_kl_se": kl.stderr, "seconds": time.perf_counter() - t0}
         )
-        print(clock(), f"epoch {ep:.2f} val KL(p‖π) {kl:.4f}", flush=True)
+        norm = sum(grad_norms[-half:]) / len(grad_norms[-half:])
+        print(clock(), f"epoch {ep:.2f} val KL(p‖π) {kl:.4f}  mean grad norm {norm:.2f}", flush=True)
         if kl.value < best[0]:
             best = (kl.value, ep, snapshot)
 policy.module.eval()
@@ -407,6 +322,7 @@ summary = {
         "best": val_log_pi[round(best[1], 2)],
         "pool_best": val_log_pi[round(pool_best_epoch, 2)],
     },
+    "fresh_texts": d.samples.texts,  # the kept π's samples, for diagnostics of what it learned
     "wall": time.perf_counter() - t0,
     "cpu": time.process_time() - c0,
 }

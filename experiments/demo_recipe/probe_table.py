@@ -55,7 +55,11 @@ def variant(args: dict) -> str:
         parts.append(f"avg {args['average']:g}")
     if args.get("dropout"):
         parts.append(f"LoRA dropout {args['dropout']:g}")
-    if args["r"] != 16 or args["modules"] != "q_proj,k_proj,v_proj,o_proj" or args["layers"]:
+    if args.get("optimizer", "adamw") != "adamw":
+        parts.append(f"{args['optimizer'].upper()} (momentum {args['momentum']:g})")
+    if args["r"] == 0:
+        parts.append("full fine-tuning")
+    elif args["r"] != 16 or args["modules"] != "q_proj,k_proj,v_proj,o_proj" or args["layers"]:
         parts.append(f"LoRA r{args['r']} {args['modules']} layers {args['layers'] or 'all'}")
     return ", ".join(parts)
 
