@@ -20,6 +20,7 @@ row of the same split (per held-out p-sample, the difference of log π).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,6 +36,13 @@ split_arguments(parser, eval_samples=256)
 parser.add_argument("--l2", default="0,1e-4,1e-3,1e-2", help="L2 penalties λ·‖θ‖² to try")
 parser.add_argument("--iters", type=int, default=60, help="L-BFGS iterations per penalty")
 parser.add_argument("--against", default=None, help="probe.py's jsonl: paired differences")
+parser.add_argument(
+    "--features",
+    default="free",
+    choices=["free", "scorer"],
+    help="free: one bias per token; scorer: θ = F·w, F[v] = (s(v)⁺, s(v)⁻) with s the constraint's "
+    "scorer, threshold removed, on the token's text alone (two numbers w, fitted the same way)",
+)
 args = parser.parse_args()
 clock = Clock()
 demo = load_demo(args)
@@ -75,18 +83,31 @@ def log_pi(theta: torch.Tensor, positions, n_rows: int) -> torch.Tensor:
     return out
 
 
-def fit(positions, n_rows: int, l2: float, theta0: torch.Tensor) -> torch.Tensor:
-    """Maximum likelihood of π_θ on the rows, with λ‖θ‖², by L-BFGS (gradient by hand: the
-    counts of each token minus its expected count under π_θ, per row)."""
+def token_features(vocab: int) -> torch.Tensor:
+    """[V, 2]: the constraint's scorer, its threshold removed, on each token's text alone, split
+    into its positive and negative parts (a lexicon scorer's prior knowledge of every word,
+    including the words no training p-sample contains)."""
+    scorer = dataclasses.replace(target.terms[0].scorer, threshold=None)
+    texts = [prior.tokenizer.decode([v]) for v in range(vocab)]
+    s = scorer(texts).float()
+    return torch.stack([s.clamp(min=0), s.clamp(max=0)], dim=1)
+
+
+def fit(positions, n_rows: int, l2: float, features: torch.Tensor | None) -> torch.Tensor:
+    """Maximum likelihood of π_θ on the rows, with λ‖w‖², by L-BFGS (gradient by hand: the
+    counts of each token minus its expected count under π_θ, per row); θ = w (free) or F·w."""
     log_a, tokens, _ = positions
     counts = torch.bincount(tokens, minlength=log_a.shape[1]).float()
-    theta = theta0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [theta], lr=1, max_iter=args.iters, history_size=20, line_search_fn="strong_wolfe"
-    )
+    w = torch.zeros(log_a.shape[1] if features is None else features.shape[1], requires_grad=True)
+
+    def theta_of(w: torch.Tensor) -> torch.Tensor:
+        return w if features is None else features @ w
+
+    opt = torch.optim.LBFGS([w], lr=1, max_iter=args.iters, history_size=20, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         with torch.no_grad():
+            theta = theta_of(w)
             loss = -(counts @ theta)
             expected = torch.zeros_like(theta)
             for s in range(0, len(tokens), 2048):
@@ -96,12 +117,13 @@ def fit(positions, n_rows: int, l2: float, theta0: torch.Tensor) -> torch.Tensor
                 total = e.sum(dim=-1, keepdim=True)
                 loss += (top + torch.log(total)).sum()
                 expected += (e / total).sum(0)
-            loss = loss / n_rows + l2 * (theta @ theta)
-            theta.grad = (expected - counts) / n_rows + 2 * l2 * theta
+            loss = loss / n_rows + l2 * (w @ w)
+            grad = (expected - counts) / n_rows
+            w.grad = (grad if features is None else features.T @ grad) + 2 * l2 * w
         return loss
 
     opt.step(closure)
-    return theta.detach()
+    return theta_of(w.detach())
 
 
 train_positions = prior_positions(train)
@@ -112,12 +134,13 @@ print(
     flush=True,
 )
 vocab = train_positions[0].shape[1]
+features = token_features(vocab) if args.features == "scorer" else None
 theta = torch.zeros(vocab)
 prior_kl = val.kl_p_model(log_pi(theta, val_positions, len(held_out)))
 print(clock(), f"θ = 0 (the prior): held-out KL(p‖π) {prior_kl:.4f}", flush=True)
 rows, best = [], None
 for l2 in [float(x) for x in args.l2.split(",")]:
-    theta = fit(train_positions, len(train), l2, torch.zeros(vocab))
+    theta = fit(train_positions, len(train), l2, features)
     val_lp = log_pi(theta, val_positions, len(held_out))
     kl = val.kl_p_model(val_lp)
     train_kl = train_pool.kl_p_model(log_pi(theta, train_positions, len(train)))
