@@ -5,8 +5,10 @@ give every probe the same held-out p-samples, so their held-out KL(p‖π) can b
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -135,3 +137,28 @@ def fresh_metrics(draw: Scored, log_a: torch.Tensor, full: PosteriorPool) -> Fre
     kl_pi_a = est.kl_on_samples(draw.log_q, log_a)
     frontier = full.frontier()
     return FreshMetrics(sat, kl_pi_a, frontier.kl(sat.value), frontier.excess(sat.value, kl_pi_a.value))
+
+
+def paired_against(path: str, args: argparse.Namespace, log_pi: torch.Tensor) -> list[dict]:
+    """This probe's held-out KL(p‖π) minus that of each probe.py run in ``path`` on the same pool
+    and split, paired per held-out p-sample (``log_pi``: this π's log-probabilities of them);
+    negative: this π is nearer p. Runs whose pool was drawn elsewhere (another count of held-out
+    p-samples) are skipped: their samples are not these."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        probe = json.loads(line)
+        other = probe.get("val_log_pi", {}).get("best")
+        if probe["args"]["pool"] != args.pool or probe["args"]["seed"] != args.seed:
+            continue
+        if other is None or len(other) != len(log_pi):
+            continue
+        diff = est.mean(torch.tensor(other, dtype=torch.float64) - log_pi.double())
+        rows.append(
+            {"probe": probe["args"], "val_kl": probe["val_kl"], "difference": diff.value, "se": diff.stderr}
+        )
+        print(
+            f"  against probe {probe['args'].get('objective')} (lr {probe['args']['lr']}, held-out "
+            f"{probe['val_kl']:.3f}): this π − it, paired: {diff:.4f}",
+            flush=True,
+        )
+    return rows

@@ -22,10 +22,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
 import torch
-from demo_split import Clock, fresh_metrics, load_demo, split_arguments
+from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_arguments
 
 from bayesalign import estimators as est
 from bayesalign.proposals import propose
@@ -178,21 +177,7 @@ print("  most raised:", [prior.tokenizer.decode([i]) for i in top])
 print("  most lowered:", [prior.tokenizer.decode([i]) for i in bottom])
 for t in d.samples.texts[:5]:
     print("  ", repr(t))
-against = []
-if args.against:
-    for line in Path(args.against).read_text().splitlines():
-        probe = json.loads(line)
-        if probe["args"]["pool"] != args.pool or probe["args"]["seed"] != args.seed:
-            continue
-        other = torch.tensor(probe["val_log_pi"]["best"], dtype=torch.float64)
-        diff = est.mean(other - best_val_lp)  # KL(p‖π_θ) − KL(p‖π_probe), paired
-        against.append(
-            {"probe": probe["args"], "val_kl": probe["val_kl"], "difference": diff.value, "se": diff.stderr}
-        )
-        print(
-            f"  against probe (objective {probe['args'].get('objective')}, lr {probe['args']['lr']}): "
-            f"its held-out KL {probe['val_kl']:.3f}; π_θ − it, paired: {diff:.4f}"
-        )
+against = paired_against(args.against, args, best_val_lp) if args.against else []
 summary = {
     "args": vars(args),
     "log_z": full.log_z().value,

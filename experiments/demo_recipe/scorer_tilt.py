@@ -26,11 +26,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from demo_split import Clock, fresh_metrics, load_demo, split_arguments
+from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_arguments
 
 from bayesalign import estimators as est
 from bayesalign.samples import Samples
@@ -220,23 +219,7 @@ fresh = fresh_metrics(SimpleNamespace(evidence=target.evidence(samples), log_q=l
 print(clock(), f"{fresh.line()}  held-out KL(p‖π) {fits[best]['val_kl']:.3f}", flush=True)
 for t in samples.texts[:5]:
     print("  ", repr(t))
-against = []
-if args.against:
-    for line in Path(args.against).read_text().splitlines():
-        probe = json.loads(line)
-        if probe["args"]["pool"] != args.pool or probe["args"]["seed"] != args.seed:
-            continue
-        if len(probe["val_log_pi"]["best"]) != len(held_out):  # its pool was drawn on another machine
-            continue
-        other = torch.tensor(probe["val_log_pi"]["best"], dtype=torch.float64)
-        diff = est.mean(other - torch.tensor(fits[best]["val_log_pi"]))  # KL(p‖π_w) − KL(p‖π_probe)
-        against.append(
-            {"probe": probe["args"], "val_kl": probe["val_kl"], "difference": diff.value, "se": diff.stderr}
-        )
-        print(
-            f"  against probe {probe['args'].get('objective')} (held-out {probe['val_kl']:.3f}): "
-            f"π_w − it {diff:.4f}"
-        )
+against = paired_against(args.against, args, torch.tensor(fits[best]["val_log_pi"])) if args.against else []
 summary = {
     "args": vars(args),
     "log_z": full.log_z().value,
