@@ -5,6 +5,7 @@ give every probe the same held-out p-samples, so their held-out KL(p‖π) can b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from bayesalign.models import LanguageModel
 from bayesalign.pools import PosteriorPool
 from bayesalign.prior_draws import PoolCache, PriorDraws, draw_prior
 from bayesalign.proposals import Scored
+from bayesalign.scorers import Scorer
 from bayesalign.targets import Target
 from bayesalign.training.args import SamplingParams
 
@@ -162,3 +164,24 @@ def paired_against(path: str, args: argparse.Namespace, log_pi: torch.Tensor) ->
             flush=True,
         )
     return rows
+
+
+@dataclass
+class TokenScores:
+    """The constraint's scorer with its threshold removed (real-valued), each vocabulary token's
+    text, and the scorer on each token's text alone split into its positive and negative parts
+    [V, 2]: a lexicon scorer's knowledge of every word, also of those no training p-sample holds."""
+
+    scorer: Scorer
+    threshold: float
+    texts: list[str]
+    features: torch.Tensor
+
+
+def token_scores(prior: LanguageModel, target: Target, vocab: int) -> TokenScores:
+    """:class:`TokenScores` for the first constraint of ``target`` (the demo's VADER threshold)."""
+    constraint = target.terms[0].scorer
+    scorer = dataclasses.replace(constraint, threshold=None)
+    texts = [prior.tokenizer.decode([v]) for v in range(vocab)]
+    s = scorer(texts).float()
+    return TokenScores(scorer, constraint.threshold, texts, torch.stack([s.clamp(min=0), s.clamp(max=0)], 1))

@@ -20,11 +20,10 @@ row of the same split (per held-out p-sample, the difference of log π).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import torch
-from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_arguments
+from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_arguments, token_scores
 
 from bayesalign import estimators as est
 from bayesalign.proposals import propose
@@ -82,16 +81,6 @@ def log_pi(theta: torch.Tensor, positions, n_rows: int) -> torch.Tensor:
     return out
 
 
-def token_features(vocab: int) -> torch.Tensor:
-    """[V, 2]: the constraint's scorer, its threshold removed, on each token's text alone, split
-    into its positive and negative parts (a lexicon scorer's prior knowledge of every word,
-    including the words no training p-sample contains)."""
-    scorer = dataclasses.replace(target.terms[0].scorer, threshold=None)
-    texts = [prior.tokenizer.decode([v]) for v in range(vocab)]
-    s = scorer(texts).float()
-    return torch.stack([s.clamp(min=0), s.clamp(max=0)], dim=1)
-
-
 def fit(positions, n_rows: int, l2: float, features: torch.Tensor | None) -> torch.Tensor:
     """Maximum likelihood of π_θ on the rows, with λ‖w‖², by L-BFGS (gradient by hand: the
     counts of each token minus its expected count under π_θ, per row); θ = w (free) or F·w."""
@@ -133,7 +122,7 @@ print(
     flush=True,
 )
 vocab = train_positions[0].shape[1]
-features = token_features(vocab) if args.features == "scorer" else None
+features = token_scores(prior, target, vocab).features if args.features == "scorer" else None
 theta = torch.zeros(vocab)
 prior_kl = val.kl_p_model(log_pi(theta, val_positions, len(held_out)))
 print(clock(), f"θ = 0 (the prior): held-out KL(p‖π) {prior_kl:.4f}", flush=True)

@@ -110,6 +110,8 @@ def parse() -> argparse.Namespace:
         help="value: cross-entropy at every prefix (all) or at the whole sequence only (terminal)",
     )
     args = parser.parse_args()
+    if args.r == 0 and (args.layers or args.dropout or args.extrapolate):
+        parser.error("--r 0 fine-tunes the whole model: --layers, --dropout and --extrapolate need LoRA")
     if args.objective == "value" and args.prior_ce:
         parser.error("--objective value reads π's sampled tokens only; it does not take --prior-ce")
     return args

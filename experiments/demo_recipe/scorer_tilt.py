@@ -29,9 +29,10 @@ import json
 from types import SimpleNamespace
 
 import torch
-from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_arguments
+from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_arguments, token_scores
 
 from bayesalign import estimators as est
+from bayesalign.decoding import draw_tokens, uniforms
 from bayesalign.samples import Samples
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,12 +45,9 @@ clock = Clock()
 demo = load_demo(args, lora=False)
 prior, target, params, split = demo.prior, demo.target, demo.params, demo.split
 full, val, train_pool = split.full, split.val, split.train_pool(target)
-threshold = target.terms[0].scorer.threshold
-scorer = dataclasses.replace(target.terms[0].scorer, threshold=None)
 vocab = prior.module.get_output_embeddings().weight.shape[0]
-token_text = [prior.tokenizer.decode([v]) for v in range(vocab)]
-s_token = scorer(token_text).float()
-free = torch.stack([s_token.clamp(min=0), s_token.clamp(max=0)], dim=1)  # [V, 2]
+scores = token_scores(prior, target, vocab)
+scorer, threshold, token_text, free = scores.scorer, scores.threshold, scores.texts, scores.features
 print(clock(), f"scorer on {vocab:,} token texts", flush=True)
 
 
@@ -155,9 +153,7 @@ def sample_batch(w: torch.Tensor, b: int, generator: torch.Generator) -> Samples
         done = torch.stack(ids, 1).tolist() if ids else [[] for _ in range(b)]
         top, delta = context_features(log_a, [prior.tokenizer.decode(r) for r in done])
         lp = tilted(log_a, top, delta, w)
-        u = torch.rand(b, 1, generator=generator, dtype=torch.float64)
-        cdf = lp.exp().double().cumsum(-1)
-        tok = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp(max=vocab - 1)[:, 0]
+        tok = draw_tokens(lp, uniforms(b, generator, lp.device))
         tok = torch.where(alive, tok, torch.full_like(tok, eos))
         ids.append(tok)
         masks.append(alive.clone())
