@@ -8,10 +8,27 @@ step (training/sampling_pass.py), which saves running π a second time over the 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Protocol
+
 import torch
 from transformers import PreTrainedModel
 
 from bayesalign.samples import SamplingParams
+
+
+class NextTokenTilt(Protocol):
+    """A change of the next-token distribution that reads the tokens generated so far (the scorer
+    tilt, scorer_tilt.py): ``prefixes`` [n, step] with ``mask``, the model's ``log_probs``
+    [n, V] after them; returns the tilted log-probabilities [n, V]. Called at every step of the
+    sampling pass and at every position when a model scores samples, so both agree."""
+
+    def __call__(
+        self, prefixes: torch.Tensor, mask: torch.Tensor, log_probs: torch.Tensor, step: int
+    ) -> torch.Tensor: ...
+
+    def save(self, folder: str | Path) -> None:
+        """Write the tilt beside a saved model's weights."""
 
 
 def cache_key(out) -> str:
@@ -49,17 +66,19 @@ def decode(
     decoder_start: int | None = None,
     generator: torch.Generator | None = None,
     differentiable: bool = False,
+    tilt: NextTokenTilt | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Continue each (left-padded) prompt for at most ``params.max_new_tokens`` tokens, or until
     EOS; returns token ids, their mask and per-token log q, [n, T] on the CPU (T: the longest).
     ``decoder_start``: an encoder-decoder's first decoder token (the prompt is then the encoder's
     input, encoded once). ``differentiable``: log q keeps its autograd graph and stays on the
-    model's device (ancestral sampling only, where log q is log π)."""
+    model's device (ancestral sampling only, where log q is log π). ``tilt``: applied to each
+    step's log-probabilities before the draw."""
     if differentiable and not params.is_ancestral:
         raise ValueError("a differentiable sampling pass needs ancestral sampling (log q = log π)")
     with torch.set_grad_enabled(differentiable):
         ids, mask, token_log_q = _decode(
-            module, prompt_ids, prompt_mask, params, eos, decoder_start, generator
+            module, prompt_ids, prompt_mask, params, eos, decoder_start, generator, tilt
         )
     return ids.cpu(), mask.cpu(), token_log_q if differentiable else token_log_q.cpu()
 
@@ -72,6 +91,7 @@ def _decode(
     eos: int,
     decoder_start: int | None,
     generator: torch.Generator | None,
+    tilt: NextTokenTilt | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`decode`'s loop, on the model's device; nothing in it is modified in place after autograd
     may have saved it (``alive`` is rebound, log q collected per step and stacked).
@@ -117,6 +137,8 @@ def _decode(
         cache = {key: out[key]}
         logits = warpers(inputs, out.logits[:, -1].float())
         log_probs = torch.log_softmax(logits, dim=-1)
+        if tilt is not None:
+            log_probs = tilt(ids[active, :t], mask[active, :t], log_probs, t)
         token = draw_tokens(log_probs.detach(), uniforms(n, generator, device)[active])
         ids[active, t] = torch.where(alive, token, 0)
         mask[active, t] = alive

@@ -29,7 +29,7 @@ from transformers.activations import ACT2FN, NewGELUActivation
 
 from bayesalign import sharding
 from bayesalign.builtin_models import resolve_model_name
-from bayesalign.decoding import decode
+from bayesalign.decoding import NextTokenTilt, decode
 from bayesalign.samples import Samples, SamplingParams
 from bayesalign.twisted import TwistedModule, is_twisted_folder
 
@@ -72,6 +72,7 @@ class LanguageModel:
         *,
         adapters_disabled: bool = False,
         chat: bool = False,
+        tilt: NextTokenTilt | None = None,
     ) -> None:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; sequences could never end")
@@ -82,6 +83,7 @@ class LanguageModel:
         self.prompt = prompt
         self.adapters_disabled = adapters_disabled
         self.chat = chat
+        self.tilt = tilt
         # Set by the trainer around differentiable forwards when accelerate wrapped ``module``
         # (DDP/FSDP/DeepSpeed, training/distributed.py): the wrapper's forward syncs gradients.
         self.wrapper: torch.nn.Module | None = None
@@ -125,7 +127,7 @@ class LanguageModel:
         """An independent copy whose every weight is trainable (full fine-tuning)."""
         module = copy.deepcopy(self.module)
         module.requires_grad_(True)
-        return LanguageModel(module, self.tokenizer, self.prompt, chat=self.chat)
+        return LanguageModel(module, self.tokenizer, self.prompt, chat=self.chat, tilt=self.tilt)
 
     def frozen_copy(self) -> LanguageModel:
         """An independent, non-trainable copy of the current weights (a proposal q ← π); under
@@ -133,7 +135,12 @@ class LanguageModel:
         module = sharding.plain_copy(self.module) if self.sharded else copy.deepcopy(self.module)
         module.requires_grad_(False)
         return LanguageModel(
-            module, self.tokenizer, self.prompt, adapters_disabled=self.adapters_disabled, chat=self.chat
+            module,
+            self.tokenizer,
+            self.prompt,
+            adapters_disabled=self.adapters_disabled,
+            chat=self.chat,
+            tilt=self.tilt,
         )
 
     def save_pretrained(
@@ -142,7 +149,8 @@ class LanguageModel:
         """Write weights (safetensors) and tokenizer. A LoRA policy is merged into its base
         (a plain HF model folder) unless ``merge_lora`` is False (adapter weights only).
         ``dtype``: the weights are written in it (e.g. bfloat16 halves the disk); the model in
-        memory keeps its own. Under FSDP, save an `unsharded` copy."""
+        memory keeps its own. Under FSDP, save an `unsharded` copy. A tilted model also writes
+        its tilt (scorer_tilt.py) beside the weights."""
         if self.sharded:
             raise RuntimeError(
                 "the model is sharded by FSDP: save an unsharded() copy, made on every process"
@@ -154,6 +162,8 @@ class LanguageModel:
             module = (copy.deepcopy(module) if module is self.module else module).to(dtype)
         module.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
+        if self.tilt is not None:
+            self.tilt.save(folder)
 
     @property
     def sharded(self) -> bool:
@@ -287,6 +297,7 @@ class LanguageModel:
                 decoder_start=self._decoder_start if self.is_seq2seq else None,
                 generator=generator,
                 differentiable=differentiable,
+                tilt=self.tilt,
             )
         return Samples(
             prompt_ids=prompt_ids,
@@ -359,7 +370,18 @@ class LanguageModel:
         logits = out.logits
         if logits.shape[1] != n_gen:  # models that ignore logits_to_keep
             logits = logits[:, -n_gen:]
+        if self.tilt is not None:
+            logits = self._tilted(samples, logits)
         return logits, states
+
+    def _tilted(self, samples: Samples, logits: torch.Tensor) -> torch.Tensor:
+        """The tilt applied at every position, as the sampling pass applied it step by step."""
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        steps = [
+            self.tilt(samples.ids[:, :t], samples.mask[:, :t], log_probs[:, t], t)
+            for t in range(logits.shape[1])
+        ]
+        return torch.stack(steps, dim=1)
 
     def log_prob(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
         """Sequence log-probabilities log m(x), shape [B] (generated tokens only)."""

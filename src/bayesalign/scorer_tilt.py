@@ -1,0 +1,189 @@
+"""The prior tilted token by token by the constraint's own scorer:
+π_w(v | x<t) ∝ a(v | x<t) · exp(w_k · φ(x<t, v)), a handful of weights w fitted to p (tilt_fit.py).
+
+Why: p(v | x<t) = a(v | x<t) · h(x<t v) / h(x<t), with h(y) = P_a(b = 1 | prefix y), so the whole
+gap between a and p is the twist log h. A fine-tuned π has to learn it from a few hundred
+posterior samples and stops far from p on the demo (docs/demo-recipe.md); the scorer that defines
+b already knows much of it, for every word, also for words no sample holds. φ asks it:
+- s⁺(v), s⁻(v): the scorer (its threshold removed) on the token's text alone, for every token;
+- Δ⁺, Δ⁻ with Δ = s(x<t ⊕ v) − s(x<t): how appending v moves the score of the text so far, for
+  the ``top`` likeliest tokens under a (0 for the others): it sees negation and intensifiers;
+- up, down: whether appending v turns the verdict b on the text so far from 0 to 1 (or 1 to 0),
+  for the same candidates;
+- end: v is EOS while the text so far fails b (the sequence would end unsatisfied).
+Each bucket k of positions, by the tokens still to come (``edges``), has its own weights w_k:
+at the last position h(x<T v) = b(x<T v) exactly (an infinite weight on up/down), a dozen tokens
+before the end a crossing says much less.
+
+π_w is exact and normalised (the normaliser runs over the whole vocabulary); it needs the scorer
+on partial texts at every step, so it is a decoding-time model: `tilted` hands it to a
+`LanguageModel` (decoding.py calls it at every step, scoring at every position), and it is saved
+as ``tilt.json`` + ``tilt.safetensors`` beside the base model, reloaded with the target's scorer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedTokenizerBase
+
+from bayesalign.models import LanguageModel
+from bayesalign.scorers import Scorer
+
+FEATURES = ("s+", "s-", "delta+", "delta-", "up", "down", "end")
+CONTEXT = 4  # Δ⁺, Δ⁻, up, down: computed for the top candidates only
+MARKER = "tilt.json"  # a folder with this file holds a scorer tilt beside its base model
+
+
+class TiltError(ValueError):
+    """A tilt that cannot be built, fitted or loaded as asked."""
+
+
+def real_valued(scorer: Scorer) -> tuple[Scorer, float]:
+    """The scorer with its threshold removed and that threshold (b = s > threshold); a scorer
+    without one (a word or regex match, already 0/1) is its own score, split at 0.5."""
+    threshold = getattr(scorer, "threshold", None)
+    if threshold is None:
+        return scorer, 0.5
+    return dataclasses.replace(scorer, threshold=None), float(threshold)
+
+
+@dataclass
+class Candidates:
+    """What the tilt needs at a batch of positions: the top candidates' ids [n, K] and their
+    context features [n, K, 4] (Δ⁺, Δ⁻, up, down), and whether the text so far fails b [n]."""
+
+    top: torch.Tensor
+    context: torch.Tensor
+    unsatisfied: torch.Tensor
+
+
+class ScorerTilt:
+    """The tilt's features and weights: ``weights`` [buckets, 7] (`FEATURES`), bucket k holding
+    positions with at least ``edges[k]`` tokens still to come out of ``horizon`` (max_new_tokens)."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        tokenizer: PreTrainedTokenizerBase,
+        vocab: int,
+        *,
+        horizon: int,
+        top: int = 32,
+        edges: tuple[int, ...] = (0,),
+        weights: torch.Tensor | None = None,
+    ) -> None:
+        if top < 0 or horizon < 1:
+            raise TiltError(f"tilt: top must be >= 0 and horizon >= 1, got top={top}, horizon={horizon}")
+        if not edges or edges[0] != 0 or list(edges) != sorted(set(edges)):
+            raise TiltError(f"tilt: edges must rise strictly from 0, got {list(edges)}")
+        self.scorer, self.threshold = real_valued(scorer)
+        self.scorer_name = scorer.name
+        self.tokenizer, self.vocab, self.horizon = tokenizer, vocab, horizon
+        self.top, self.edges = min(top, vocab), tuple(edges)
+        self.eos = tokenizer.eos_token_id
+        self.weights = torch.zeros(len(edges), len(FEATURES)) if weights is None else weights.float()
+        if self.weights.shape != (len(edges), len(FEATURES)):
+            raise TiltError(f"tilt: weights of shape {tuple(self.weights.shape)}, expected {(len(edges), 7)}")
+        texts = tokenizer.batch_decode([[v] for v in range(vocab)], skip_special_tokens=True)
+        s = self.scorer(texts).float()
+        self.token_features = torch.stack([s.clamp(min=0), s.clamp(max=0)], 1)  # [V, 2]
+
+    # -- features -------------------------------------------------------------------------------
+    def bucket(self, step: torch.Tensor) -> torch.Tensor:
+        """The bucket of each position (0-based step in the continuation)."""
+        to_go = self.horizon - 1 - step
+        return torch.bucketize(to_go, torch.tensor(self.edges), right=True) - 1
+
+    def candidates(self, prefixes: list[list[int]], log_base: torch.Tensor) -> Candidates:
+        """The top candidates under the base distribution ``log_base`` [n, V] after each prefix
+        (generated token ids, no prompt), with the scorer on prefix ⊕ candidate."""
+        n, k = len(prefixes), self.top
+        top = log_base.topk(k, dim=-1).indices.cpu() if k else torch.zeros(n, 0, dtype=torch.long)
+        before = self.scorer(self.tokenizer.batch_decode(prefixes, skip_special_tokens=True)).float()
+        extended = [p + [v] for p, ids in zip(prefixes, top.tolist(), strict=True) for v in ids]
+        after = self.scorer(self.tokenizer.batch_decode(extended, skip_special_tokens=True)).float()
+        after = after.view(n, k)
+        delta = after - before[:, None]
+        b_after, b_before = after > self.threshold, (before > self.threshold)[:, None]
+        up, down = (b_after & ~b_before).float(), (~b_after & b_before).float()
+        context = torch.stack([delta.clamp(min=0), delta.clamp(max=0), up, down], dim=-1)
+        return Candidates(top, context, ~b_before[:, 0])
+
+    def tilt_logits(self, cands: Candidates, bucket: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The additive tilt w_k·φ(x<t, v) [n, V] at each position (differentiable in weights)."""
+        w = weights[bucket]  # [n, 7]
+        tilt = w[:, 0:1] * self.token_features[:, 0] + w[:, 1:2] * self.token_features[:, 1]
+        tilt = tilt.scatter_add(1, cands.top, (cands.context * w[:, None, 2:6]).sum(-1))
+        end = torch.zeros_like(tilt)
+        end[:, self.eos] = cands.unsatisfied.float() * w[:, 6]
+        return tilt + end
+
+    def __call__(
+        self, prefixes: torch.Tensor, mask: torch.Tensor, log_probs: torch.Tensor, step: int
+    ) -> torch.Tensor:
+        """The tilted next-token log-probabilities [n, V] after ``prefixes`` [n, step] (generated
+        ids, ``mask`` marking real tokens) from the base's ``log_probs``: the hook decoding.py
+        and `LanguageModel.generated_logits` call."""
+        rows = [row[m].tolist() for row, m in zip(prefixes.cpu(), mask.cpu(), strict=True)]
+        cands = self.candidates(rows, log_probs)
+        bucket = self.bucket(torch.full((len(rows),), step))
+        tilt = self.tilt_logits(cands, bucket, self.weights).to(log_probs.device, log_probs.dtype)
+        return torch.log_softmax(log_probs + tilt, dim=-1)
+
+    # -- saving ---------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        """``tilt.json`` (the settings and the name of the target's scorer it reads) and
+        ``tilt.safetensors`` (the weights) in ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"weights": self.weights.contiguous()}, str(folder / "tilt.safetensors"))
+        settings = {
+            "scorer": self.scorer_name,
+            "horizon": self.horizon,
+            "top": self.top,
+            "edges": list(self.edges),
+        }
+        (folder / MARKER).write_text(json.dumps({**settings, "features": list(FEATURES)}, indent=1) + "\n")
+
+    @classmethod
+    def load(
+        cls, folder: str | Path, scorers: dict[str, Scorer], tokenizer: PreTrainedTokenizerBase, vocab: int
+    ) -> ScorerTilt:
+        """The tilt saved in ``folder``, reading the scorer of that name in ``scorers`` (the
+        target's): the scorer is code, so it comes from the config, not from the folder."""
+        folder = Path(folder)
+        settings = json.loads((folder / MARKER).read_text())
+        name = settings["scorer"]
+        if name not in scorers:
+            raise TiltError(
+                f"{folder / MARKER}: the tilt reads scorer {name!r}, which the target does not have "
+                f"(it has {sorted(scorers)})"
+            )
+        weights = load_file(str(folder / "tilt.safetensors"))["weights"]
+        return cls(
+            scorers[name],
+            tokenizer,
+            vocab,
+            horizon=settings["horizon"],
+            top=settings["top"],
+            edges=tuple(settings["edges"]),
+            weights=weights,
+        )
+
+
+def tilted(base: LanguageModel, tilt: ScorerTilt) -> LanguageModel:
+    """A `LanguageModel` that samples and scores π_w: ``base``'s module and tokenizer, shared."""
+    return LanguageModel(
+        base.module,
+        base.tokenizer,
+        base.prompt,
+        adapters_disabled=base.adapters_disabled,
+        chat=base.chat,
+        tilt=tilt,
+    )

@@ -1,0 +1,159 @@
+"""Fitting the scorer tilt's weights (scorer_tilt.py) to the posterior: DPG's objective, maximum
+likelihood of π_w on (weighted) samples of p, solved to its optimum.
+
+Why not SGD: log π_w(x) is a sum over positions of w·φ − log Σ_v a(v) exp(w·φ(v)), concave in w,
+so L-BFGS finds the one optimum in a few dozen evaluations: no learning rate, seed or pass count
+decides where it ends. The features are computed once (the scorer runs on every position's
+candidates once); each evaluation then touches only the tokens whose tilt can be non-zero: the
+scorer's support (tokens with a non-zero score of their own), EOS, and each position's top
+candidates; every other token keeps a's probability, and their mass enters the normaliser as
+one number per position. That is exact, and a few hundred times smaller than the vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from bayesalign.models import LanguageModel
+from bayesalign.samples import Samples
+from bayesalign.scorer_tilt import FEATURES, ScorerTilt, TiltError
+
+
+@dataclass
+class Positions:
+    """Every generated position of the fitted samples, compacted (see the module): a's
+    log-probabilities on the fixed columns [P, F] and on the top candidates [P, K] (−inf where
+    a candidate is a fixed column, ``top_col`` >= 0), the candidates' context features
+    [P, K, 4], the log-mass of every other token [P], the taken token's index in
+    [fixed | top] (−1: another token, whose log a is ``log_taken``), bucket and row."""
+
+    log_fixed: torch.Tensor
+    log_top: torch.Tensor
+    top_col: torch.Tensor
+    context: torch.Tensor
+    unsatisfied: torch.Tensor
+    log_rest: torch.Tensor
+    taken: torch.Tensor
+    log_taken: torch.Tensor
+    bucket: torch.Tensor
+    row: torch.Tensor
+
+
+class TiltFit:
+    """The weighted log-likelihood of π_w on samples, as a function of w; `fit` maximises it."""
+
+    def __init__(self, tilt: ScorerTilt, base: LanguageModel, samples: Samples, batch_size: int = 16) -> None:
+        if base.tilt is not None:
+            raise TiltError("the tilt's base model is itself tilted: fit on the untilted model")
+        if len(samples) == 0:
+            raise TiltError("no samples to fit the tilt on")
+        self.tilt, self.n_rows = tilt, len(samples)
+        features = tilt.token_features
+        support = (features != 0).any(-1)
+        support[tilt.eos] = True
+        self.fixed = support.nonzero().squeeze(1)  # [F]
+        self.col_of = torch.full((tilt.vocab,), -1, dtype=torch.long)
+        self.col_of[self.fixed] = torch.arange(len(self.fixed))
+        self.fixed_features = features[self.fixed]  # [F, 2]
+        self.eos_col = int(self.col_of[tilt.eos])
+        with torch.no_grad():
+            parts = [self._positions(base, chunk, start) for start, chunk in _chunks(samples, batch_size)]
+        self.pos = Positions(*(torch.cat(x) for x in zip(*(vars(p).values() for p in parts), strict=True)))
+
+    def _positions(self, base: LanguageModel, chunk: Samples, start: int) -> Positions:
+        log_base = torch.log_softmax(base.generated_logits(chunk)[0].float(), dim=-1).cpu()
+        cols = []
+        for r in range(len(chunk)):
+            n = int(chunk.mask[r].sum())
+            ids = chunk.ids[r, :n].tolist()
+            lb, taken_ids = log_base[r, :n], chunk.ids[r, :n]
+            cands = self.tilt.candidates([ids[:t] for t in range(n)], lb)
+            top_col = self.col_of[cands.top]
+            special = torch.zeros_like(lb, dtype=torch.bool)
+            special[:, self.fixed] = True
+            special.scatter_(1, cands.top, True)
+            in_top = cands.top == taken_ids[:, None]
+            taken = torch.where(
+                self.col_of[taken_ids] >= 0,
+                self.col_of[taken_ids],
+                torch.where(in_top.any(-1), len(self.fixed) + in_top.float().argmax(-1), -1),
+            )
+            cols.append(
+                Positions(
+                    log_fixed=lb[:, self.fixed],
+                    log_top=lb.gather(1, cands.top).masked_fill(top_col >= 0, float("-inf")),
+                    top_col=top_col,
+                    context=cands.context,
+                    unsatisfied=cands.unsatisfied,
+                    log_rest=lb.masked_fill(special, float("-inf")).double().logsumexp(-1),
+                    taken=taken,
+                    log_taken=lb.gather(1, taken_ids[:, None])[:, 0],
+                    bucket=self.tilt.bucket(torch.arange(n)),
+                    row=torch.full((n,), start + r),
+                )
+            )
+        return Positions(*(torch.cat(x) for x in zip(*(vars(p).values() for p in cols), strict=True)))
+
+    def log_prob(self, weights: torch.Tensor) -> torch.Tensor:
+        """log π_w(x) per sample [R], float64, differentiable in ``weights`` [buckets, 7]."""
+        pos, n_fixed = self.pos, len(self.fixed)
+        w = weights[pos.bucket].double()  # [P, 7]
+        tilt_fixed = w[:, :2] @ self.fixed_features.double().T  # [P, F]
+        end = torch.zeros_like(tilt_fixed)
+        end[:, self.eos_col] = pos.unsatisfied.double() * w[:, 6]
+        context = (pos.context.double() * w[:, None, 2:6]).sum(-1)  # [P, K]
+        into_fixed = torch.where(pos.top_col >= 0, pos.top_col, n_fixed)  # n_fixed: a dropped column
+        spill = torch.zeros(len(w), n_fixed + 1, dtype=torch.float64).scatter_add(1, into_fixed, context)
+        fixed = pos.log_fixed.double() + tilt_fixed + end + spill[:, :n_fixed]
+        logits = torch.cat([fixed, pos.log_top.double() + context], 1)
+        log_z = torch.logsumexp(torch.cat([logits, pos.log_rest[:, None]], 1), dim=-1)
+        chosen = logits.gather(1, pos.taken.clamp(min=0)[:, None])[:, 0]
+        chosen = torch.where(pos.taken >= 0, chosen, pos.log_taken.double())
+        return torch.zeros(self.n_rows, dtype=torch.float64).index_add(0, pos.row, chosen - log_z)
+
+    def fit(
+        self,
+        weights: torch.Tensor | None = None,
+        *,
+        l2: float = 1e-4,
+        iters: int = 100,
+        mask: torch.Tensor | None = None,
+        status: Callable[[str], None] | None = None,
+    ) -> float:
+        """Maximise Σ ω log π_w / Σ ω − l2/2·|w|² by L-BFGS and set the tilt's weights; returns
+        the weighted mean log π_w at the optimum. ``weights`` ω per sample (default 1: samples
+        of p), ``mask`` [buckets, 7] keeps some weights at 0. The small ``l2`` keeps w finite
+        where a feature separates (e.g. at the last position, where up/down decide b)."""
+        omega = torch.ones(self.n_rows, dtype=torch.float64) if weights is None else weights.double()
+        valid = omega.shape == (self.n_rows,) and bool(torch.isfinite(omega).all() and (omega >= 0).all())
+        if not valid or omega.sum() <= 0:
+            raise TiltError(f"tilt fit: sample weights must be {self.n_rows} finite values >= 0, not all 0")
+        omega = omega / omega.sum()
+        keep = torch.ones(len(self.tilt.edges), len(FEATURES)) if mask is None else mask.float()
+        w = torch.zeros_like(keep, requires_grad=True)
+        opt = torch.optim.LBFGS([w], lr=1, max_iter=iters, line_search_fn="strong_wolfe")
+        calls = 0
+
+        def closure() -> torch.Tensor:
+            nonlocal calls
+            opt.zero_grad()
+            likelihood = (omega * self.log_prob(w * keep)).sum()
+            loss = -likelihood + 0.5 * l2 * (w * keep).double().pow(2).sum()
+            loss.backward()
+            calls += 1
+            if status is not None and calls % 10 == 0:
+                status(f"tilt fit: {calls} evaluations, mean log π_w {likelihood.item():.4f}")
+            return loss
+
+        opt.step(closure)
+        self.tilt.weights = (w * keep).detach()
+        with torch.no_grad():
+            return float((omega * self.log_prob(self.tilt.weights)).sum())
+
+
+def _chunks(samples: Samples, size: int):
+    for start in range(0, len(samples), size):
+        yield start, samples.select(range(start, min(start + size, len(samples))))
