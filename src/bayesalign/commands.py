@@ -241,10 +241,11 @@ def run_sample(args: argparse.Namespace, console: Console) -> None:
 
     with console.status("loading models"):
         _, prior = build_models(config.model.model_copy(update={"lora": None}), config.prompt, options.seed)
-        proposal = prior if folder is None else load_proposal(folder, prior)
     check_generation_fits(prior, config.sampling.max_new_tokens, [config.prompt])
     with console.status("building the target"):  # fits λ of distributional constraints, seeded
         target = build_target(config.target, prior, config.sampling)
+    with console.status("loading the proposal"):
+        proposal = prior if folder is None else load_proposal(folder, prior, target.scorers)
 
     pool = options.method == "importance"
     with progress_bar(console, f"sample {options.method}") as progress:

@@ -32,12 +32,13 @@ def evaluate_policy(config: Config, policy: str | Path | None, console: Console)
         _, prior = build_models(
             config.model.model_copy(update={"lora": None}), config.prompt, config.training.seed
         )
-        model = prior if folder is None else load_proposal(folder, prior)
     run = None if folder is None else folder.parent if folder.name == "final" else folder
     saved = RunFolder(run).read_target() if run is not None and (run / "target.json").exists() else None
     fitted = MomentFit.from_dict(saved["fit"]) if saved and saved.get("fit") else None
     with console.status("building the target"):
         target = build_target(config.target, prior, config.sampling, fitted=fitted)
+    with console.status("loading the policy"):
+        model = prior if folder is None else load_proposal(folder, prior, target.scorers)
     with console.status("evaluating") as status, Heartbeat(console, None) as beat:
 
         def show(phase: str) -> None:  # the spinner on a terminal, the heartbeat's lines off one

@@ -25,6 +25,7 @@ from bayesalign.runs.metric_names import HEADLINE, POOL_KL_P_PI
 from bayesalign.sampling_backends import require_vllm
 from bayesalign.targets import Target, Tilt
 from bayesalign.training.distributed import Distributed
+from bayesalign.training.tilt_stage import STAGE, keep_tilt, tilt_stage
 from bayesalign.training.tracking import log_record, make_tracker
 from bayesalign.training.trainer import Trainer
 
@@ -151,6 +152,27 @@ def train(
         run.unlock()
 
 
+def _scorer_tilt(
+    config: Config, trainer: Trainer, final: LanguageModel, chosen: dict | None, console: Console
+) -> tuple[LanguageModel, dict, dict]:
+    """training.scorer_tilt (training/tilt_stage.py): final/ holds the tilted π if its held-out
+    KL(p‖π) is lower than the π it tilts; the selection says which, with both numbers."""
+    untilted = chosen if chosen is not None else trainer.run.read_metrics()[-1]
+    untilted = {"step": untilted["step"], POOL_KL_P_PI: untilted.get(POOL_KL_P_PI)}
+    model, record = tilt_stage(trainer, config.training.scorer_tilt)
+    kept = keep_tilt(record, untilted[POOL_KL_P_PI])
+    tilted_kl = record.get(POOL_KL_P_PI, float("nan"))
+    console.print(
+        f"scorer tilt over π of step {untilted['step']}: held-out KL(p‖π) {tilted_kl:.4f} against "
+        f"{untilted[POOL_KL_P_PI] or float('nan'):.4f} untilted; final/ holds "
+        + ("the tilted π" if kept else "π without the tilt")
+    )
+    if not kept:
+        return final, {**untilted, "scorer_tilt_kl": tilted_kl}, record
+    selection = {"step": record["step"], POOL_KL_P_PI: tilted_kl, "stage": STAGE, "tilts": untilted}
+    return model, selection, record
+
+
 def _prompts(config: Config, contexts: ContextSets | None) -> list[str]:
     """What generation starts from: the prompt, or each context a conditional run will use."""
     return [config.prompt] if contexts is None else contexts.train + contexts.eval
@@ -218,10 +240,23 @@ def _train(
                 heartbeat.update(done=step)
 
             trainer.fit(on_record=on_record, on_step=on_step)
+        chosen = trainer.restore_best()  # every process: under FSDP, writing weights is collective
+        final = policy.unsharded()  # and so is reading them (the policy itself without FSDP)
+        if config.training.scorer_tilt is not None:
+            with progress_bar(console, "scorer tilt") as progress:
+                task = progress.add_task("scorer tilt", total=None, phase="", info="")
+
+                def tilt_status(phase: str) -> None:
+                    progress.update(task, phase=phase)
+                    heartbeat.update(phase=phase)
+
+                trainer.status = tilt_status
+                final, chosen, record = _scorer_tilt(config, trainer, final, chosen, console)
+            show_record(console, f"step {record['step']} (scorer tilt)", record, HEADLINE + moments)
             if tracker is not None:
-                tracker.finish()
-    chosen = trainer.restore_best()  # every process: under FSDP, writing weights is collective
-    final = policy.unsharded()  # and so is reading them (the policy itself without FSDP)
+                log_record(tracker, record, run)
+        if tracker is not None:
+            tracker.finish()
     if dist.is_main:
         merged = config.checkpoint.merge_lora
         final.save_pretrained(run.final, merge_lora=merged, dtype=DTYPES[config.checkpoint.final_dtype])

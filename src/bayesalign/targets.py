@@ -230,6 +230,11 @@ class Target:
     def features(self) -> tuple[Feature, ...]:
         return tuple(t for t in self.terms if isinstance(t, Feature))
 
+    @property
+    def scorers(self) -> dict[str, Scorer]:
+        """Every term's scorer by name (a saved scorer tilt names the one it reads)."""
+        return {t.scorer.name: t.scorer for t in self.terms}
+
     def describe(self) -> str:
         return " · ".join(["a(x)", *(t.describe() for t in self.terms)])
 

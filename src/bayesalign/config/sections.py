@@ -22,6 +22,7 @@ from bayesalign.config.methods import (
     check_kl_coefficient,
     check_method,
 )
+from bayesalign.config.scorer_tilt import ScorerTiltSection, check_scorer_tilt
 from bayesalign.config.scorers import ScorerSpec, check_scorer_type
 from bayesalign.config.target import TargetSection
 from bayesalign.training.args import CheckpointArgs, ProposalArgs, SamplingArgs, TrainArgs
@@ -87,6 +88,11 @@ class TrainingSection(TrainArgs):
     ppo: PPOSection | None = Field(None, description="options of method 'ppo'")
     tb: TBSection | None = Field(None, description="options of method 'tb'")
     twist: TwistSection | None = Field(None, description="options of method 'twist'")
+    scorer_tilt: ScorerTiltSection | None = Field(
+        None,
+        description="after the method's steps, tilt π token by token by the constraint's scorer, fitted "
+        "on the pool's training split; final/ keeps it if its held-out KL(p‖π) is lower",
+    )
 
     _known_method = field_validator("method")(lambda cls, v: check_method(v))
 
@@ -337,6 +343,17 @@ class Config(Section):
             self._fits_on_prior_samples()
         if self.training.twist is not None:
             self._twist_fits()
+        if self.training.scorer_tilt is not None:
+            pool, training = self.eval.pool, self.training
+            refused = {
+                "contexts": self.contexts,
+                "sampling.backend": None if self.sampling.backend == "hf" else self.sampling.backend,
+                "training.sample_shards": None
+                if training.sample_shards in (None, 1)
+                else training.sample_shards,
+            }
+            holdout = 0.0 if pool is None else pool.holdout
+            check_scorer_tilt(self.target, holdout, {k: v for k, v in refused.items() if v is not None})
         return self
 
     def _fits_on_prior_samples(self) -> None:

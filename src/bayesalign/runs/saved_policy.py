@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bayesalign.models import LanguageModel
+from bayesalign.scorer_tilt import MARKER as TILTED
+from bayesalign.scorer_tilt import ScorerTilt, tilted
+from bayesalign.scorers import Scorer
 from bayesalign.twisted import MARKER as TWISTED
 
 
@@ -30,15 +33,29 @@ def proposal_folder(folder: str | Path) -> Path:
     return path
 
 
-def load_proposal(folder: str | Path, prior: LanguageModel) -> LanguageModel:
+def load_proposal(
+    folder: str | Path, prior: LanguageModel, scorers: dict[str, Scorer] | None = None
+) -> LanguageModel:
     """A trained policy from a run's ``final/`` folder (or the run folder holding it), frozen, as a
     proposal for sampling from a target over ``prior``.
 
     Merged weights (a plain HF folder) and a learned twist (twisted.py) load directly; an
     adapter-only folder (LoRA saved with
     ``checkpoint.merge_lora: false``) is applied to a copy of the prior's weights. The tokenizer
-    must be the prior's: P/q compares probabilities of the same token sequences.
+    must be the prior's: P/q compares probabilities of the same token sequences. A policy saved
+    with its scorer tilt (training.scorer_tilt) gets the tilt back, reading its scorer from
+    ``scorers`` (the target's, by name).
     """
+    model = _load_weights(folder, prior)
+    path = proposal_folder(folder)
+    if not (path / TILTED).exists():
+        return model
+    vocab = model.module.get_output_embeddings().weight.shape[0]
+    return tilted(model, ScorerTilt.load(path, scorers or {}, model.tokenizer, vocab))
+
+
+def _load_weights(folder: str | Path, prior: LanguageModel) -> LanguageModel:
+    """The saved weights, without a tilt."""
     path = proposal_folder(folder)
     if (path / "adapter_config.json").exists():
         import copy
