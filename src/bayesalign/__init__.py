@@ -13,7 +13,9 @@ if TYPE_CHECKING:
     from bayesalign.models import LanguageModel, make_policy
     from bayesalign.objectives import CDPG, DPG, FDPG, PPO, GDCPlusPlus, KLReinforce, Objective, Reinforce
     from bayesalign.samples import Samples, SamplingParams
+    from bayesalign.scorer_tilt import ScorerTilt, tilted
     from bayesalign.targets import Constraint, Feature, Target, Tilt
+    from bayesalign.tilt_fit import TiltFit
     from bayesalign.training import CheckpointArgs, SamplingArgs, TrainArgs, Trainer
     from bayesalign.twist_fit import TwistFitSettings, TwistFitter
 
@@ -41,6 +43,9 @@ _HOME = {
     "Evaluator": "bayesalign.evaluator",
     "TwistFitter": "bayesalign.twist_fit",
     "TwistFitSettings": "bayesalign.twist_fit",
+    "ScorerTilt": "bayesalign.scorer_tilt",
+    "tilted": "bayesalign.scorer_tilt",
+    "TiltFit": "bayesalign.tilt_fit",
 }
 
 __all__ = [
@@ -58,15 +63,18 @@ __all__ = [
     "PPO",
     "Reinforce",
     "Samples",
+    "ScorerTilt",
     "SamplingArgs",
     "SamplingParams",
     "Target",
     "Tilt",
+    "TiltFit",
     "TrainArgs",
     "Trainer",
     "TwistFitSettings",
     "TwistFitter",
     "make_policy",
+    "tilted",
 ]
 
 
