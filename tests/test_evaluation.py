@@ -222,12 +222,12 @@ def test_replay_without_a_held_out_pool_is_refused():
         parse_config(raw)
 
 
-def test_the_demo_config_is_the_pool_recipe():
+def test_the_demo_config_is_the_pool_and_tilt_recipe():
     from importlib import resources
 
     from bayesalign.config import load_config
 
     with resources.as_file(resources.files("bayesalign") / "configs" / "demo.yaml") as path:
         config = load_config(path)
-    assert config.training.replay_pool and config.training.keep_best
+    assert config.training.keep_best and config.training.scorer_tilt is not None
     assert config.eval.pool.holdout > 0 and config.training.proposal.update == "fixed"

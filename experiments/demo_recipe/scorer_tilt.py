@@ -40,12 +40,6 @@ split_arguments(parser, eval_samples=256)
 parser.add_argument("--top", type=int, default=32, help="candidates per position that get Δ (0: none)")
 parser.add_argument("--iters", type=int, default=40, help="L-BFGS iterations")
 parser.add_argument("--against", default=None, help="probe.py's jsonl: paired differences")
-parser.add_argument(
-    "--buckets",
-    default="",
-    help="comma-separated first steps-to-go of each bucket after the first (e.g. 1,2,3,6,12): "
-    "each bucket of positions, by tokens still to come, gets its own six weights ('': one set)",
-)
 args = parser.parse_args()
 clock = Clock()
 demo = load_demo(args, lora=False)
@@ -57,15 +51,7 @@ scorer, threshold, token_text, free = scores.scorer, scores.threshold, scores.te
 print(clock(), f"scorer on {vocab:,} token texts", flush=True)
 
 
-N_FEATURES = 6  # s(v)⁺, s(v)⁻ for every token; Δ⁺, Δ⁻, up, down for the top candidates
-EDGES = [0] + [int(e) for e in args.buckets.split(",") if e]
-N_BUCKETS = len(EDGES)
-
-
-def bucket_of(step: torch.Tensor) -> torch.Tensor:
-    """The bucket of each position, by the tokens still to come after it (0 at the last)."""
-    to_go = params.max_new_tokens - 1 - step
-    return torch.bucketize(to_go, torch.tensor(EDGES), right=True) - 1
+N_WEIGHTS = 6  # s(v)⁺, s(v)⁻ for every token; Δ⁺, Δ⁻, up, down for the top candidates
 
 
 @dataclasses.dataclass
@@ -79,7 +65,6 @@ class Positions:
     row: torch.Tensor
     top: torch.Tensor
     delta: torch.Tensor
-    bucket: torch.Tensor
 
 
 def context_features(log_a: torch.Tensor, prefixes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +85,7 @@ def context_features(log_a: torch.Tensor, prefixes: list[str]) -> tuple[torch.Te
 
 @torch.no_grad()
 def positions_of(samples: Samples) -> Positions:
-    logs, tokens, rows, tops, deltas, buckets = [], [], [], [], [], []
+    logs, tokens, rows, tops, deltas = [], [], [], [], []
     for start in range(0, len(samples), 16):
         chunk = samples.select(range(start, min(start + 16, len(samples))))
         log_a = torch.log_softmax(prior.generated_logits(chunk)[0].float(), dim=-1)
@@ -114,18 +99,13 @@ def positions_of(samples: Samples) -> Positions:
             rows.append(torch.full((n,), start + r))
             tops.append(top)
             deltas.append(delta)
-            buckets.append(bucket_of(torch.arange(n)))
-    return Positions(*(torch.cat(x) for x in (logs, tokens, rows, tops, deltas, buckets)))
+    return Positions(*(torch.cat(x) for x in (logs, tokens, rows, tops, deltas)))
 
 
-def tilted(
-    log_a: torch.Tensor, top: torch.Tensor, delta: torch.Tensor, bucket: torch.Tensor, w: torch.Tensor
-) -> torch.Tensor:
-    """log π_w(·|x<t) [N, V] from the prior's log-probabilities and the features; w is
-    [buckets, 6], each position takes its bucket's row."""
-    row = w[bucket]
-    z = log_a + row[:, :1] * free[:, 0] + row[:, 1:2] * free[:, 1]
-    ctx = (delta * row[:, None, 2:]).sum(-1)
+def tilted(log_a: torch.Tensor, top: torch.Tensor, delta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """log π_w(·|x<t) [N, V] from the prior's log-probabilities and the features."""
+    z = log_a + free @ w[:2]
+    ctx = delta @ w[2:]
     z = z.scatter_add(1, top, ctx)
     return torch.log_softmax(z, dim=-1)
 
@@ -135,7 +115,7 @@ def log_pi(pos: Positions, w: torch.Tensor, n_rows: int) -> torch.Tensor:
     out = torch.zeros(n_rows, dtype=torch.float64)
     for s in range(0, len(pos.token), 2048):
         sl = slice(s, s + 2048)
-        lp = tilted(pos.log_a[sl], pos.top[sl], pos.delta[sl], pos.bucket[sl], w)
+        lp = tilted(pos.log_a[sl], pos.top[sl], pos.delta[sl], w)
         out = out.index_add(0, pos.row[sl], lp.gather(1, pos.token[sl, None])[:, 0].double())
     return out
 
@@ -143,9 +123,9 @@ def log_pi(pos: Positions, w: torch.Tensor, n_rows: int) -> torch.Tensor:
 def fit(pos: Positions, n_rows: int, keep: list[int]) -> torch.Tensor:
     """Maximum likelihood of w on the training p-samples, by L-BFGS (log π_w is concave in w);
     the weights not in ``keep`` stay 0."""
-    mask = torch.zeros(N_BUCKETS, N_FEATURES)
-    mask[:, keep] = 1
-    w = torch.zeros(N_BUCKETS, N_FEATURES, requires_grad=True)
+    mask = torch.zeros(N_WEIGHTS)
+    mask[keep] = 1
+    w = torch.zeros(N_WEIGHTS, requires_grad=True)
     opt = torch.optim.LBFGS([w], lr=1, max_iter=args.iters, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -168,11 +148,11 @@ def sample_batch(w: torch.Tensor, b: int, generator: torch.Generator) -> Samples
     out = prior.module(input_ids=prompt_ids, attention_mask=attention, use_cache=True)
     ids, masks, log_q = [], [], []
     alive = torch.ones(b, dtype=torch.bool)
-    for step in range(params.max_new_tokens):
+    for _ in range(params.max_new_tokens):
         log_a = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         done = torch.stack(ids, 1).tolist() if ids else [[] for _ in range(b)]
         top, delta = context_features(log_a, [prior.tokenizer.decode(r) for r in done])
-        lp = tilted(log_a, top, delta, bucket_of(torch.full((b,), step)), w)
+        lp = tilted(log_a, top, delta, w)
         tok = draw_tokens(lp, uniforms(b, generator, lp.device))
         tok = torch.where(alive, tok, torch.full_like(tok, eos))
         ids.append(tok)
@@ -196,7 +176,7 @@ def sample_batch(w: torch.Tensor, b: int, generator: torch.Generator) -> Samples
 train, held_out = train_pool.p_samples(), val.p_samples()
 train_pos, val_pos = positions_of(train), positions_of(held_out)
 print(clock(), f"features at {len(train_pos.token):,} + {len(val_pos.token):,} positions", flush=True)
-prior_lp = log_pi(val_pos, torch.zeros(N_BUCKETS, N_FEATURES), len(held_out))
+prior_lp = log_pi(val_pos, torch.zeros(N_WEIGHTS), len(held_out))
 print(clock(), f"w = 0 (the prior): held-out KL(p‖π) {val.kl_p_model(prior_lp):.4f}", flush=True)
 families = {"token": [0, 1], "token + context": [0, 1, 2, 3], "token + context + crossings": list(range(6))}
 if args.top == 0:
@@ -218,7 +198,7 @@ for name, keep in families.items():
     }
     print(
         clock(),
-        f"{name}: w = {[[round(x, 3) for x in r] for r in w.tolist()]}  held-out KL(p‖π) {kl:.4f} "
+        f"{name}: w = {[round(x, 3) for x in w.tolist()]}  held-out KL(p‖π) {kl:.4f} "
         f"(train split {train_kl.value:.4f})  paired gain {gain:.4f}",
         flush=True,
     )

@@ -168,8 +168,9 @@ def run_demo(args: argparse.Namespace, console: Console) -> None:
         config = load_config(config_path, args.set)
     console.print(
         "[bold]bayesalign demo[/]: prior a = SmolLM2-135M-Instruct, evidence b(x) = "
-        f"[VADER compound > 0.5], prompt {config.prompt!r}; DPG with LoRA on exact posterior samples "
-        "(a posterior pool drawn from a, a third held out to measure KL(p‖π)), on the CPU"
+        f"[VADER compound > 0.5], prompt {config.prompt!r}; π = a tilted token by token by VADER, its "
+        "weights fitted by DPG's maximum likelihood on exact posterior samples (a posterior pool drawn "
+        "from a, a third held out to measure KL(p‖π)), on the CPU"
     )
     started = time.perf_counter()
     args.out = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")

@@ -375,12 +375,15 @@ class LanguageModel:
         return logits, states
 
     def _tilted(self, samples: Samples, logits: torch.Tensor) -> torch.Tensor:
-        """The tilt applied at every position, as the sampling pass applied it step by step."""
+        """The tilt applied at every generated position, as the sampling pass applied it step by
+        step (positions after a row's EOS keep the untilted values: they are masked out)."""
         log_probs = torch.log_softmax(logits.float(), dim=-1)
-        steps = [
-            self.tilt(samples.ids[:, :t], samples.mask[:, :t], log_probs[:, t], t)
-            for t in range(logits.shape[1])
-        ]
+        steps = []
+        for t in range(logits.shape[1]):
+            step = log_probs[:, t]
+            rows = samples.mask[:, t].nonzero().squeeze(1)
+            tilted = self.tilt(samples.ids[rows, :t], samples.mask[rows, :t], step[rows.to(step.device)], t)
+            steps.append(step.index_copy(0, rows.to(step.device), tilted))
         return torch.stack(steps, dim=1)
 
     def log_prob(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:

@@ -45,7 +45,14 @@ class Positions:
 class TiltFit:
     """The weighted log-likelihood of π_w on samples, as a function of w; `fit` maximises it."""
 
-    def __init__(self, tilt: ScorerTilt, base: LanguageModel, samples: Samples, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        tilt: ScorerTilt,
+        base: LanguageModel,
+        samples: Samples,
+        batch_size: int = 16,
+        status: Callable[[str], None] | None = None,
+    ) -> None:
         if base.tilt is not None:
             raise TiltError("the tilt's base model is itself tilted: fit on the untilted model")
         if len(samples) == 0:
@@ -59,8 +66,14 @@ class TiltFit:
         self.col_of[self.fixed] = torch.arange(len(self.fixed))
         self.fixed_features = features[self.fixed]  # [F, 2]
         self.eos_col = int(self.col_of[tilt.eos])
+        parts = []
         with torch.no_grad():
-            parts = [self._positions(base, chunk, start) for start, chunk in _chunks(samples, batch_size)]
+            for start, chunk in _chunks(samples, batch_size):
+                if status is not None:
+                    status(
+                        f"scorer tilt: features of samples {start + 1}–{start + len(chunk)} of {len(samples)}"
+                    )
+                parts.append(self._positions(base, chunk, start))
         self.pos = Positions(*(torch.cat(x) for x in zip(*(vars(p).values() for p in parts), strict=True)))
 
     def _positions(self, base: LanguageModel, chunk: Samples, start: int) -> Positions:

@@ -18,9 +18,10 @@ class ScorerTiltSection(Section):
         32, ge=0, description="candidates per position (a's likeliest) that the scorer reads in context"
     )
     edges: list[int] = Field(
-        [0, 1, 2, 3, 6, 12],
+        [0, 2, 8],
         description="buckets of positions by tokens still to come, each with its own weights: "
-        "the first tokens-to-go of each bucket, rising from 0 (the last position)",
+        "the first tokens-to-go of each bucket, rising from 0 (the last position): [0, 2, 8] is the last two "
+        "positions, the six before them, the rest",
     )
     l2: float = Field(1e-4, ge=0, description="penalty on the weights (keeps separating features finite)")
     iters: int = Field(100, gt=0, description="L-BFGS iterations at most")
@@ -29,7 +30,7 @@ class ScorerTiltSection(Section):
     @classmethod
     def _rising_from_zero(cls, value: list[int]) -> list[int]:
         if not value or value[0] != 0 or value != sorted(set(value)):
-            raise ValueError(f"edges must rise strictly from 0 (e.g. [0, 1, 2, 3, 6, 12]), got {value}")
+            raise ValueError(f"edges must rise strictly from 0 (e.g. [0, 2, 8]), got {value}")
         return value
 
 

@@ -41,8 +41,7 @@ def tilt_stage(trainer: Trainer, section: ScorerTiltSection) -> tuple[LanguageMo
         top=section.top,
         edges=tuple(section.edges),
     )
-    status(f"scorer tilt: the scorer on {len(p_samples)} posterior samples' positions")
-    fit = TiltFit(tilt, policy, p_samples, batch_size=trainer.args.micro)
+    fit = TiltFit(tilt, policy, p_samples, batch_size=trainer.args.micro, status=status)
     mean_log_pi = fit.fit(l2=section.l2, iters=section.iters, status=status)
     model = tilted(policy, tilt)
     fitted = time.perf_counter() - started

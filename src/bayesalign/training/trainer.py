@@ -166,7 +166,7 @@ class Trainer(Resumable):
         """n samples from ``model`` scored under the target (`Draws`; with as much of the prior's
         pass as ``prior`` asks for, and with ``gradient`` the sampling pass's graph kept);
         evaluation draws spread over the evaluation contexts."""
-        who = "π" if model is self.policy else "a" if model is self.base else "q"
+        who = "a" if model is self.base else "q" if model is self.proposal else "π"
         self.status(f"sampling {n} from {who}")
         return self.draws(model, n, generator, evaluation=evaluation, prior=prior, differentiable=gradient)
 
