@@ -23,7 +23,7 @@ from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_ar
 
 from bayesalign import estimators as est
 from bayesalign.samples import Samples
-from bayesalign.scorer_tilt import ScorerTilt, tilted
+from bayesalign.scorer_tilt import FEATURES, ScorerTilt, tilted
 from bayesalign.tilt_fit import TiltFit
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -32,8 +32,9 @@ parser.add_argument("--top", type=int, default=32)
 parser.add_argument(
     "--variants",
     default="0/1e-4",
-    help="';'-separated EDGES/L2 fits on the same features, e.g. '0/1e-4;0,1,2,3,6,12/1e-2' "
-    "(EDGES: first tokens-to-go of each bucket, from 0)",
+    help="';'-separated EDGES/L2[/FEATURES] fits on the same features, e.g. "
+    "'0/1e-4;0,1,2,3,6,12/1e-2;0/1e-4/s+,s-,end' (EDGES: first tokens-to-go of each bucket, from 0; "
+    "FEATURES: comma-separated names of the ones fitted, default all)",
 )
 parser.add_argument("--iters", type=int, default=100)
 parser.add_argument("--against", default=None, help="probe.py's jsonl: paired differences")
@@ -55,15 +56,18 @@ def make_tilt(edges: tuple[int, ...]) -> ScorerTilt:
 fit, val_fit = TiltFit(make_tilt((0,)), prior, train), TiltFit(make_tilt((0,)), prior, held_out)
 print(clock(), f"features at {len(fit.pos.taken):,} + {len(val_fit.pos.taken):,} positions", flush=True)
 with torch.no_grad():
-    prior_lp = val_fit.log_prob(torch.zeros(1, 7))
+    prior_lp = val_fit.log_prob(torch.zeros(1, len(FEATURES)))
 print(clock(), f"prior: held-out KL(p‖π) {split.val.kl_p_model(prior_lp):.4f}", flush=True)
 first_lp = None
 for variant in args.variants.split(";"):
-    edges_text, l2 = variant.split("/")
+    edges_text, l2, *only = variant.split("/")
     edges = tuple(int(e) for e in edges_text.split(","))
     tilt = make_tilt(edges)
     fit.tilt = val_fit.tilt = tilt  # the features do not depend on the buckets
-    mean_log_pi = fit.fit(l2=float(l2), iters=args.iters)
+    mask = torch.ones(len(edges), len(FEATURES))
+    if only:  # only these features (names of FEATURES, comma-separated); the others stay at 0
+        mask[:, [i for i, f in enumerate(FEATURES) if f not in only[0].split(",")]] = 0
+    mean_log_pi = fit.fit(l2=float(l2), iters=args.iters, mask=mask)
     with torch.no_grad():
         val_lp = val_fit.log_prob(tilt.weights)
     model = tilted(prior, tilt)
@@ -95,6 +99,7 @@ for variant in args.variants.split(";"):
         "args": vars(args),
         "edges": list(edges),
         "l2": float(l2),
+        "features": only[0].split(",") if only else list(FEATURES),
         "log_z": split.full.log_z().value,
         "weights": tilt.weights.tolist(),
         "train_mean_log_pi": mean_log_pi,

@@ -24,6 +24,7 @@ as ``tilt.json`` + ``tilt.safetensors`` beside the base model, reloaded with the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +35,22 @@ from transformers import PreTrainedTokenizerBase
 
 from bayesalign.models import LanguageModel
 from bayesalign.scorers import Scorer
+from bayesalign.scorers.parallel import ParallelScorer
 
-FEATURES = ("s+", "s-", "delta+", "delta-", "up", "down", "end")
-CONTEXT = 4  # Δ⁺, Δ⁻, up, down: computed for the top candidates only
+SHARPNESS = (4.0, 16.0)  # the soft verdicts' slopes (see `ScorerTilt.candidates`)
+CONTEXT = ("delta+", "delta-", "up", "down", *(f"soft{k:g}" for k in SHARPNESS))  # top candidates only
+FEATURES = ("s+", "s-", *CONTEXT, "end")
+IN_CONTEXT = slice(2, 2 + len(CONTEXT))  # the context features' columns of the weights
 MARKER = "tilt.json"  # a folder with this file holds a scorer tilt beside its base model
 
 
 class TiltError(ValueError):
     """A tilt that cannot be built, fitted or loaded as asked."""
+
+
+def _given(scorer: Scorer) -> Scorer:
+    """The factory of a `ParallelScorer` worker: the (pickled) scorer itself."""
+    return scorer
 
 
 def real_valued(scorer: Scorer) -> tuple[Scorer, float]:
@@ -56,7 +65,7 @@ def real_valued(scorer: Scorer) -> tuple[Scorer, float]:
 @dataclass
 class Candidates:
     """What the tilt needs at a batch of positions: the top candidates' ids [n, K] and their
-    context features [n, K, 4] (Δ⁺, Δ⁻, up, down), and whether the text so far fails b [n]."""
+    context features [n, K, len(CONTEXT)], and whether the text so far fails b [n]."""
 
     top: torch.Tensor
     context: torch.Tensor
@@ -64,8 +73,10 @@ class Candidates:
 
 
 class ScorerTilt:
-    """The tilt's features and weights: ``weights`` [buckets, 7] (`FEATURES`), bucket k holding
-    positions with at least ``edges[k]`` tokens still to come out of ``horizon`` (max_new_tokens)."""
+    """The tilt's features and weights: ``weights`` [buckets, len(FEATURES)], bucket k holding
+    positions with at least ``edges[k]`` tokens still to come out of ``horizon`` (max_new_tokens).
+    ``workers`` > 0 runs the scorer in that many processes (a `ParallelScorer`, which also
+    caches its scores): it is most of the tilt's cost."""
 
     def __init__(
         self,
@@ -77,6 +88,7 @@ class ScorerTilt:
         top: int = 32,
         edges: tuple[int, ...] = (0,),
         weights: torch.Tensor | None = None,
+        workers: int = 0,
     ) -> None:
         if top < 0 or horizon < 1:
             raise TiltError(f"tilt: top must be >= 0 and horizon >= 1, got top={top}, horizon={horizon}")
@@ -84,12 +96,16 @@ class ScorerTilt:
             raise TiltError(f"tilt: edges must rise strictly from 0, got {list(edges)}")
         self.scorer, self.threshold = real_valued(scorer)
         self.scorer_name = scorer.name
+        if workers:  # the scorer runs `top` + 1 times per position: spread it over processes
+            self.scorer = ParallelScorer(functools.partial(_given, self.scorer), workers=workers, chunk=256)
         self.tokenizer, self.vocab, self.horizon = tokenizer, vocab, horizon
         self.top, self.edges = min(top, vocab), tuple(edges)
         self.eos = tokenizer.eos_token_id
         self.weights = torch.zeros(len(edges), len(FEATURES)) if weights is None else weights.float()
         if self.weights.shape != (len(edges), len(FEATURES)):
-            raise TiltError(f"tilt: weights of shape {tuple(self.weights.shape)}, expected {(len(edges), 7)}")
+            raise TiltError(
+                f"tilt: weights of shape {tuple(self.weights.shape)}, expected {(len(edges), len(FEATURES))}"
+            )
         texts = tokenizer.batch_decode([[v] for v in range(vocab)], skip_special_tokens=True)
         s = self.scorer(texts).float()
         self.token_features = torch.stack([s.clamp(min=0), s.clamp(max=0)], 1)  # [V, 2]
@@ -112,16 +128,22 @@ class ScorerTilt:
         delta = after - before[:, None]
         b_after, b_before = after > self.threshold, (before > self.threshold)[:, None]
         up, down = (b_after & ~b_before).float(), (~b_after & b_before).float()
-        context = torch.stack([delta.clamp(min=0), delta.clamp(max=0), up, down], dim=-1)
+        soft = [self._soft(after, k) - self._soft(before[:, None], k) for k in SHARPNESS]
+        context = torch.stack([delta.clamp(min=0), delta.clamp(max=0), up, down, *soft], dim=-1)
         return Candidates(top, context, ~b_before[:, 0])
+
+    def _soft(self, score: torch.Tensor, k: float) -> torch.Tensor:
+        """log σ(k·(s − threshold)): a verdict that changes smoothly with the score, so that a
+        move from far below the threshold counts less than one that nearly crosses it."""
+        return torch.nn.functional.logsigmoid(k * (score - self.threshold))
 
     def tilt_logits(self, cands: Candidates, bucket: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The additive tilt w_k·φ(x<t, v) [n, V] at each position (differentiable in weights)."""
-        w = weights[bucket]  # [n, 7]
+        w = weights[bucket]  # [n, features]
         tilt = w[:, 0:1] * self.token_features[:, 0] + w[:, 1:2] * self.token_features[:, 1]
-        tilt = tilt.scatter_add(1, cands.top, (cands.context * w[:, None, 2:6]).sum(-1))
+        tilt = tilt.scatter_add(1, cands.top, (cands.context * w[:, None, IN_CONTEXT]).sum(-1))
         end = torch.zeros_like(tilt)
-        end[:, self.eos] = cands.unsatisfied.float() * w[:, 6]
+        end[:, self.eos] = cands.unsatisfied.float() * w[:, -1]
         return tilt + end
 
     def __call__(

@@ -19,7 +19,7 @@ import torch
 
 from bayesalign.models import LanguageModel
 from bayesalign.samples import Samples
-from bayesalign.scorer_tilt import FEATURES, ScorerTilt, TiltError
+from bayesalign.scorer_tilt import FEATURES, IN_CONTEXT, ScorerTilt, TiltError
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Positions:
     """Every generated position of the fitted samples, compacted (see the module): a's
     log-probabilities on the fixed columns [P, F] and on the top candidates [P, K] (−inf where
     a candidate is a fixed column, ``top_col`` >= 0), the candidates' context features
-    [P, K, 4], the log-mass of every other token [P], the taken token's index in
+    [P, K, len(CONTEXT)], the log-mass of every other token [P], the taken token's index in
     [fixed | top] (−1: another token, whose log a is ``log_taken``), its step and row."""
 
     log_fixed: torch.Tensor
@@ -111,15 +111,15 @@ class TiltFit:
         return Positions(*(torch.cat(x) for x in zip(*(vars(p).values() for p in cols), strict=True)))
 
     def log_prob(self, weights: torch.Tensor) -> torch.Tensor:
-        """log π_w(x) per sample [R], float64, differentiable in ``weights`` [buckets, 7]. The
+        """log π_w(x) per sample [R], float64, differentiable in ``weights`` [buckets, features]. The
         per-position terms are float32 (the [P, F] part is most of the cost); their sum per
         sample is float64."""
         pos, n_fixed = self.pos, len(self.fixed)
-        w = weights.float()[self.tilt.bucket(pos.step)]  # [P, 7]
+        w = weights.float()[self.tilt.bucket(pos.step)]  # [P, features]
         tilt_fixed = w[:, :2] @ self.fixed_features.T  # [P, F]
         end = torch.zeros_like(tilt_fixed)
-        end[:, self.eos_col] = pos.unsatisfied.float() * w[:, 6]
-        context = (pos.context * w[:, None, 2:6]).sum(-1)  # [P, K]
+        end[:, self.eos_col] = pos.unsatisfied.float() * w[:, -1]
+        context = (pos.context * w[:, None, IN_CONTEXT]).sum(-1)  # [P, K]
         into_fixed = torch.where(pos.top_col >= 0, pos.top_col, n_fixed)  # n_fixed: a dropped column
         spill = torch.zeros(len(w), n_fixed + 1).scatter_add(1, into_fixed, context)
         fixed = pos.log_fixed + tilt_fixed + end + spill[:, :n_fixed]
@@ -140,7 +140,7 @@ class TiltFit:
     ) -> float:
         """Maximise Σ ω log π_w / Σ ω − l2/2·|w|² by L-BFGS and set the tilt's weights; returns
         the weighted mean log π_w at the optimum. ``weights`` ω per sample (default 1: samples
-        of p), ``mask`` [buckets, 7] keeps some weights at 0. The small ``l2`` keeps w finite
+        of p), ``mask`` [buckets, features] keeps some weights at 0. The small ``l2`` keeps w finite
         where a feature separates (e.g. at the last position, where up/down decide b)."""
         omega = torch.ones(self.n_rows, dtype=torch.float64) if weights is None else weights.double()
         valid = omega.shape == (self.n_rows,) and bool(torch.isfinite(omega).all() and (omega >= 0).all())

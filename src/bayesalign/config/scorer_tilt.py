@@ -25,6 +25,7 @@ class ScorerTiltSection(Section):
     )
     l2: float = Field(1e-4, ge=0, description="penalty on the weights (keeps separating features finite)")
     iters: int = Field(100, gt=0, description="L-BFGS iterations at most")
+    workers: int = Field(0, ge=0, description="processes that run the scorer (0: the run's own)")
 
     @field_validator("edges")
     @classmethod

@@ -40,8 +40,9 @@ def tilt_stage(trainer: Trainer, section: ScorerTiltSection) -> tuple[LanguageMo
         horizon=trainer.sampling.max_new_tokens,
         top=section.top,
         edges=tuple(section.edges),
+        workers=section.workers,
     )
-    fit = TiltFit(tilt, policy, p_samples, batch_size=trainer.args.micro, status=status)
+    fit = TiltFit(tilt, policy, p_samples, batch_size=16, status=status)
     mean_log_pi = fit.fit(l2=section.l2, iters=section.iters, status=status)
     model = tilted(policy, tilt)
     fitted = time.perf_counter() - started
