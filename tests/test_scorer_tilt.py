@@ -6,12 +6,14 @@ input is refused."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
 from bayesalign.exact import ExactTarget, SequenceSpace, kl
 from bayesalign.samples import SamplingParams
-from bayesalign.scorer_tilt import FEATURES, ScorerTilt, TiltError, tilted
+from bayesalign.scorer_tilt import CONTEXT, FEATURES, ScorerTilt, TiltError, tilted
 from bayesalign.scorers import WordScorer
 from bayesalign.targets import Target
 from bayesalign.tilt_fit import TiltFit
@@ -138,6 +140,36 @@ def test_the_scorer_in_worker_processes_gives_the_same_model(setup):
         torch.testing.assert_close(exact.space.log_prob(tilted(prior, spread)), here, atol=0, rtol=0)
     finally:
         spread.scorer.close()
+
+
+@dataclass(frozen=True)
+class FewBs:
+    """The number of "b" words; with ``threshold``, b(x) = 1 iff it is *below* it (a constraint
+    that holds under its threshold, like offensiveness)."""
+
+    threshold: float | None = None
+    name: str = "few_b"
+
+    @property
+    def boolean(self) -> bool:
+        return self.threshold is not None
+
+    def __call__(self, texts, contexts=None) -> torch.Tensor:
+        n = torch.tensor([t.split().count("b") for t in texts], dtype=torch.float64)
+        return n if self.threshold is None else (n < self.threshold).double()
+
+
+def test_a_constraint_that_holds_below_its_threshold_is_read_the_right_way_round(setup):
+    prior = setup[0]
+    tilt = ScorerTilt(FewBs(threshold=1.0), prior.tokenizer, 5, horizon=LENGTH, top=5)
+    a, b = prior.tokenizer.convert_tokens_to_ids(["a", "b"])
+    cands = tilt.candidates([[a], [b]], torch.zeros(2, 5))
+    assert cands.unsatisfied.tolist() == [False, True]  # "a" has no b: b(x) = 1; "b" fails
+    after_a = dict(zip(cands.top[0].tolist(), cands.context[0].tolist(), strict=True))
+    up, down = CONTEXT.index("up"), CONTEXT.index("down")
+    assert after_a[b][down] == 1 and after_a[b][up] == 0  # appending "b" breaks the constraint
+    assert all(f[down] == 0 for v, f in after_a.items() if v != b)
+    assert tilt.token_features[b, 1] < 0 and tilt.token_features[a].abs().sum() == 0  # "b" scores badly
 
 
 def test_bad_input_is_refused(setup):

@@ -92,6 +92,13 @@ def load_demo(args: argparse.Namespace, *, lora: bool = True) -> Demo:
     return Demo(policy, prior, target, params, split)
 
 
+def append_record(path: str | None, record: dict) -> None:
+    """One run's record as a line of the jsonl file ``path`` (``--out``; None: not kept)."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
 class Clock:
     """Wall and CPU seconds since it was made; calling it gives the prefix of a progress line."""
 

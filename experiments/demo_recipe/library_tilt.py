@@ -15,11 +15,10 @@ are computed once; ``--variants`` fits several bucketings and penalties on them.
 from __future__ import annotations
 
 import argparse
-import json
 from types import SimpleNamespace
 
 import torch
-from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_arguments
+from demo_split import Clock, append_record, fresh_metrics, load_demo, paired_against, split_arguments
 
 from bayesalign import estimators as est
 from bayesalign.samples import Samples
@@ -115,6 +114,4 @@ for variant in args.variants.split(";"):
         "wall": clock.wall(),
         "cpu": clock.cpu(),
     }
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(json.dumps(summary) + "\n")
+    append_record(args.out, summary)

@@ -20,10 +20,17 @@ row of the same split (per held-out p-sample, the difference of log π).
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_arguments, token_scores
+from demo_split import (
+    Clock,
+    append_record,
+    fresh_metrics,
+    load_demo,
+    paired_against,
+    split_arguments,
+    token_scores,
+)
 
 from bayesalign import estimators as est
 from bayesalign.proposals import propose
@@ -182,6 +189,4 @@ summary = {
     "wall": clock.wall(),
     "cpu": clock.cpu(),
 }
-if args.out:
-    with open(args.out, "a") as f:
-        f.write(json.dumps(summary) + "\n")
+append_record(args.out, summary)

@@ -11,12 +11,12 @@ frontier excess. Run: nice .venv/bin/python experiments/demo_recipe/probe.py --p
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 
 import probe_args
 import torch
+from demo_split import append_record
 from probe_objectives import cv_loss, value_loss
 
 from bayesalign import estimators as est
@@ -334,6 +334,4 @@ print(
 )
 for t in d.samples.texts[:5]:
     print("  ", repr(t))
-if args.out:
-    with open(args.out, "a") as f:
-        f.write(json.dumps(summary) + "\n")
+append_record(args.out, summary)

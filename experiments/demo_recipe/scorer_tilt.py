@@ -25,11 +25,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from types import SimpleNamespace
 
 import torch
-from demo_split import Clock, fresh_metrics, load_demo, paired_against, split_arguments, token_scores
+from demo_split import (
+    Clock,
+    append_record,
+    fresh_metrics,
+    load_demo,
+    paired_against,
+    split_arguments,
+    token_scores,
+)
 
 from bayesalign import estimators as est
 from bayesalign.decoding import draw_tokens, uniforms
@@ -227,6 +234,4 @@ summary = {
     "wall": clock.wall(),
     "cpu": clock.cpu(),
 }
-if args.out:
-    with open(args.out, "a") as f:
-        f.write(json.dumps(summary) + "\n")
+append_record(args.out, summary)

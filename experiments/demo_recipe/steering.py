@@ -18,10 +18,9 @@ The layer, α and the fitted step are chosen by the held-out KL(p‖π), as the 
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from demo_split import Clock, fresh_metrics, load_demo, split_arguments
+from demo_split import Clock, append_record, fresh_metrics, load_demo, split_arguments
 
 from bayesalign import estimators as est
 from bayesalign.proposals import propose
@@ -180,6 +179,4 @@ summary = {
     "wall": clock.wall(),
     "cpu": clock.cpu(),
 }
-if args.out:
-    with open(args.out, "a") as f:
-        f.write(json.dumps(summary) + "\n")
+append_record(args.out, summary)

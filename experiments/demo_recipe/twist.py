@@ -12,10 +12,9 @@ best is kept; then satisfaction, KL(π‖a) and the frontier excess on fresh sam
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from demo_split import Clock, fresh_metrics, load_demo, split_arguments
+from demo_split import Clock, append_record, fresh_metrics, load_demo, split_arguments
 
 from bayesalign import estimators as est
 from bayesalign.proposals import propose
@@ -122,6 +121,4 @@ summary = {
     "wall": clock.wall(),
     "cpu": clock.cpu(),
 }
-if args.out:
-    with open(args.out, "a") as f:
-        f.write(json.dumps(summary) + "\n")
+append_record(args.out, summary)

@@ -31,6 +31,22 @@ class NextTokenTilt(Protocol):
         """Write the tilt beside a saved model's weights."""
 
 
+def tilt_positions(
+    tilt: NextTokenTilt, ids: torch.Tensor, mask: torch.Tensor, logits: torch.Tensor
+) -> torch.Tensor:
+    """``tilt`` applied at every generated position of samples (``ids``, ``mask`` [B, T]) to the
+    model's ``logits`` [B, T, V] there, as the sampling pass applied it step by step; positions
+    after a row's EOS keep the untilted values (they are masked out)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    steps = []
+    for t in range(logits.shape[1]):
+        step = log_probs[:, t]
+        rows = mask[:, t].nonzero().squeeze(1)
+        tilted = tilt(ids[rows, :t], mask[rows, :t], step[rows.to(step.device)], t)
+        steps.append(step.index_copy(0, rows.to(step.device), tilted))
+    return torch.stack(steps, dim=1)
+
+
 def cache_key(out) -> str:
     """The name of a forward's KV cache in its output, which is also the keyword the next forward
     takes it by: ``cache`` in transformers >= 5.x, ``past_key_values`` in older releases."""

@@ -29,7 +29,7 @@ from transformers.activations import ACT2FN, NewGELUActivation
 
 from bayesalign import sharding
 from bayesalign.builtin_models import resolve_model_name
-from bayesalign.decoding import NextTokenTilt, decode
+from bayesalign.decoding import NextTokenTilt, decode, tilt_positions
 from bayesalign.samples import Samples, SamplingParams
 from bayesalign.twisted import TwistedModule, is_twisted_folder
 
@@ -134,13 +134,9 @@ class LanguageModel:
         FSDP an unsharded copy, which every process must make together (sharding.plain_copy)."""
         module = sharding.plain_copy(self.module) if self.sharded else copy.deepcopy(self.module)
         module.requires_grad_(False)
+        disabled = self.adapters_disabled
         return LanguageModel(
-            module,
-            self.tokenizer,
-            self.prompt,
-            adapters_disabled=self.adapters_disabled,
-            chat=self.chat,
-            tilt=self.tilt,
+            module, self.tokenizer, self.prompt, adapters_disabled=disabled, chat=self.chat, tilt=self.tilt
         )
 
     def save_pretrained(
@@ -371,20 +367,8 @@ class LanguageModel:
         if logits.shape[1] != n_gen:  # models that ignore logits_to_keep
             logits = logits[:, -n_gen:]
         if self.tilt is not None:
-            logits = self._tilted(samples, logits)
+            logits = tilt_positions(self.tilt, samples.ids, samples.mask, logits)
         return logits, states
-
-    def _tilted(self, samples: Samples, logits: torch.Tensor) -> torch.Tensor:
-        """The tilt applied at every generated position, as the sampling pass applied it step by
-        step (positions after a row's EOS keep the untilted values: they are masked out)."""
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        steps = []
-        for t in range(logits.shape[1]):
-            step = log_probs[:, t]
-            rows = samples.mask[:, t].nonzero().squeeze(1)
-            tilted = self.tilt(samples.ids[rows, :t], samples.mask[rows, :t], step[rows.to(step.device)], t)
-            steps.append(step.index_copy(0, rows.to(step.device), tilted))
-        return torch.stack(steps, dim=1)
 
     def log_prob(self, samples: Samples, *, batch_size: int | None = None) -> torch.Tensor:
         """Sequence log-probabilities log m(x), shape [B] (generated tokens only)."""

@@ -53,13 +53,41 @@ def _given(scorer: Scorer) -> Scorer:
     return scorer
 
 
-def real_valued(scorer: Scorer) -> tuple[Scorer, float]:
-    """The scorer with its threshold removed and that threshold (b = s > threshold); a scorer
-    without one (a word or regex match, already 0/1) is its own score, split at 0.5."""
+@dataclass(frozen=True)
+class Negated:
+    """−s: the score of a constraint that holds *below* its threshold (e.g. offensiveness), turned
+    so that b = 1 iff the score is above the (negated) threshold, as every feature reads it."""
+
+    scorer: Scorer
+
+    @property
+    def name(self) -> str:
+        return self.scorer.name
+
+    def __call__(self, texts: list[str], contexts: list[str] | None = None) -> torch.Tensor:
+        return -self.scorer(texts, contexts)
+
+
+def real_valued(scorer: Scorer, texts: list[str]) -> tuple[Scorer, float, torch.Tensor]:
+    """The constraint's score with its threshold removed, oriented so that b = 1 iff score >
+    threshold; that threshold; and the score of each of ``texts``. A scorer without a threshold
+    (a word or regex match, already 0/1) is its own score, split at 0.5. The orientation is read
+    off the constraint itself, by its verdict on the highest- and lowest-scoring text (two
+    calls): scorers differ (VADER holds above its threshold, offensiveness below)."""
     threshold = getattr(scorer, "threshold", None)
     if threshold is None:
-        return scorer, 0.5
-    return dataclasses.replace(scorer, threshold=None), float(threshold)
+        return scorer, 0.5, scorer(texts)
+    raw = dataclasses.replace(scorer, threshold=None)
+    s = raw(texts)
+    verdict = scorer([texts[int(s.argmax())], texts[int(s.argmin())]]).tolist()
+    high, low = float(s.max()), float(s.min())
+    above, below = (
+        [float(high > threshold), float(low > threshold)],
+        [float(high < threshold), float(low < threshold)],
+    )
+    if verdict == below and verdict != above:
+        return Negated(raw), -float(threshold), -s
+    return raw, float(threshold), s
 
 
 @dataclass
@@ -94,7 +122,8 @@ class ScorerTilt:
             raise TiltError(f"tilt: top must be >= 0 and horizon >= 1, got top={top}, horizon={horizon}")
         if not edges or edges[0] != 0 or list(edges) != sorted(set(edges)):
             raise TiltError(f"tilt: edges must rise strictly from 0, got {list(edges)}")
-        self.scorer, self.threshold = real_valued(scorer)
+        texts = tokenizer.batch_decode([[v] for v in range(vocab)], skip_special_tokens=True)
+        self.scorer, self.threshold, s = real_valued(scorer, texts)
         self.scorer_name = scorer.name
         if workers:  # the scorer runs `top` + 1 times per position: spread it over processes
             self.scorer = ParallelScorer(functools.partial(_given, self.scorer), workers=workers, chunk=256)
@@ -106,8 +135,7 @@ class ScorerTilt:
             raise TiltError(
                 f"tilt: weights of shape {tuple(self.weights.shape)}, expected {(len(edges), len(FEATURES))}"
             )
-        texts = tokenizer.batch_decode([[v] for v in range(vocab)], skip_special_tokens=True)
-        s = self.scorer(texts).float()
+        s = s.float()
         self.token_features = torch.stack([s.clamp(min=0), s.clamp(max=0)], 1)  # [V, 2]
 
     # -- features -------------------------------------------------------------------------------
@@ -142,9 +170,8 @@ class ScorerTilt:
         w = weights[bucket]  # [n, features]
         tilt = w[:, 0:1] * self.token_features[:, 0] + w[:, 1:2] * self.token_features[:, 1]
         tilt = tilt.scatter_add(1, cands.top, (cands.context * w[:, None, IN_CONTEXT]).sum(-1))
-        end = torch.zeros_like(tilt)
-        end[:, self.eos] = cands.unsatisfied.float() * w[:, -1]
-        return tilt + end
+        eos = torch.full((len(w), 1), self.eos)
+        return tilt.scatter_add(1, eos, (cands.unsatisfied.float() * w[:, -1])[:, None])
 
     def __call__(
         self, prefixes: torch.Tensor, mask: torch.Tensor, log_probs: torch.Tensor, step: int

@@ -35,11 +35,11 @@ class ScorerTiltSection(Section):
         return value
 
 
-def check_scorer_tilt(target: TargetSection, holdout: float, refused: dict[str, object]) -> None:
+def check_scorer_tilt(target: TargetSection, holdout: float, refused: list[str]) -> None:
     """What the tilt needs of the rest of the config, before any model loads: one pointwise
     constraint whose scorer it reads, a pool with a held-out split (``holdout``; it fits on the
-    rest and is kept only if the held-out KL(p‖π) says so), and none of the ``refused``
-    settings (the key and its value: contexts, another sampler, several processes)."""
+    rest and is kept only if the held-out KL(p‖π) says so), and none of the ``refused`` settings
+    (the config keys set to what it cannot serve: contexts, another sampler, several processes)."""
     if len(target.constraints) != 1 or target.reward is not None or target.distributional:
         raise ValueError(
             "training.scorer_tilt reads the scorer of the target's one constraint: it needs a target "
@@ -51,5 +51,4 @@ def check_scorer_tilt(target: TargetSection, holdout: float, refused: dict[str, 
             "KL(p‖π): set eval.pool with a holdout > 0 (e.g. eval: {pool: {samples: 2048, holdout: 0.33}})"
         )
     if refused:
-        key, value = next(iter(refused.items()))
-        raise ValueError(f"training.scorer_tilt does not support {key} (it is {value!r}) yet")
+        raise ValueError(f"training.scorer_tilt does not support {refused[0]} as set here yet")

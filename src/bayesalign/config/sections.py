@@ -344,16 +344,13 @@ class Config(Section):
         if self.training.twist is not None:
             self._twist_fits()
         if self.training.scorer_tilt is not None:
-            pool, training = self.eval.pool, self.training
+            holdout = 0.0 if self.eval.pool is None else self.eval.pool.holdout
             refused = {
-                "contexts": self.contexts,
-                "sampling.backend": None if self.sampling.backend == "hf" else self.sampling.backend,
-                "training.sample_shards": None
-                if training.sample_shards in (None, 1)
-                else training.sample_shards,
+                "contexts": self.contexts is not None,
+                "sampling.backend": self.sampling.backend != "hf",
+                "training.sample_shards": self.training.sample_shards not in (None, 1),
             }
-            holdout = 0.0 if pool is None else pool.holdout
-            check_scorer_tilt(self.target, holdout, {k: v for k, v in refused.items() if v is not None})
+            check_scorer_tilt(self.target, holdout, [key for key, bad in refused.items() if bad])
         return self
 
     def _fits_on_prior_samples(self) -> None:
