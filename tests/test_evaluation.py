@@ -123,7 +123,7 @@ def test_eval_off_a_terminal_prints_its_phases_while_it_draws_the_pool(tmp_path,
     out = io.StringIO()
     console = Console(file=out, force_terminal=False, width=200)
     evaluate_policy(parse_config(copy.deepcopy(POOLED)), None, console)
-    assert "drawing prior samples: chunk" in out.getvalue()
+    assert "drawing prior samples in chunks of" in out.getvalue() and "ETA of this phase" in out.getvalue()
 
 
 def test_eval_reuses_the_runs_pool_and_scores_the_same_policy_alike(pooled_run):

@@ -64,11 +64,38 @@ def test_a_heartbeat_without_steps_prints_the_phase_alone():
     from bayesalign.progress import Heartbeat
 
     out = io.StringIO()
-    with Heartbeat(Console(file=out, force_terminal=False, width=200), total=None, every=0.05) as beat:
-        beat.update(phase="drawing prior samples: chunk 2 of 16")
+    with Heartbeat(Console(file=out, force_terminal=False, width=200), total=0, every=0.05) as beat:
+        beat.update(phase="scoring π on the posterior pool")
         time.sleep(0.3)
     last = out.getvalue().splitlines()[-1]
-    assert last.endswith("] drawing prior samples: chunk 2 of 16") and "step" not in last
+    assert "] scoring π on the posterior pool (0s in this phase)" in last and "step" not in last
+
+
+def test_a_phase_that_counts_its_parts_gets_its_own_eta():
+    """The ETA of a counted phase comes from its rate since it began, not counting parts done
+    before it began (chunks read from a cache): 2 parts in 20 s, 6 to go → 60 s."""
+    import io
+
+    from rich.console import Console
+
+    from bayesalign.progress import Heartbeat
+
+    now = [100.0]
+    beat = Heartbeat(Console(file=io.StringIO(), force_terminal=False), total=0, every=10)
+    beat._clock = lambda: now[0]
+    beat.update(phase="training")
+    beat.update(phase="drawing prior samples", part=(4, 12))  # 4 chunks came from the cache
+    assert beat.line().endswith("drawing prior samples 4/12, ETA of this phase ?")
+    now[0] += 20
+    beat.update(phase="drawing prior samples", part=(6, 12))
+    line = beat.line()
+    assert line.endswith("drawing prior samples 6/12, ETA of this phase 60s") and "step" not in line
+    beat.update(phase="tilt fit", part=(0, 125))  # a new phase starts its own clock
+    now[0] += 5
+    assert beat.line().endswith("tilt fit 0/125, ETA of this phase ?")
+    beat.update(phase="scoring π on the posterior pool")  # uncounted: the seconds spent in it
+    now[0] += 7
+    assert beat.line().endswith("scoring π on the posterior pool (7s in this phase)")
 
 
 def test_heartbeat_is_silent_on_a_terminal():

@@ -15,7 +15,7 @@ from rich.console import Console
 from bayesalign.config import Config
 from bayesalign.config.build import build_evaluator, build_models, build_target, load_context_sets
 from bayesalign.moments import MomentFit
-from bayesalign.progress import Heartbeat
+from bayesalign.progress import Heartbeat, with_count
 from bayesalign.runs import RunFolder
 from bayesalign.runs.saved_policy import load_proposal, proposal_folder
 
@@ -41,9 +41,9 @@ def evaluate_policy(config: Config, policy: str | Path | None, console: Console)
         model = prior if folder is None else load_proposal(folder, prior, target.scorers)
     with console.status("evaluating") as status, Heartbeat(console, None) as beat:
 
-        def show(phase: str) -> None:  # the spinner on a terminal, the heartbeat's lines off one
-            status.update(phase)
-            beat.update(phase=phase)
+        def show(phase: str, done: int | None = None, total: int | None = None) -> None:
+            status.update(with_count(phase, done, total))  # the spinner on a terminal
+            beat.update(phase=phase, part=None if total is None else (done or 0, total))  # off one
 
         evaluator = build_evaluator(
             config,

@@ -30,6 +30,7 @@ from bayesalign.metrics import distinct_n, ngram_entropy
 from bayesalign.models import LanguageModel
 from bayesalign.pools import PosteriorPool, pool_metrics
 from bayesalign.prior_draws import PoolCache, draw_prior
+from bayesalign.progress import Status, quiet
 from bayesalign.proposals import Scored, propose
 from bayesalign.samples import SamplingParams
 from bayesalign.targets import Target
@@ -85,7 +86,7 @@ class Evaluator:
         pool_cache: bool = True,
         pool_holdout: float = 0.0,
         metrics: Sequence[Metric] = (),
-        status: Callable[[str], None] = lambda phase: None,
+        status: Status = quiet,
     ) -> None:
         sampling = sampling if sampling is not None else SamplingParams()
         self.target, self.generator = target, torch.Generator().manual_seed(seed)
@@ -123,7 +124,7 @@ class Evaluator:
             contexts=contexts,
         )
 
-    def connect(self, draw: Draw, generator: torch.Generator, status: Callable[[str], None]) -> None:
+    def connect(self, draw: Draw, generator: torch.Generator, status: Status) -> None:
         """Draw through a trainer (sharded over its processes) from its evaluation stream, and
         report phases to its status line."""
         self._draw, self.generator, self.status = draw, generator, status

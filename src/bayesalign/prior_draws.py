@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from bayesalign.contexts import group_by_context
 from bayesalign.models import LanguageModel
+from bayesalign.progress import Status, quiet
 from bayesalign.samples import Samples, SamplingParams
 
 CHUNK = 256  # prior samples per seeded chunk (per context: CONTEXT_CHUNK); pools grow by chunks
@@ -179,7 +180,7 @@ def draw_prior(
     contexts: Sequence[str] | None = None,
     batch_size: int | None = None,
     cache: PoolCache | None = None,
-    status: Callable[[str], None] = lambda message: None,
+    status: Status = quiet,
 ) -> tuple[PriorDraws, float]:
     """n samples of the prior (n per context with ``contexts``), from ``cache`` where it holds
     them, drawing only the missing chunks; returns the draws and the seconds spent drawing."""
@@ -203,7 +204,7 @@ def draw_prior(
     started = time.perf_counter()
     parts = [] if have is None else [have.head(min(done, chunks_needed) * per_chunk)]
     for k in range(done, chunks_needed):
-        status(f"drawing prior samples: chunk {k + 1} of {chunks_needed} ({per_chunk} samples)")
+        status(f"drawing prior samples in chunks of {per_chunk}", k, chunks_needed)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + k)
         rows = None if contexts is None else [c for c in contexts for _ in range(chunk)]
         samples = prior.sample(per_chunk, params, contexts=rows, generator=generator, batch_size=batch_size)

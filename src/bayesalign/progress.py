@@ -6,6 +6,7 @@ there instead (see :func:`show_record`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 from rich.console import Console, RenderableType
 from rich.progress import (
@@ -22,6 +23,23 @@ from rich.table import Column
 from rich.text import Text
 
 from bayesalign.console import headline
+
+
+class Status(Protocol):
+    """What a long job reports as it goes: the phase, and how far into it (``done`` of ``total``)
+    when the job can count its parts (chunks of a pool, samples featurised, ...), so that the
+    display can give that phase an ETA."""
+
+    def __call__(self, phase: str, done: int | None = None, total: int | None = None) -> None: ...
+
+
+def quiet(phase: str, done: int | None = None, total: int | None = None) -> None:
+    """The `Status` that shows nothing."""
+
+
+def with_count(phase: str, done: int | None, total: int | None) -> str:
+    """The phase as one line of text: ``phase done/total`` when counted."""
+    return phase if total is None else f"{phase} {done or 0}/{total}"
 
 
 class _PhaseColumn(ProgressColumn):
@@ -72,9 +90,10 @@ def show_record(console: Console, label: str, record: dict, keys: tuple[str, ...
 class Heartbeat:
     """Off a terminal, a line every ``every`` seconds with the current phase, the progress and
     an ETA, so that a log redirected to a file still shows a long run is alive (a bar does
-    that on a terminal). ``total=None`` for work counted in phases, not steps (an evaluation
-    drawing a pool): the line then holds the elapsed time and the phase only. A daemon thread;
-    use it as a context manager."""
+    that on a terminal). ``total`` counts training steps; ``None`` or 0 for work counted in
+    phases only (an evaluation, a run of no steps): the line then holds no step count. A phase
+    that counts its parts (`Status`'s done/total) gets its own ETA, from its rate since it began;
+    one that does not, the seconds spent in it. A daemon thread; use it as a context manager."""
 
     def __init__(self, console: Console, total: int | None, every: float = 20.0) -> None:
         import threading
@@ -82,21 +101,37 @@ class Heartbeat:
 
         self.console, self.total, self.every = console, total, every
         self.phase, self.done = "starting", 0
+        self.part: tuple[int, int] | None = None  # the phase's done/total parts, when it counts them
         self._clock = time.perf_counter
-        self._started = self._clock()
+        self._started = self._phase_started = self._clock()
+        self._part_start = 0  # parts already done when the phase began (e.g. cached chunks)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def update(self, *, phase: str | None = None, done: int | None = None) -> None:
-        self.phase = phase if phase is not None else self.phase
+    def update(
+        self, *, phase: str | None = None, done: int | None = None, part: tuple[int, int] | None = None
+    ) -> None:
+        """A new phase (``part``: its parts done and in all, if it counts them) or steps done."""
+        if phase is not None:
+            if phase != self.phase or (part is None) != (self.part is None):
+                self._phase_started, self._part_start = self._clock(), 0 if part is None else part[0]
+            self.phase, self.part = phase, part
         self.done = done if done is not None else self.done
 
     def line(self) -> str:
-        elapsed = self._clock() - self._started
-        if self.total is None:
-            return f"[{elapsed:5.0f}s] {self.phase}"
+        now = self._clock()
+        elapsed, in_phase = now - self._started, now - self._phase_started
+        if self.part is None:
+            where = f"{self.phase} ({in_phase:.0f}s in this phase)"
+        else:
+            done, total = self.part
+            rate = (done - self._part_start) / in_phase if in_phase > 0 else 0.0
+            eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
+            where = f"{self.phase} {done}/{total}, ETA of this phase {eta}"
+        if not self.total:
+            return f"[{elapsed:5.0f}s] {where}"
         eta = "?" if not self.done else f"{elapsed / self.done * (self.total - self.done):.0f}s"
-        return f"[{elapsed:5.0f}s] step {self.done}/{self.total}, ETA {eta}: {self.phase}"
+        return f"[{elapsed:5.0f}s] step {self.done}/{self.total}, ETA {eta}: {where}"
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):

@@ -18,7 +18,7 @@ from bayesalign.model_card import write_model_card
 from bayesalign.models import DTYPES, LanguageModel
 from bayesalign.moments import MomentFit
 from bayesalign.preflight import check_generation_fits
-from bayesalign.progress import Heartbeat, progress_bar, show_record
+from bayesalign.progress import Heartbeat, progress_bar, show_record, with_count
 from bayesalign.report import build_report
 from bayesalign.runs import RunFolder
 from bayesalign.runs.metric_names import HEADLINE, POOL_KL_P_PI
@@ -216,9 +216,9 @@ def _train(
                 "train", total=config.training.steps, completed=trainer.state.step, phase="", info=""
             )
 
-            def status(phase: str) -> None:
-                progress.update(task, phase=phase)
-                heartbeat.update(phase=phase)
+            def status(phase: str, done: int | None = None, total: int | None = None) -> None:
+                progress.update(task, phase=with_count(phase, done, total))
+                heartbeat.update(phase=phase, part=None if total is None else (done or 0, total))
 
             trainer.status = status
 
@@ -246,9 +246,9 @@ def _train(
             with progress_bar(console, "scorer tilt") as progress:
                 task = progress.add_task("scorer tilt", total=None, phase="", info="")
 
-                def tilt_status(phase: str) -> None:
-                    progress.update(task, phase=phase)
-                    heartbeat.update(phase=phase)
+                def tilt_status(phase: str, done: int | None = None, total: int | None = None) -> None:
+                    progress.update(task, phase=with_count(phase, done, total))
+                    heartbeat.update(phase=phase, part=None if total is None else (done or 0, total))
 
                 trainer.status = tilt_status
                 final, chosen, record = _scorer_tilt(config, trainer, final, chosen, console)

@@ -12,12 +12,12 @@ one number per position. That is exact, and a few hundred times smaller than the
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from bayesalign.models import LanguageModel
+from bayesalign.progress import Status, quiet
 from bayesalign.samples import Samples
 from bayesalign.scorer_tilt import FEATURES, IN_CONTEXT, ScorerTilt, TiltError
 
@@ -51,7 +51,7 @@ class TiltFit:
         base: LanguageModel,
         samples: Samples,
         batch_size: int = 16,
-        status: Callable[[str], None] | None = None,
+        status: Status = quiet,
     ) -> None:
         if base.tilt is not None:
             raise TiltError("the tilt's base model is itself tilted: fit on the untilted model")
@@ -69,10 +69,7 @@ class TiltFit:
         parts = []
         with torch.no_grad():
             for start, chunk in _chunks(samples, batch_size):
-                if status is not None:
-                    status(
-                        f"scorer tilt: features of samples {start + 1}–{start + len(chunk)} of {len(samples)}"
-                    )
+                status("scorer tilt: features of the training samples", start, len(samples))
                 parts.append(self._positions(base, chunk, start))
         self.pos = Positions(*(torch.cat(x) for x in zip(*(vars(p).values() for p in parts), strict=True)))
 
@@ -136,7 +133,7 @@ class TiltFit:
         l2: float = 1e-4,
         iters: int = 100,
         mask: torch.Tensor | None = None,
-        status: Callable[[str], None] | None = None,
+        status: Status = quiet,
     ) -> float:
         """Maximise Σ ω log π_w / Σ ω − l2/2·|w|² by L-BFGS and set the tilt's weights; returns
         the weighted mean log π_w at the optimum. ``weights`` ω per sample (default 1: samples
@@ -162,8 +159,8 @@ class TiltFit:
             loss = -likelihood + 0.5 * l2 * (w * keep).double().pow(2).sum()
             loss.backward()
             calls += 1
-            if status is not None and calls % 10 == 0:
-                status(f"tilt fit: {calls} evaluations, mean log π_w {likelihood.item():.4f}")
+            if calls % 10 == 0:  # L-BFGS evaluates at most 1.25 × iters times
+                status(f"tilt fit (mean log π_w {likelihood.item():.4f})", calls, round(1.25 * iters))
             return loss
 
         opt.step(closure)

@@ -3,7 +3,6 @@ and the trainer that a validated config describes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from bayesalign.moments import MomentFit, MomentFitError
 from bayesalign.objectives import Objective
 from bayesalign.objectives.twist import twisted_policy
 from bayesalign.preflight import PreflightError, check_model_name, hub_allowed
+from bayesalign.progress import Status, quiet
 from bayesalign.runs import RunFolder
 from bayesalign.targets import Constraint, Feature, Target, Term, Tilt
 from bayesalign.training import Trainer
@@ -220,7 +220,7 @@ def build_evaluator(
     *,
     eval_contexts: list[str] | None = None,
     references: list[str] | None = None,
-    status: Callable[[str], None] = lambda phase: None,
+    status: Status = quiet,
 ) -> Evaluator:
     """The `Evaluator` that the eval section (and the contexts section) describe."""
     section, pool = config.eval, config.eval.pool
@@ -262,7 +262,7 @@ def build_trainer(
     run: RunFolder | None = None,
     distributed: Distributed | None = None,
     contexts: ContextSets | None = None,
-    status: Callable[[str], None] = lambda phase: None,
+    status: Status = quiet,
 ) -> Trainer:
     """The `Trainer` that the config describes (``objective``: the configured method's unless
     given), with its evaluator, contexts (read from the config unless given) and checkpoint

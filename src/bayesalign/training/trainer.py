@@ -22,6 +22,7 @@ from bayesalign.evaluator import Evaluator, unsatisfied_message
 from bayesalign.exact import ExactTarget
 from bayesalign.models import LanguageModel
 from bayesalign.objectives import Batch, Objective, frozen_policy_output
+from bayesalign.progress import Status, quiet
 from bayesalign.proposals import PriorPass, Scored
 from bayesalign.runs import RunFolder
 from bayesalign.sampling_backends import VLLMSampler
@@ -93,7 +94,7 @@ class Trainer(Resumable):
         self.sampling = sampling.params()
         self.sample_batch = sampling.batch_size
         self.run = run
-        self.status: Callable[[str], None] = lambda phase: None  # what the loop is doing now
+        self.status: Status = quiet  # what the loop is doing now
         self.proposal: LanguageModel = policy if on_policy else self.base
         self.state = TrainState()
         self.buffer = SampleBuffer(args.buffer_satisfied_share) if args.sample_buffer else None
@@ -145,7 +146,9 @@ class Trainer(Resumable):
             vllm=self.vllm,
         )
         self.evaluator.connect(
-            lambda m, n, g: self.draw(m, n, g, evaluation=True), self.eval_generator, lambda p: self.status(p)
+            lambda m, n, g: self.draw(m, n, g, evaluation=True),
+            self.eval_generator,
+            lambda phase, done=None, total=None: self.status(phase, done, total),
         )
 
     def describe_sharding(self) -> str | None:
