@@ -239,3 +239,33 @@ def test_paired_gain_over_the_prior_matches_exact_and_is_tighter(seeded):
     check_calibrated(gains, exact_gain)
     kls = [pool.kl_p_model(lp) for pool, lp in pools]
     assert sum(g.stderr for g in gains) < sum(k.stderr for k in kls)  # pairing removes log Ẑ's noise
+
+
+def test_the_prior_is_scored_on_the_pool_by_its_own_log_a(prior, policy, tmp_path, monkeypatch):
+    """Evaluating π = a (a separate model with the prior's weights, as before the first update)
+    spends no forward pass on the pool's p-samples: log π there is the pool's log a, so KL(p‖π) is
+    KL(p‖a) exactly. A π that differs from a is still scored by its own forward pass."""
+    import copy
+
+    from bayesalign.evaluator import Evaluator
+    from bayesalign.models import LanguageModel
+
+    monkeypatch.setenv("BAYESALIGN_CACHE", str(tmp_path))
+    target = make_target("constraint", prior)
+    evaluator = Evaluator(target, samples=64, sampling=PARAMS, pool_samples=512, pool_holdout=0.5)
+    same = copy.deepcopy(prior)
+    scored: list[int] = []
+    original = LanguageModel.log_prob_frozen
+
+    def counting(self, samples, **kwargs):
+        scored.append(len(samples))
+        return original(self, samples, **kwargs)
+
+    monkeypatch.setattr(LanguageModel, "log_prob_frozen", counting)
+    metrics = evaluator.evaluate(same)
+    n_p = evaluator.pool.n_accepted
+    assert n_p not in scored  # no forward over the held-out p-samples
+    assert metrics["pool_kl_p_pi"] == metrics["pool_kl_p_a"]
+    scored.clear()
+    other = evaluator.evaluate(policy)
+    assert n_p in scored and abs(other["pool_kl_p_pi"] - other["pool_kl_p_a"]) > 1e-3

@@ -220,7 +220,9 @@ class Evaluator:
         metrics |= self._extras(policy, pi_draw)
         if (pool := self.ensure_pool()) is not None:
             self.status("scoring π on the posterior pool")
-            metrics |= pool_metrics(pool, policy, proposal, self.micro)
+            metrics |= pool_metrics(
+                pool, policy, proposal, self.micro, policy_is_prior=policy_is_q and proposal is base
+            )
             metrics["pool_holdout"] = self.pool_holdout  # > 0: pool_* come from the validation split
             metrics["pool_draw_seconds"] = self.pool_seconds  # 0 when every draw came from the cache
             metrics |= self._frontier_point(pool, pi_draw, metrics)

@@ -252,16 +252,27 @@ class PosteriorPool:
 
 
 def pool_metrics(
-    pool: PosteriorPool, policy: LanguageModel, proposal: LanguageModel, batch_size: int
+    pool: PosteriorPool,
+    policy: LanguageModel,
+    proposal: LanguageModel,
+    batch_size: int,
+    *,
+    policy_is_prior: bool = False,
 ) -> dict:
-    """The pool's estimates for π (and q where it is neither π nor the prior), as metrics."""
+    """The pool's estimates for π (and q where it is neither π nor the prior), as metrics.
+    ``policy_is_prior``: π is known to equal a (as before its first update), so log π on the
+    p-samples is the pool's own log a, and no forward pass is spent on it."""
     metrics: dict[str, float] = {}
 
     def put(name: str, e: Estimate) -> None:
         metrics[name], metrics[f"{name}_stderr"] = e.value, e.stderr
 
     p_samples = pool.p_samples()
-    log_pi = policy.log_prob_frozen(p_samples, batch_size=batch_size).double()
+    log_pi = (
+        pool.log_a[pool.accepted].double()
+        if policy_is_prior
+        else policy.log_prob_frozen(p_samples, batch_size=batch_size).double()
+    )
     log_z = pool.log_z()
     put("pool_log_z", log_z)
     metrics["pool_z"] = math.exp(log_z.value)
