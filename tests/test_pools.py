@@ -169,6 +169,28 @@ def test_cache_reuses_and_extends_without_redrawing(prior, tmp_path, monkeypatch
     assert fresh.samples.texts == grown.samples.texts
 
 
+def test_worker_processes_draw_the_same_pool_and_extend_the_cache_in_order(prior, tmp_path):
+    """Chunks drawn by two spawned processes are the chunks one process draws (each chunk has its
+    own generator), saved in order after the cached ones."""
+    cache = PoolCache(tmp_path)
+    head, _ = draw_prior(prior, 256, PARAMS, seed=6, cache=cache)
+    phases: list[tuple[str, int | None, int | None]] = []
+
+    def status(phase: str, done: int | None = None, total: int | None = None) -> None:
+        phases.append((phase, done, total))
+
+    grown, seconds = draw_prior(prior, 1024, PARAMS, seed=6, cache=cache, workers=2, status=status)
+    alone, _ = draw_prior(prior, 1024, PARAMS, seed=6)
+    assert seconds > 0 and grown.samples.texts == alone.samples.texts
+    assert grown.samples.texts[:256] == head.samples.texts
+    assert torch.equal(grown.uniform, alone.uniform)
+    assert torch.allclose(grown.log_a, alone.log_a, atol=1e-5)
+    assert [(done, total) for _, done, total in phases if total] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert "2 processes" in phases[-1][0]
+    cached, _ = cache.load(pool_key(prior, PARAMS, None, 6))
+    assert cached.samples.texts == alone.samples.texts
+
+
 def test_cache_is_keyed_by_what_the_draws_depend_on(prior, policy):
     key = pool_key(prior, PARAMS, None, 0)
     assert key != pool_key(prior, PARAMS, None, 1)
@@ -252,7 +274,14 @@ def test_the_prior_is_scored_on_the_pool_by_its_own_log_a(prior, policy, tmp_pat
 
     monkeypatch.setenv("BAYESALIGN_CACHE", str(tmp_path))
     target = make_target("constraint", prior)
-    evaluator = Evaluator(target, samples=64, sampling=PARAMS, pool_samples=512, pool_holdout=0.5)
+    phases: list[tuple[str, int | None, int | None]] = []
+
+    def status(phase: str, done: int | None = None, total: int | None = None) -> None:
+        phases.append((phase, done, total))
+
+    evaluator = Evaluator(
+        target, samples=64, sampling=PARAMS, micro=32, pool_samples=512, pool_holdout=0.5, status=status
+    )
     same = copy.deepcopy(prior)
     scored: list[int] = []
     original = LanguageModel.log_prob_frozen
@@ -264,8 +293,11 @@ def test_the_prior_is_scored_on_the_pool_by_its_own_log_a(prior, policy, tmp_pat
     monkeypatch.setattr(LanguageModel, "log_prob_frozen", counting)
     metrics = evaluator.evaluate(same)
     n_p = evaluator.pool.n_accepted
-    assert n_p not in scored  # no forward over the held-out p-samples
+    assert sum(scored) < n_p  # no forward over the held-out p-samples
     assert metrics["pool_kl_p_pi"] == metrics["pool_kl_p_a"]
+    assert not [p for p in phases if p[0].startswith("scoring")]
     scored.clear()
     other = evaluator.evaluate(policy)
-    assert n_p in scored and abs(other["pool_kl_p_pi"] - other["pool_kl_p_a"]) > 1e-3
+    assert sum(scored) >= n_p and abs(other["pool_kl_p_pi"] - other["pool_kl_p_a"]) > 1e-3
+    counted = [(done, total) for phase, done, total in phases if phase.startswith("scoring")]
+    assert counted == [(start, n_p) for start in range(0, n_p, 32)]  # π scored in counted pieces

@@ -85,6 +85,7 @@ class Evaluator:
         pool_seed: int = 0,
         pool_cache: bool = True,
         pool_holdout: float = 0.0,
+        pool_workers: int = 0,
         metrics: Sequence[Metric] = (),
         status: Status = quiet,
     ) -> None:
@@ -103,7 +104,7 @@ class Evaluator:
                 for c in (eval_contexts or [None])
             ]
         self.pool_samples, self.pool_seed, self.pool_cache = pool_samples, pool_seed, pool_cache
-        self.pool_holdout = pool_holdout
+        self.pool_holdout, self.pool_workers = pool_holdout, pool_workers
         self.pool: PosteriorPool | None = None  # the validation split (the whole pool without holdout)
         self.full_pool: PosteriorPool | None = None  # every prior sample: log Z and the frontier
         self.train_pool: PosteriorPool | None = None  # the rest, for training.replay_pool
@@ -144,6 +145,7 @@ class Evaluator:
                 batch_size=self.sample_batch,
                 cache=cache,
                 status=self.status,
+                workers=self.pool_workers,
             )
             self.full_pool = self.pool = PosteriorPool(self.target, draws)
             if self.pool_holdout:
@@ -219,9 +221,13 @@ class Evaluator:
             put(f"moment_{name}_q", est.mean(q_draw.evidence.scores[name]))
         metrics |= self._extras(policy, pi_draw)
         if (pool := self.ensure_pool()) is not None:
-            self.status("scoring π on the posterior pool")
             metrics |= pool_metrics(
-                pool, policy, proposal, self.micro, policy_is_prior=policy_is_q and proposal is base
+                pool,
+                policy,
+                proposal,
+                self.micro,
+                policy_is_prior=policy_is_q and proposal is base,
+                status=self.status,
             )
             metrics["pool_holdout"] = self.pool_holdout  # > 0: pool_* come from the validation split
             metrics["pool_draw_seconds"] = self.pool_seconds  # 0 when every draw came from the cache

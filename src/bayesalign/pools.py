@@ -27,6 +27,7 @@ from bayesalign.estimators import Estimate
 from bayesalign.frontier import Frontier
 from bayesalign.models import LanguageModel
 from bayesalign.prior_draws import PoolError, PriorDraws
+from bayesalign.progress import Status, quiet
 from bayesalign.proposals import Scored
 from bayesalign.samples import Samples
 from bayesalign.targets import Constraint, Evidence, Feature, Target, Tilt
@@ -251,6 +252,19 @@ class PosteriorPool:
         return None if found is None else Frontier(found[1], boolean=found[2])
 
 
+def _counted_log_prob(
+    model: LanguageModel, samples: Samples, batch_size: int, status: Status
+) -> torch.Tensor:
+    """log model(x) [B] in pieces of ``batch_size``, each counted on the status line (scoring a
+    tilted π, which runs its scorer at every position, takes minutes)."""
+    parts = []
+    for start in range(0, len(samples), batch_size):
+        status("scoring π on the posterior pool", start, len(samples))
+        piece = samples.select(range(start, min(start + batch_size, len(samples))))
+        parts.append(model.log_prob_frozen(piece).double())
+    return torch.cat(parts)
+
+
 def pool_metrics(
     pool: PosteriorPool,
     policy: LanguageModel,
@@ -258,6 +272,7 @@ def pool_metrics(
     batch_size: int,
     *,
     policy_is_prior: bool = False,
+    status: Status = quiet,
 ) -> dict:
     """The pool's estimates for π (and q where it is neither π nor the prior), as metrics.
     ``policy_is_prior``: π is known to equal a (as before its first update), so log π on the
@@ -271,7 +286,7 @@ def pool_metrics(
     log_pi = (
         pool.log_a[pool.accepted].double()
         if policy_is_prior
-        else policy.log_prob_frozen(p_samples, batch_size=batch_size).double()
+        else _counted_log_prob(policy, p_samples, batch_size, status)
     )
     log_z = pool.log_z()
     put("pool_log_z", log_z)

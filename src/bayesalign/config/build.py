@@ -248,6 +248,7 @@ def build_evaluator(
         pool_seed=0 if pool is None else pool.seed,
         pool_cache=pool is not None and pool.cache,
         pool_holdout=0.0 if pool is None else pool.holdout,
+        pool_workers=0 if pool is None else pool.workers,
         metrics=extras,
         status=status,
     )
