@@ -280,7 +280,7 @@ def test_the_prior_is_scored_on_the_pool_by_its_own_log_a(prior, policy, tmp_pat
         phases.append((phase, done, total))
 
     evaluator = Evaluator(
-        target, samples=64, sampling=PARAMS, micro=32, pool_samples=512, pool_holdout=0.5, status=status
+        target, samples=64, sampling=PARAMS, micro=64, pool_samples=512, pool_holdout=0.5, status=status
     )
     same = copy.deepcopy(prior)
     scored: list[int] = []
@@ -300,4 +300,4 @@ def test_the_prior_is_scored_on_the_pool_by_its_own_log_a(prior, policy, tmp_pat
     other = evaluator.evaluate(policy)
     assert sum(scored) >= n_p and abs(other["pool_kl_p_pi"] - other["pool_kl_p_a"]) > 1e-3
     counted = [(done, total) for phase, done, total in phases if phase.startswith("scoring")]
-    assert counted == [(start, n_p) for start in range(0, n_p, 32)]  # π scored in counted pieces
+    assert counted == [(start, n_p) for start in range(0, n_p, 32)]  # π scored in counted pieces of 32

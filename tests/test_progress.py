@@ -98,6 +98,23 @@ def test_a_phase_that_counts_its_parts_gets_its_own_eta():
     assert beat.line().endswith("scoring π on the posterior pool (7s in this phase)")
 
 
+def test_a_heartbeat_line_is_one_line_on_a_narrow_console():
+    """A redirected log has a console 80 columns wide; a long phase must not wrap mid-line."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from bayesalign.progress import Heartbeat
+
+    out = io.StringIO()
+    with Heartbeat(Console(file=out, force_terminal=False, width=40), total=0, every=0.05) as beat:
+        beat.update(phase="drawing prior samples in chunks of 256, 2 processes", part=(3, 10))
+        time.sleep(0.2)
+    lines = out.getvalue().splitlines()
+    assert lines and all(line.endswith("3/10, ETA of this phase ?") for line in lines)
+
+
 def test_heartbeat_is_silent_on_a_terminal():
     import io
     import time

@@ -255,12 +255,12 @@ class PosteriorPool:
 def _counted_log_prob(
     model: LanguageModel, samples: Samples, batch_size: int, status: Status
 ) -> torch.Tensor:
-    """log model(x) [B] in pieces of ``batch_size``, each counted on the status line (scoring a
-    tilted π, which runs its scorer at every position, takes minutes)."""
-    parts = []
-    for start in range(0, len(samples), batch_size):
+    """log model(x) [B] in pieces of at most ``batch_size`` and 32, each counted on the status
+    line (scoring a tilted π, which runs its scorer at every position, takes minutes)."""
+    parts, size = [], min(batch_size, 32)
+    for start in range(0, len(samples), size):
         status("scoring π on the posterior pool", start, len(samples))
-        piece = samples.select(range(start, min(start + batch_size, len(samples))))
+        piece = samples.select(range(start, min(start + size, len(samples))))
         parts.append(model.log_prob_frozen(piece).double())
     return torch.cat(parts)
 

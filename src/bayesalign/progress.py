@@ -135,7 +135,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            self.console.print(self.line(), highlight=False)
+            self.console.print(self.line(), highlight=False, soft_wrap=True)  # one line, any width
 
     def __enter__(self) -> Heartbeat:
         if not self.console.is_terminal:
