@@ -15,8 +15,8 @@ import time
 
 import torch
 
+from bayesalign.config import load_config
 from bayesalign.config.build import build_models
-from bayesalign.config.loading import load_config
 from bayesalign.prior_draws import draw_prior
 
 
