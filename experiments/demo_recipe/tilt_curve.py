@@ -68,7 +68,7 @@ def main() -> None:
         with torch.no_grad():
             val_lp = val_fit.log_prob(tilt.weights)
         kl, gain = split.val.kl_p_model(val_lp), est.mean(val_lp - prior_lp)
-        versus = None if largest_lp is None else est.mean(largest_lp - val_lp)  # < 0: more samples helped
+        versus = None if largest_lp is None else est.mean(largest_lp - val_lp)  # > 0: largest N nearer p
         largest_lp = val_lp if largest_lp is None else largest_lp
         print(
             clock(),
