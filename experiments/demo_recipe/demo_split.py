@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -21,6 +22,7 @@ from bayesalign.models import LanguageModel
 from bayesalign.pools import PosteriorPool
 from bayesalign.prior_draws import PoolCache, PriorDraws, draw_prior
 from bayesalign.proposals import Scored
+from bayesalign.samples import Samples
 from bayesalign.scorers import Scorer
 from bayesalign.targets import Target
 from bayesalign.training.args import SamplingParams
@@ -192,3 +194,15 @@ def token_scores(prior: LanguageModel, target: Target, vocab: int) -> TokenScore
     texts = [prior.tokenizer.decode([v]) for v in range(vocab)]
     s = scorer(texts).float()
     return TokenScores(scorer, constraint.threshold, texts, torch.stack([s.clamp(min=0), s.clamp(max=0)], 1))
+
+
+def sample_fresh(model: LanguageModel, demo: Demo, n: int, batch: int) -> tuple[FreshMetrics, Samples]:
+    """n fresh samples of ``model`` (a fixed seed, in batches of ``batch``), and their
+    satisfaction, KL(π‖a) and frontier excess against the demo's whole pool."""
+    generator = torch.Generator().manual_seed(1234)
+    samples = Samples.concat(
+        [model.sample(min(batch, n - s), demo.params, generator=generator) for s in range(0, n, batch)]
+    )
+    log_a = demo.prior.log_prob_frozen(samples, batch_size=32).double()
+    draw = SimpleNamespace(evidence=demo.target.evidence(samples), log_q=samples.log_q.double())
+    return fresh_metrics(draw, log_a, demo.split.full), samples

@@ -15,13 +15,11 @@ are computed once; ``--variants`` fits several bucketings and penalties on them.
 from __future__ import annotations
 
 import argparse
-from types import SimpleNamespace
 
 import torch
-from demo_split import Clock, append_record, fresh_metrics, load_demo, paired_against, split_arguments
+from demo_split import Clock, append_record, load_demo, paired_against, sample_fresh, split_arguments
 
 from bayesalign import estimators as est
-from bayesalign.samples import Samples
 from bayesalign.scorer_tilt import FEATURES, ScorerTilt, tilted
 from bayesalign.tilt_fit import TiltFit
 
@@ -82,16 +80,7 @@ for variant in args.variants.split(";"):
         f"gain {gain:.4f}" + ("" if versus is None else f", − the first variant's (paired) {versus:.4f}"),
         flush=True,
     )
-    generator = torch.Generator().manual_seed(1234)
-    samples = Samples.concat(
-        [
-            model.sample(min(args.batch, args.eval - s), params, generator=generator)
-            for s in range(0, args.eval, args.batch)
-        ]
-    )
-    log_a = prior.log_prob_frozen(samples, batch_size=32).double()
-    draw = SimpleNamespace(evidence=target.evidence(samples), log_q=samples.log_q.double())
-    fresh = fresh_metrics(draw, log_a, split.full)
+    fresh, samples = sample_fresh(model, demo, args.eval, args.batch)
     print(clock(), fresh.line(), flush=True)
     against = paired_against(args.against, args, val_lp) if args.against else []
     summary = {

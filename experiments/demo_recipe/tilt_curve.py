@@ -16,13 +16,11 @@ of the tilted π (satisfaction, KL(π‖a), frontier excess). The features are c
 from __future__ import annotations
 
 import argparse
-from types import SimpleNamespace
 
 import torch
-from demo_split import Clock, append_record, fresh_metrics, load_demo, split_arguments
+from demo_split import Clock, append_record, load_demo, sample_fresh, split_arguments
 
 from bayesalign import estimators as est
-from bayesalign.samples import Samples
 from bayesalign.scorer_tilt import FEATURES, ScorerTilt, tilted
 from bayesalign.tilt_fit import TiltFit
 
@@ -77,16 +75,7 @@ def main() -> None:
             flush=True,
         )
         model = tilted(prior, tilt)
-        generator = torch.Generator().manual_seed(1234)
-        samples = Samples.concat(
-            [
-                model.sample(min(args.batch, args.eval - s), params, generator=generator)
-                for s in range(0, args.eval, args.batch)
-            ]
-        )
-        log_a = prior.log_prob_frozen(samples, batch_size=32).double()
-        draw = SimpleNamespace(evidence=target.evidence(samples), log_q=samples.log_q.double())
-        fresh = fresh_metrics(draw, log_a, split.full)
+        fresh, _ = sample_fresh(model, demo, args.eval, args.batch)
         print(clock(), fresh.line(), flush=True)
         append_record(
             args.out,
