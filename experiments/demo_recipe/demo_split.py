@@ -23,6 +23,7 @@ from bayesalign.pools import PosteriorPool
 from bayesalign.prior_draws import PoolCache, PriorDraws, draw_prior
 from bayesalign.proposals import Scored
 from bayesalign.samples import Samples
+from bayesalign.scorer_tilt import ScorerTilt
 from bayesalign.scorers import Scorer
 from bayesalign.targets import Target
 from bayesalign.training.args import SamplingParams
@@ -78,6 +79,23 @@ class Demo:
     target: Target
     params: SamplingParams
     split: DemoSplit
+
+    def p_samples(self) -> tuple[Samples, Samples]:
+        """The exact p-samples of the training split and of the held-out split."""
+        return self.split.train_pool(self.target).p_samples(), self.split.val.p_samples()
+
+    def scorer_tilt(self, *, top: int, edges: tuple[int, ...], workers: int = 0) -> ScorerTilt:
+        """The scorer tilt of the demo's constraint over its prior, weights at 0."""
+        vocab = self.prior.module.get_output_embeddings().weight.shape[0]
+        return ScorerTilt(
+            self.target.terms[0].scorer,
+            self.prior.tokenizer,
+            vocab,
+            horizon=self.params.max_new_tokens,
+            top=top,
+            edges=edges,
+            workers=workers,
+        )
 
 
 def load_demo(args: argparse.Namespace, *, lora: bool = True) -> Demo:
@@ -206,3 +224,17 @@ def sample_fresh(model: LanguageModel, demo: Demo, n: int, batch: int) -> tuple[
     log_a = demo.prior.log_prob_frozen(samples, batch_size=32).double()
     draw = SimpleNamespace(evidence=demo.target.evidence(samples), log_q=samples.log_q.double())
     return fresh_metrics(draw, log_a, demo.split.full), samples
+
+
+def tilt_fit_record(split: DemoSplit, weights: torch.Tensor, mean_log_pi: float, kl, gain) -> dict:
+    """What every tilt probe records of one fit: log Z, the weights, the training mean log π_w,
+    and the held-out KL(p‖π) and paired gain over the prior (``kl``, ``gain``: `Estimate`s)."""
+    return {
+        "log_z": split.full.log_z().value,
+        "weights": weights.tolist(),
+        "train_mean_log_pi": mean_log_pi,
+        "val_kl": kl.value,
+        "val_kl_se": kl.stderr,
+        "gain": gain.value,
+        "gain_se": gain.stderr,
+    }

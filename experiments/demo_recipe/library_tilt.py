@@ -17,7 +17,15 @@ from __future__ import annotations
 import argparse
 
 import torch
-from demo_split import Clock, append_record, load_demo, paired_against, sample_fresh, split_arguments
+from demo_split import (
+    Clock,
+    append_record,
+    load_demo,
+    paired_against,
+    sample_fresh,
+    split_arguments,
+    tilt_fit_record,
+)
 
 from bayesalign import estimators as est
 from bayesalign.scorer_tilt import FEATURES, ScorerTilt, tilted
@@ -38,16 +46,12 @@ parser.add_argument("--against", default=None, help="probe.py's jsonl: paired di
 args = parser.parse_args()
 clock = Clock()
 demo = load_demo(args, lora=False)
-prior, target, params, split = demo.prior, demo.target, demo.params, demo.split
-train, held_out = split.train_pool(target).p_samples(), split.val.p_samples()
-vocab = prior.module.get_output_embeddings().weight.shape[0]
+prior, split = demo.prior, demo.split
+train, held_out = demo.p_samples()
 
 
 def make_tilt(edges: tuple[int, ...]) -> ScorerTilt:
-    scorer = target.terms[0].scorer
-    return ScorerTilt(
-        scorer, prior.tokenizer, vocab, horizon=params.max_new_tokens, top=args.top, edges=edges
-    )
+    return demo.scorer_tilt(top=args.top, edges=edges)
 
 
 fit, val_fit = TiltFit(make_tilt((0,)), prior, train), TiltFit(make_tilt((0,)), prior, held_out)
@@ -88,13 +92,7 @@ for variant in args.variants.split(";"):
         "edges": list(edges),
         "l2": float(l2),
         "features": only[0].split(",") if only else list(FEATURES),
-        "log_z": split.full.log_z().value,
-        "weights": tilt.weights.tolist(),
-        "train_mean_log_pi": mean_log_pi,
-        "val_kl": kl.value,
-        "val_kl_se": kl.stderr,
-        "gain": gain.value,
-        "gain_se": gain.stderr,
+        **tilt_fit_record(split, tilt.weights, mean_log_pi, kl, gain),
         "versus_first": None if versus is None else [versus.value, versus.stderr],
         "val_log_pi": val_lp.tolist(),
         **fresh.record(),

@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from demo_split import Clock, append_record, load_demo, sample_fresh, split_arguments
+from demo_split import Clock, append_record, load_demo, sample_fresh, split_arguments, tilt_fit_record
 
 from bayesalign import estimators as est
-from bayesalign.scorer_tilt import FEATURES, ScorerTilt, tilted
+from bayesalign.scorer_tilt import FEATURES, tilted
 from bayesalign.tilt_fit import TiltFit
 
 
@@ -36,18 +36,9 @@ def main() -> None:
     args = parser.parse_args()
     clock = Clock()
     demo = load_demo(args, lora=False)
-    prior, target, params, split = demo.prior, demo.target, demo.params, demo.split
-    train, held_out = split.train_pool(target).p_samples(), split.val.p_samples()
-    vocab = prior.module.get_output_embeddings().weight.shape[0]
-    tilt = ScorerTilt(
-        target.terms[0].scorer,
-        prior.tokenizer,
-        vocab,
-        horizon=params.max_new_tokens,
-        top=32,
-        edges=tuple(int(e) for e in args.edges.split(",")),
-        workers=args.workers,
-    )
+    prior, split = demo.prior, demo.split
+    train, held_out = demo.p_samples()
+    tilt = demo.scorer_tilt(top=32, edges=tuple(int(e) for e in args.edges.split(",")), workers=args.workers)
     print(
         clock(),
         f"pool {len(split.draws)}: {len(train)} training, {len(held_out)} held-out p-samples",
@@ -83,13 +74,7 @@ def main() -> None:
                 "args": vars(args),
                 "train_p_samples": size,
                 "held_out_p_samples": len(held_out),
-                "log_z": split.full.log_z().value,
-                "weights": tilt.weights.tolist(),
-                "train_mean_log_pi": mean_log_pi,
-                "val_kl": kl.value,
-                "val_kl_se": kl.stderr,
-                "gain": gain.value,
-                "gain_se": gain.stderr,
+                **tilt_fit_record(split, tilt.weights, mean_log_pi, kl, gain),
                 "largest_minus_this": None if versus is None else [versus.value, versus.stderr],
                 **fresh.record(),
                 "wall": clock.wall(),
