@@ -190,3 +190,19 @@ def test_bad_input_is_refused(setup):
         fit.fit(torch.zeros(10))
     with pytest.raises(TiltError, match="sample weights"):
         fit.fit(torch.tensor([-1.0] + [1.0] * 9))
+
+
+def test_the_fit_reports_one_counted_phase(setup):
+    """The fit's status keeps one label while it counts its L-BFGS evaluations: a label that
+    changed at every report would restart the phase's clock and leave it without an ETA."""
+    prior, scorer, exact = setup
+    reports: list[tuple[str, int | None, int | None]] = []
+
+    def status(phase: str, done: int | None = None, total: int | None = None) -> None:
+        reports.append((phase, done, total))
+
+    fit = TiltFit(make_tilt(prior, scorer), prior, exact.space.samples, batch_size=64)
+    fit.fit(exact.log_p.exp(), l2=1e-6, iters=200, status=status)
+    assert len(reports) >= 2 and len({phase for phase, _, _ in reports}) == 1
+    counts = [done for _, done, _ in reports]
+    assert counts == sorted(counts) and all(total == 250 for _, _, total in reports)

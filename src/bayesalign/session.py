@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from bayesalign.atomic import write_atomic
@@ -18,7 +19,7 @@ from bayesalign.model_card import write_model_card
 from bayesalign.models import DTYPES, LanguageModel
 from bayesalign.moments import MomentFit
 from bayesalign.preflight import check_generation_fits
-from bayesalign.progress import Heartbeat, progress_bar, show_record, with_count
+from bayesalign.progress import Heartbeat, Status, progress_bar, show_record, with_count
 from bayesalign.report import build_report
 from bayesalign.runs import RunFolder
 from bayesalign.runs.metric_names import HEADLINE, POOL_KL_P_PI
@@ -178,6 +179,17 @@ def _prompts(config: Config, contexts: ContextSets | None) -> list[str]:
     return [config.prompt] if contexts is None else contexts.train + contexts.eval
 
 
+def _shown(progress: Progress, task: TaskID, heartbeat: Heartbeat) -> Status:
+    """The `Status` that shows a phase on the bar's task (on a terminal) and on the heartbeat
+    (off one), with its count when it has one."""
+
+    def status(phase: str, done: int | None = None, total: int | None = None) -> None:
+        progress.update(task, phase=with_count(phase, done, total))
+        heartbeat.update(phase=phase, part=None if total is None else (done or 0, total))
+
+    return status
+
+
 def _train(
     config: Config,
     run: RunFolder,
@@ -216,11 +228,7 @@ def _train(
                 "train", total=config.training.steps, completed=trainer.state.step, phase="", info=""
             )
 
-            def status(phase: str, done: int | None = None, total: int | None = None) -> None:
-                progress.update(task, phase=with_count(phase, done, total))
-                heartbeat.update(phase=phase, part=None if total is None else (done or 0, total))
-
-            trainer.status = status
+            trainer.status = _shown(progress, task, heartbeat)
 
             moments = tuple(f"moment_{f.scorer.name}_pi" for f in target.features)
             moments += tuple(f"score_{t.scorer.name}_pi" for t in target.terms if isinstance(t, Tilt))
@@ -245,12 +253,7 @@ def _train(
         if config.training.scorer_tilt is not None:
             with progress_bar(console, "scorer tilt") as progress:
                 task = progress.add_task("scorer tilt", total=None, phase="", info="")
-
-                def tilt_status(phase: str, done: int | None = None, total: int | None = None) -> None:
-                    progress.update(task, phase=with_count(phase, done, total))
-                    heartbeat.update(phase=phase, part=None if total is None else (done or 0, total))
-
-                trainer.status = tilt_status
+                trainer.status = _shown(progress, task, heartbeat)
                 final, chosen, record = _scorer_tilt(config, trainer, final, chosen, console)
             show_record(console, f"step {record['step']} (scorer tilt)", record, HEADLINE + moments)
             if tracker is not None:

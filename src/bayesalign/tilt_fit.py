@@ -159,8 +159,8 @@ class TiltFit:
             loss = -likelihood + 0.5 * l2 * (w * keep).double().pow(2).sum()
             loss.backward()
             calls += 1
-            if calls % 10 == 0:  # L-BFGS evaluates at most 1.25 × iters times
-                status(f"tilt fit (mean log π_w {likelihood.item():.4f})", calls, round(1.25 * iters))
+            if calls % 10 == 0:  # L-BFGS evaluates at most 1.25 × iters times; one label, one ETA
+                status("tilt fit: L-BFGS evaluations", calls, round(1.25 * iters))
             return loss
 
         opt.step(closure)

@@ -145,10 +145,10 @@ class Trainer(Resumable):
             eval_contexts=self.evaluator.eval_contexts,
             vllm=self.vllm,
         )
-        self.evaluator.connect(
+        self.evaluator.connect(  # through self.status: the session sets it after this
             lambda m, n, g: self.draw(m, n, g, evaluation=True),
             self.eval_generator,
-            lambda phase, done=None, total=None: self.status(phase, done, total),
+            lambda *a: self.status(*a),
         )
 
     def describe_sharding(self) -> str | None:
