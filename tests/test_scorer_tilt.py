@@ -13,7 +13,7 @@ import torch
 
 from bayesalign.exact import ExactTarget, SequenceSpace, kl
 from bayesalign.samples import SamplingParams
-from bayesalign.scorer_tilt import CONTEXT, FEATURES, ScorerTilt, TiltError, tilted
+from bayesalign.scorer_tilt import CONTEXT, FEATURES, FINAL, ScorerTilt, TiltError, tilted
 from bayesalign.scorers import WordScorer
 from bayesalign.targets import Target
 from bayesalign.tilt_fit import TiltFit
@@ -31,9 +31,11 @@ def setup():
     return prior, scorer, exact
 
 
-def make_tilt(prior, scorer, *, top=5, edges=(0, 1, 2), weights=None):
+def make_tilt(prior, scorer, *, top=5, edges=(0, 1, 2), weights=None, final=0):
     vocab = prior.module.config.vocab_size
-    return ScorerTilt(scorer, prior.tokenizer, vocab, horizon=LENGTH, top=top, edges=edges, weights=weights)
+    return ScorerTilt(
+        scorer, prior.tokenizer, vocab, horizon=LENGTH, top=top, edges=edges, weights=weights, final=final
+    )
 
 
 def exact_fit(prior, scorer, exact, **kwargs):
@@ -94,6 +96,61 @@ def test_the_fit_is_the_optimum_of_the_exact_kl_and_brings_pi_near_p(setup):
     assert kl(exact.log_p, full) == pytest.approx(after, abs=1e-6)
 
 
+def test_the_final_step_is_ps_own_last_step(setup):
+    """With ``final`` covering the vocabulary, π's last token follows p's last conditional
+    a(v | x<T)·b(x<T v) / Σ_u a(u | x<T)·b(x<T u), whatever the weights, and the earlier tokens
+    follow the weights' tilt: log π(x) − log π_w(x<T) is that conditional for every x of length T,
+    with e^-FINAL in place of p's zero for the failing tokens."""
+    prior, scorer, exact = setup
+    weights = torch.randn(3, len(FEATURES), generator=torch.Generator().manual_seed(5))
+    log_pi = exact.space.log_prob(tilted(prior, make_tilt(prior, scorer, weights=weights, final=5)))
+    assert torch.logsumexp(log_pi, 0).item() == pytest.approx(0.0, abs=1e-5)
+    log_w = exact.space.log_prob(tilted(prior, make_tilt(prior, scorer, weights=weights)))
+    samples, b = exact.space.samples, exact.log_p > -torch.inf
+    full = samples.mask.sum(1) == LENGTH
+    groups: dict[tuple, list[int]] = {}
+    for i in full.nonzero().squeeze(1).tolist():
+        groups.setdefault(tuple(samples.ids[i, : LENGTH - 1].tolist()), []).append(i)
+    checked = 0
+    for rows in groups.values():
+        log_prefix = torch.logsumexp(log_w[rows], 0)  # π_w(x<T): the weights' tilt up to T − 1
+        log_a = exact.log_a[rows]
+        log_cond_a = log_a - torch.logsumexp(log_a, 0)  # a(v | x<T)
+        ok = b[rows]
+        if not ok.any() or ok.all():
+            continue
+        expected = torch.log_softmax(log_cond_a + FINAL * ok, 0)
+        torch.testing.assert_close(log_pi[rows] - log_prefix, expected, atol=1e-5, rtol=0)
+        p_cond = log_cond_a[ok] - torch.logsumexp(log_cond_a[ok], 0)  # p's own, exactly
+        assert (expected[ok] - p_cond).abs().max() < 1e-3
+        checked += 1
+    assert checked > 10
+
+
+def test_the_final_step_lowers_the_exact_kl_and_the_fit_keeps_it_exact(setup):
+    """The exact fit with p's own last step is nearer p than with fitted last-position weights,
+    and the compact fit's log π (the last step a constant there) is the full model's."""
+    prior, scorer, exact = setup
+    plain, plain_fit = exact_fit(prior, scorer, exact, top=2)
+    ending, ending_fit = exact_fit(prior, scorer, exact, top=2, final=5)
+    plain_kl = kl(exact.log_p, plain_fit.log_prob(plain.weights))
+    ending_kl = kl(exact.log_p, ending_fit.log_prob(ending.weights))
+    assert ending_kl < plain_kl - 0.01, (plain_kl, ending_kl)
+    full = exact.space.log_prob(tilted(prior, ending))
+    torch.testing.assert_close(ending_fit.log_prob(ending.weights), full, atol=1e-5, rtol=0)
+
+
+def test_a_final_step_over_few_tokens_keeps_the_prefix_verdict_for_the_rest(setup):
+    """``final`` = 1 reads one token; the others keep the verdict on x<T: still normalised, and
+    sampling and scoring agree."""
+    prior, scorer, exact = setup
+    model = tilted(prior, make_tilt(prior, scorer, final=1))
+    assert torch.logsumexp(exact.space.log_prob(model), 0).item() == pytest.approx(0.0, abs=1e-5)
+    samples = model.sample(64, SamplingParams(LENGTH), generator=torch.Generator().manual_seed(0))
+    scored = model.log_prob_frozen(samples).double()
+    torch.testing.assert_close(scored, samples.log_q.double(), atol=1e-5, rtol=0)
+
+
 def test_buckets_by_tokens_to_go_fit_better_than_one_set(setup):
     prior, scorer, exact = setup
     one, one_fit = exact_fit(prior, scorer, exact, edges=(0,))
@@ -119,7 +176,7 @@ def test_fit_on_samples_of_p_approaches_the_exact_fit(setup):
 def test_saved_tilt_loads_back_to_the_same_distribution(setup, tmp_path):
     prior, scorer, exact = setup
     weights = torch.randn(3, len(FEATURES), generator=torch.Generator().manual_seed(3))
-    model = tilted(prior, make_tilt(prior, scorer, weights=weights))
+    model = tilted(prior, make_tilt(prior, scorer, weights=weights, final=2))
     model.save_pretrained(tmp_path)
     vocab = prior.module.config.vocab_size
     loaded = tilted(prior, ScorerTilt.load(tmp_path, {"has_b": scorer}, prior.tokenizer, vocab))
@@ -178,6 +235,8 @@ def test_bad_input_is_refused(setup):
         make_tilt(prior, scorer, edges=(1, 2))
     with pytest.raises(TiltError, match="edges"):
         make_tilt(prior, scorer, edges=(0, 2, 2))
+    with pytest.raises(TiltError, match="final"):
+        make_tilt(prior, scorer, final=-1)
     with pytest.raises(TiltError, match="weights of shape"):
         make_tilt(prior, scorer, weights=torch.zeros(2, len(FEATURES)))
     tilt = make_tilt(prior, scorer)

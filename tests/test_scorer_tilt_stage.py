@@ -72,10 +72,15 @@ def test_eval_reloads_the_tilted_final(run):
 
 
 def test_a_tilt_held_at_zero_is_the_untilted_policy(tmp_path):
-    """A huge l2 keeps every weight at ~0: the tilted π is then π itself, measured alike, so the
-    stage adds nothing on top of the π it tilts (the tilt's scoring path is not a different model)."""
+    """A huge l2 keeps every weight at ~0 and ``final: 0`` leaves the last step to them: the tilted π
+    is then π itself, measured alike, so the stage adds nothing on top of the π it tilts (the
+    tilt's scoring path is not a different model)."""
     out = tmp_path / "run"
-    train(config("training.scorer_tilt.l2=1e6"), out, console=Console(quiet=True))
+    train(
+        config("training.scorer_tilt.l2=1e6", "training.scorer_tilt.final=0"),
+        out,
+        console=Console(quiet=True),
+    )
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     trained, tilted = records[-2], records[-1]
     assert tilted["exact_kl_p_pi"] == pytest.approx(trained["exact_kl_p_pi"], abs=1e-5)
@@ -100,6 +105,7 @@ def test_final_keeps_the_tilt_only_when_its_held_out_kl_is_lower():
         ),
         (["training.scorer_tilt.edges=[1, 2]"], "rise strictly from 0"),
         (["training.scorer_tilt.top=-1"], "top"),
+        (["training.scorer_tilt.final=-1"], "final"),
         (["sampling.backend=vllm"], "sampling.backend"),
     ],
 )

@@ -84,7 +84,9 @@ class Demo:
         """The exact p-samples of the training split and of the held-out split."""
         return self.split.train_pool(self.target).p_samples(), self.split.val.p_samples()
 
-    def scorer_tilt(self, *, top: int, edges: tuple[int, ...], workers: int = 0) -> ScorerTilt:
+    def scorer_tilt(
+        self, *, top: int, edges: tuple[int, ...], workers: int = 0, final: int = 0
+    ) -> ScorerTilt:
         """The scorer tilt of the demo's constraint over its prior, weights at 0."""
         vocab = self.prior.module.get_output_embeddings().weight.shape[0]
         return ScorerTilt(
@@ -95,6 +97,7 @@ class Demo:
             top=top,
             edges=edges,
             workers=workers,
+            final=final,
         )
 
 

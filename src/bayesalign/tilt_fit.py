@@ -28,7 +28,9 @@ class Positions:
     log-probabilities on the fixed columns [P, F] and on the top candidates [P, K] (−inf where
     a candidate is a fixed column, ``top_col`` >= 0), the candidates' context features
     [P, K, len(CONTEXT)], the log-mass of every other token [P], the taken token's index in
-    [fixed | top] (−1: another token, whose log a is ``log_taken``), its step and row."""
+    [fixed | top] (−1: another token, whose log a is ``log_taken``), its step and row, and
+    log π of the taken token where π takes p's own last step (``final``; NaN elsewhere), which
+    no weight changes."""
 
     log_fixed: torch.Tensor
     log_top: torch.Tensor
@@ -40,6 +42,7 @@ class Positions:
     log_taken: torch.Tensor
     step: torch.Tensor
     row: torch.Tensor
+    log_final: torch.Tensor
 
 
 class TiltFit:
@@ -59,7 +62,7 @@ class TiltFit:
             raise TiltError("no samples to fit the tilt on")
         self.tilt, self.n_rows = tilt, len(samples)
         features = tilt.token_features
-        support = (features != 0).any(-1)
+        support = tilt.support.clone()
         support[tilt.eos] = True
         self.fixed = support.nonzero().squeeze(1)  # [F]
         self.col_of = torch.full((tilt.vocab,), -1, dtype=torch.long)
@@ -91,6 +94,10 @@ class TiltFit:
                 self.col_of[taken_ids],
                 torch.where(in_top.any(-1), len(self.fixed) + in_top.float().argmax(-1), -1),
             )
+            log_final = torch.full((n,), float("nan"))
+            if self.tilt.is_final(n - 1):
+                last = lb[n - 1] + self.tilt.final_tilt([ids[:-1]], lb[n - 1 :])[0]
+                log_final[-1] = torch.log_softmax(last, dim=-1)[ids[-1]]
             cols.append(
                 Positions(
                     log_fixed=lb[:, self.fixed],
@@ -103,6 +110,7 @@ class TiltFit:
                     log_taken=lb.gather(1, taken_ids[:, None])[:, 0],
                     step=torch.arange(n),
                     row=torch.full((n,), start + r),
+                    log_final=log_final,
                 )
             )
         return Positions(*(torch.cat(x) for x in zip(*(vars(p).values() for p in cols), strict=True)))
@@ -124,7 +132,8 @@ class TiltFit:
         log_z = torch.logsumexp(torch.cat([logits, pos.log_rest.float()[:, None]], 1), dim=-1)
         chosen = logits.gather(1, pos.taken.clamp(min=0)[:, None])[:, 0]
         chosen = torch.where(pos.taken >= 0, chosen, pos.log_taken)
-        return torch.zeros(self.n_rows, dtype=torch.float64).index_add(0, pos.row, (chosen - log_z).double())
+        term = torch.where(torch.isnan(pos.log_final), chosen - log_z, pos.log_final)
+        return torch.zeros(self.n_rows, dtype=torch.float64).index_add(0, pos.row, term.double())
 
     def fit(
         self,

@@ -23,6 +23,13 @@ class ScorerTiltSection(Section):
         "the first tokens-to-go of each bucket, rising from 0 (the last position): [0, 2, 8] is the last two "
         "positions, the six before them, the rest",
     )
+    final: int = Field(
+        512,
+        ge=0,
+        description="at the last position π takes p's own step: the verdict on the text with each of "
+        "a's `final` likeliest tokens appended, and each token the scorer reacts to alone (0: fitted "
+        "weights there too)",
+    )
     l2: float = Field(1e-4, ge=0, description="penalty on the weights (keeps separating features finite)")
     iters: int = Field(100, gt=0, description="L-BFGS iterations at most")
     workers: int = Field(0, ge=0, description="processes that run the scorer (0: the run's own)")

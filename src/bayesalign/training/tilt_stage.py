@@ -41,6 +41,7 @@ def tilt_stage(trainer: Trainer, section: ScorerTiltSection) -> tuple[LanguageMo
         top=section.top,
         edges=tuple(section.edges),
         workers=section.workers,
+        final=section.final,
     )
     fit = TiltFit(tilt, policy, p_samples, batch_size=16, status=status)
     mean_log_pi = fit.fit(l2=section.l2, iters=section.iters, status=status)
