@@ -13,7 +13,7 @@ import torch
 
 from bayesalign.exact import ExactTarget, SequenceSpace, kl
 from bayesalign.samples import SamplingParams
-from bayesalign.scorer_tilt import CONTEXT, FEATURES, FINAL, ScorerTilt, TiltError, tilted
+from bayesalign.scorer_tilt import BROKEN, CONTEXT, FEATURES, FINAL, ScorerTilt, TiltError, tilted
 from bayesalign.scorers import WordScorer
 from bayesalign.targets import Target
 from bayesalign.tilt_fit import TiltFit
@@ -138,6 +138,17 @@ def test_the_final_step_lowers_the_exact_kl_and_the_fit_keeps_it_exact(setup):
     assert ending_kl < plain_kl - 0.01, (plain_kl, ending_kl)
     full = exact.space.log_prob(tilted(prior, ending))
     torch.testing.assert_close(ending_fit.log_prob(ending.weights), full, atol=1e-5, rtol=0)
+    # without the last step's constants the fit ends at the same weights, and its log π lacks
+    # exactly the last step's term on the sequences that reach it
+    lean = make_tilt(prior, scorer, top=2, final=5)
+    lean_fit = TiltFit(lean, prior, exact.space.samples, batch_size=64, last_step=False)
+    lean_fit.fit(exact.log_p.exp(), l2=1e-6, iters=200)
+    torch.testing.assert_close(lean.weights, ending.weights, atol=1e-4, rtol=0)
+    gap = ending_fit.log_prob(ending.weights) - lean_fit.log_prob(ending.weights)
+    last = ending_fit.pos.log_final[~torch.isnan(ending_fit.pos.log_final)]
+    reaches = exact.space.samples.mask.sum(1) == LENGTH
+    torch.testing.assert_close(gap[reaches], last.double(), atol=1e-6, rtol=0)
+    assert (gap[~reaches] == 0).all()
 
 
 def test_a_final_step_over_few_tokens_keeps_the_prefix_verdict_for_the_rest(setup):
@@ -265,3 +276,44 @@ def test_the_fit_reports_one_counted_phase(setup):
     assert len(reports) >= 2 and len({phase for phase, _, _ in reports}) == 1
     counts = [done for _, done, _ in reports]
     assert counts == sorted(counts) and all(total == 250 for _, _, total in reports)
+
+
+def byte_level_tokenizer():
+    """A small byte-level BPE (SmolLM2's kind), trained here on text with multi-byte characters,
+    so that some tokens hold part of a character."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["the café was good, not bad at all", "naïve b words 🙂 and more words", "a b c d"] * 20
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"], show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<eos>", clean_up_tokenization_spaces=False
+    )
+
+
+@pytest.mark.parametrize("byte_level", [True, False])
+def test_extended_texts_are_the_decoded_ones(setup, byte_level):
+    """The tilt builds prefix ⊕ v's text by appending v's piece where the tokenizer allows it
+    (byte-level BPE), else by decoding; either way it is exactly the decoded text, also where a
+    character's bytes are split between tokens."""
+    prior, scorer, _ = setup
+    tokenizer = byte_level_tokenizer() if byte_level else prior.tokenizer
+    vocab = len(tokenizer)
+    tilt = ScorerTilt(scorer, tokenizer, vocab, horizon=LENGTH)
+    assert tilt.appends == byte_level
+    g = torch.Generator().manual_seed(0)
+    prefixes = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in (0, 1, 2, 3, 5, 8) * 4]
+    prefixes += [tokenizer.encode(text) for text in ("the caf", "naïve", "words 🙂")]
+    texts = tokenizer.batch_decode(prefixes, skip_special_tokens=True)
+    rows = [r for r in range(len(prefixes)) for _ in range(vocab)]
+    tokens = list(range(vocab)) * len(prefixes)
+    expected = tokenizer.batch_decode(
+        [prefixes[r] + [v] for r, v in zip(rows, tokens, strict=True)], skip_special_tokens=True
+    )
+    assert tilt._extended(prefixes, texts, rows, tokens) == expected
+    if byte_level:  # split characters did occur, and were decoded, not appended
+        assert any(BROKEN in t for t in texts) or any(BROKEN in tilt.pieces[v] for v in range(vocab))

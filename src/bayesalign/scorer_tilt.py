@@ -50,6 +50,7 @@ CONTEXT = ("delta+", "delta-", "up", "down", *(f"soft{k:g}" for k in SHARPNESS))
 FEATURES = ("s+", "s-", *CONTEXT, "end")
 IN_CONTEXT = slice(2, 2 + len(CONTEXT))  # the context features' columns of the weights
 FINAL = 10.0  # the last step's weight on the verdict: e^-10 stands in for p's zero (see the module)
+BROKEN = "\ufffd"  # what a decoder writes for a character whose bytes are split between tokens
 MARKER = "tilt.json"  # a folder with this file holds a scorer tilt beside its base model
 
 
@@ -136,6 +137,8 @@ class ScorerTilt:
         if not edges or edges[0] != 0 or list(edges) != sorted(set(edges)):
             raise TiltError(f"tilt: edges must rise strictly from 0, got {list(edges)}")
         texts = tokenizer.batch_decode([[v] for v in range(vocab)], skip_special_tokens=True)
+        self.pieces = texts  # what each token appends to a text, where `appends` holds
+        self.appends = _appends(tokenizer, texts)
         self.scorer, self.threshold, s = real_valued(scorer, texts)
         self.scorer_name = scorer.name
         if workers:  # the scorer runs `top` + 1 times per position: spread it over processes
@@ -163,9 +166,10 @@ class ScorerTilt:
         (generated token ids, no prompt), with the scorer on prefix ⊕ candidate."""
         n, k = len(prefixes), self.top
         top = log_base.topk(k, dim=-1).indices.cpu() if k else torch.zeros(n, 0, dtype=torch.long)
-        before = self.scorer(self.tokenizer.batch_decode(prefixes, skip_special_tokens=True)).float()
-        extended = [p + [v] for p, ids in zip(prefixes, top.tolist(), strict=True) for v in ids]
-        after = self.scorer(self.tokenizer.batch_decode(extended, skip_special_tokens=True)).float()
+        texts = self.tokenizer.batch_decode(prefixes, skip_special_tokens=True)
+        before = self.scorer(texts).float()
+        rows = torch.arange(n).repeat_interleave(k).tolist()
+        after = self.scorer(self._extended(prefixes, texts, rows, top.flatten().tolist())).float()
         after = after.view(n, k)
         delta = after - before[:, None]
         b_after, b_before = after > self.threshold, (before > self.threshold)[:, None]
@@ -185,12 +189,34 @@ class ScorerTilt:
         read = self.support.expand(len(prefixes), -1).clone()
         read.scatter_(1, log_base.topk(self.final, dim=-1).indices.cpu(), True)
         row, token = read.nonzero(as_tuple=True)
-        before = self.scorer(self.tokenizer.batch_decode(prefixes, skip_special_tokens=True))
-        extended = [prefixes[r] + [v] for r, v in zip(row.tolist(), token.tolist(), strict=True)]
-        after = self.scorer(self.tokenizer.batch_decode(extended, skip_special_tokens=True))
+        texts = self.tokenizer.batch_decode(prefixes, skip_special_tokens=True)
+        before = self.scorer(texts)
+        after = self.scorer(self._extended(prefixes, texts, row.tolist(), token.tolist()))
         verdict = (before > self.threshold).float()[:, None].expand(len(prefixes), self.vocab).clone()
         verdict[row, token] = (after > self.threshold).float()
         return FINAL * verdict
+
+    def _extended(
+        self, prefixes: list[list[int]], texts: list[str], rows: list[int], tokens: list[int]
+    ) -> list[str]:
+        """The text of prefixes[r] ⊕ v for each (r, v): the prefix's text plus the token's piece
+        where the tokenizer appends pieces (`_appends`) and neither holds a broken character (a
+        multi-byte character split between tokens), else decoded from the ids (slower: decoding
+        costs as much as VADER)."""
+        out, redo = [], []
+        for i, (r, v) in enumerate(zip(rows, tokens, strict=True)):
+            piece = self.pieces[v]
+            if self.appends and BROKEN not in texts[r] and BROKEN not in piece:
+                out.append(texts[r] + piece)
+            else:
+                out.append("")
+                redo.append(i)
+        decoded = self.tokenizer.batch_decode(
+            [prefixes[rows[i]] + [tokens[i]] for i in redo], skip_special_tokens=True
+        )
+        for i, text in zip(redo, decoded, strict=True):
+            out[i] = text
+        return out
 
     def _soft(self, score: torch.Tensor, k: float) -> torch.Tensor:
         """log σ(k·(s − threshold)): a verdict that changes smoothly with the score, so that a
@@ -260,6 +286,19 @@ class ScorerTilt:
             weights=weights,
             final=settings.get("final", 0),  # tilts saved before it had no exact last step
         )
+
+
+def _appends(tokenizer: PreTrainedTokenizerBase, pieces: list[str]) -> bool:
+    """Whether decoding a prefix with one more token gives the prefix's text plus that token's
+    piece (byte-level BPE without clean-up does; SentencePiece, which drops a first piece's
+    space, does not), checked on 2,048 pairs of tokens spread over the vocabulary."""
+    step = max(1, len(pieces) // 64)
+    ids = [v for v in range(0, len(pieces), step) if BROKEN not in pieces[v]][:64]
+    prefixes = [[a, b] for a, b in zip(ids, ids[1:] + ids[:1], strict=True)]
+    pairs = [(prefix, v) for prefix in prefixes for v in ids[:32]]
+    whole = tokenizer.batch_decode([prefix + [v] for prefix, v in pairs], skip_special_tokens=True)
+    alone = tokenizer.batch_decode([prefix for prefix, _ in pairs], skip_special_tokens=True)
+    return all(w == a + pieces[v] for w, a, (_, v) in zip(whole, alone, pairs, strict=True))
 
 
 def tilted(base: LanguageModel, tilt: ScorerTilt) -> LanguageModel:

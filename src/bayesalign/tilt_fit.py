@@ -55,12 +55,17 @@ class TiltFit:
         samples: Samples,
         batch_size: int = 16,
         status: Status = quiet,
+        last_step: bool = True,
     ) -> None:
+        """``last_step=False`` leaves out the constant log π of p's own last step (the tilt's
+        ``final``): the fit does not need it, no weight changes it, and it costs ``final`` plus
+        the support's scorer calls per sample. `log_prob` and `fit`'s mean are then log π of
+        the other positions."""
         if base.tilt is not None:
             raise TiltError("the tilt's base model is itself tilted: fit on the untilted model")
         if len(samples) == 0:
             raise TiltError("no samples to fit the tilt on")
-        self.tilt, self.n_rows = tilt, len(samples)
+        self.tilt, self.n_rows, self.last_step = tilt, len(samples), last_step
         features = tilt.token_features
         support = tilt.support.clone()
         support[tilt.eos] = True
@@ -96,6 +101,8 @@ class TiltFit:
             )
             log_final = torch.full((n,), float("nan"))
             if self.tilt.is_final(n - 1):
+                log_final[-1] = 0.0  # without ``last_step``: this position counts for nothing
+            if self.tilt.is_final(n - 1) and self.last_step:
                 last = lb[n - 1] + self.tilt.final_tilt([ids[:-1]], lb[n - 1 :])[0]
                 log_final[-1] = torch.log_softmax(last, dim=-1)[ids[-1]]
             cols.append(

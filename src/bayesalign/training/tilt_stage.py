@@ -43,7 +43,9 @@ def tilt_stage(trainer: Trainer, section: ScorerTiltSection) -> tuple[LanguageMo
         workers=section.workers,
         final=section.final,
     )
-    fit = TiltFit(tilt, policy, p_samples, batch_size=16, status=status)
+    # the last step's constant log π is not needed to fit (nor reported): it would cost the scorer
+    # on every likely last token of every training sample
+    fit = TiltFit(tilt, policy, p_samples, batch_size=16, status=status, last_step=False)
     mean_log_pi = fit.fit(l2=section.l2, iters=section.iters, status=status)
     model = tilted(policy, tilt)
     fitted = time.perf_counter() - started
@@ -56,7 +58,7 @@ def tilt_stage(trainer: Trainer, section: ScorerTiltSection) -> tuple[LanguageMo
         "stage": STAGE,
         "samples_seen": trainer.state.samples_seen,
         "tilt_fit_samples": len(p_samples),
-        "tilt_fit_mean_log_pi": mean_log_pi,
+        "tilt_fit_mean_log_pi": mean_log_pi,  # without the last position where it is p's own step
         "tilt_fit_seconds": fitted,
         **metrics,
         "seconds": time.perf_counter() - started,
